@@ -1,0 +1,32 @@
+# nicodec: the two set-up commands are `make install` and `make test`.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+
+.PHONY: install test bench data models experiments clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+test: install
+	$(BIN)/pytest
+
+# Measured numbers on the photo test set (needs `make data`).
+bench: install
+	$(PYTHON) -m nicodec.bench
+
+# Fetch the three domains into data/ (git-ignored) and print the split counts.
+data: install
+	$(PYTHON) -m nicodec.data
+
+# Retrain the shipped base models (hours on 2 CPU cores; resumes from runs/).
+models: install data
+	NIC=$(BIN)/nicodec scripts/train_base.sh
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,234 @@
+"""The ``nicodec`` command line: encode, decode, info, train.
+
+Every user-facing failure is a :class:`~nicodec.errors.NicodecError` and becomes one red
+``error:`` line on stderr with exit status 1; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from nicodec.errors import NicodecError
+
+QUALITIES = {1: 0.002, 2: 0.008, 3: 0.016, 4: 0.032}
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Cli(click.Group):
+    """Turns NicodecError (and stray OSErrors) into one clear line and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except NicodecError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))}")
+            sys.exit(1)
+        except OSError as e:
+            msg = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+            err.print(f"[red]error:[/red] {escape(msg)}")
+            sys.exit(1)
+
+
+@click.group(cls=Cli)
+@click.version_option(package_name="nicodec")
+def main():
+    """nicodec: a neural image codec that adapts to your images without forgetting."""
+    warnings.filterwarnings("ignore")
+
+
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                      show_default=True, help="where the network runs")
+
+
+def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[Path]:
+    """One input: OUT is the file (default: stem + suffix beside it). Several: OUT is a
+    directory (created) holding <stem><suffix> for each."""
+    if len(inputs) == 1 and not (output and Path(output).is_dir()):
+        return [Path(output) if output else Path(inputs[0]).with_suffix(suffix)]
+    directory = Path(output) if output else None
+    if directory is not None:
+        if directory.exists() and not directory.is_dir():
+            raise NicodecError(f"{directory}: with several inputs, -o must be a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+    paths = [(directory or Path(i).parent) / (Path(i).stem + suffix) for i in inputs]
+    if len(set(paths)) != len(paths):
+        raise NicodecError("several inputs share a file name stem; their outputs would clash")
+    return paths
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="output file (one input) or directory")
+@click.option("-q", "--quality", type=click.IntRange(1, 4), default=3, show_default=True,
+              help="1 = lowest rate .. 4 = highest quality")
+@click.option("--domain", default="photo", show_default=True,
+              help="photo (the base codec) or the name of an installed adapter")
+@DEVICE
+def encode(images, output, quality, domain, device):
+    """Compress IMAGES to .nic files."""
+    import time
+
+    from nicodec import image, registry
+
+    dev = registry.pick_device(device)
+    targets = _outputs(images, output, ".nic")
+    codec = registry.Registry().codec(quality=quality, domain=domain, device=dev)
+    failures = 0
+    for src, dst in zip(images, targets):
+        try:
+            t0 = time.perf_counter()
+            img = image.load(src)
+            data = codec.encode(img.rgb, img.channels)
+            image.atomic_write(dst, data)
+            dt = time.perf_counter() - t0
+        except NicodecError as e:
+            if len(images) == 1:
+                raise
+            err.print(f"[red]error:[/red] {escape(str(e))}")
+            failures += 1
+            continue
+        h, w = img.rgb.shape[:2]
+        note = "  (alpha channel dropped)" if img.dropped_alpha else ""
+        out.print(f"{src} -> {dst}  {w}x{h}  {len(data):,} bytes  "
+                  f"{8 * len(data) / (w * h):.4f} bpp  {dt:.2f} s  ({codec.name} q{quality})"
+                  f"{note}", markup=False)
+    if failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="output PNG (one input) or directory")
+@DEVICE
+def decode(files, output, device):
+    """Decompress .nic FILES to PNG."""
+    import time
+
+    from nicodec import container, image, registry
+
+    dev = registry.pick_device(device)
+    targets = _outputs(files, output, ".png")
+    reg = registry.Registry()
+    failures = 0
+    for src, dst in zip(files, targets):
+        try:
+            t0 = time.perf_counter()
+            header, payload = container.parse(_read(src))
+            codec = reg.codec_for_header(header, dev)
+            rgb = codec.decode(header, payload)
+            image.save_png(dst, rgb, header.channels)
+            dt = time.perf_counter() - t0
+        except NicodecError as e:
+            if len(files) == 1:
+                raise
+            err.print(f"[red]error:[/red] {escape(src)}: {escape(str(e))}")
+            failures += 1
+            continue
+        out.print(f"{src} -> {dst}  {header.width}x{header.height}  {dt:.2f} s  "
+                  f"({codec.name} q{header.quality})", markup=False)
+    if failures:
+        sys.exit(1)
+
+
+def _read(path: str) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise NicodecError(f"{p}: no such file")
+    if p.is_dir():
+        raise NicodecError(f"{p}: is a directory")
+    return p.read_bytes()
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def info(file, as_json):
+    """Show the header of a .nic FILE and whether its models are installed here."""
+    import json
+
+    from nicodec import container, registry
+
+    data = _read(file)
+    header, _ = container.parse(data)
+    d = header.as_dict()
+    d["file_bytes"] = len(data)
+    d["bpp"] = round(8 * len(data) / (header.width * header.height), 6)
+    reg = registry.Registry()
+    base = next((m for m in reg.bases() if m["id"] == d["base_id"]), None)
+    d["base_model"] = ({"installed": True, "domain": base["domain"], "quality": base["quality"],
+                        "lambda": base["lambda"], "file": base["file"]}
+                       if base else {"installed": False})
+    d["adapter"] = reg.describe_adapter(d["adapter_id"]) if d["adapter_id"] else None
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+        return
+    rows = [("file", file), ("format version", d["version"]), ("size", f"{d['width']}x"
+            f"{d['height']}"), ("colour", "greyscale" if d["channels"] == 1 else "RGB"),
+            ("quality", d["quality"]), ("bytes", f"{d['file_bytes']:,} ({d['bpp']:.4f} bpp)"),
+            ("entropy coder", f"{d['coder']} {d['coder_version']}"),
+            ("base model", d["base_id"] + ("  installed: " + base["file"] if base
+                                           else "  NOT INSTALLED")),
+            ("adapter", "none (base codec)" if not d["adapter_id"] else
+             d["adapter_id"] + ("  installed: " + d["adapter"]["name"]
+                                if d["adapter"]["installed"] else "  NOT INSTALLED"))]
+    for k, v in rows:
+        out.print(f"{k:15s} {v}", markup=False)
+
+
+@main.command()
+@click.option("--domain", default="photo", show_default=True, help="training domain")
+@click.option("-q", "--quality", type=click.IntRange(1, 4), required=True)
+@click.option("--steps", type=int, default=5000, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--init", "init_from", type=click.Path(exists=True, dir_okay=False),
+              help="warm-start from these weights (safetensors) instead of random")
+@click.option("--runs", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="checkpoint directory")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+              help="export here and update its manifest (default: the shipped models/)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+def train(domain, quality, steps, batch, lr, init_from, runs, models_dir, device):
+    """Train a base model for DOMAIN at QUALITY, then export it to the model registry."""
+    import torch
+    from safetensors.torch import load_file
+
+    from nicodec import data, registry
+    from nicodec.network import FactorizedPrior
+    from nicodec.train import TrainConfig, load_model_tensors
+    from nicodec.train import train as run_training
+
+    dev = registry.pick_device(device)
+    lam = QUALITIES[quality]
+    files = data.list_images(data.split_dir(domain, "train"))
+    sampler = data.CropSampler.from_files(files, crop=128)
+    model = FactorizedPrior()
+    if init_from:
+        tensors = load_file(init_from)
+        prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
+        load_model_tensors(model, tensors, prefix=prefix)
+    runs = Path(runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    ckpt = runs / f"{domain}-q{quality}.ckpt"
+    cfg = TrainConfig(lam=lam, steps=steps, batch=batch, lr=lr)
+    out.print(f"training {domain} q{quality} (lambda={lam}) on {len(files)} images, "
+              f"{steps} steps, batch {batch}, device {dev}")
+    stats = run_training(model, sampler, cfg, ckpt=ckpt, device=dev)
+    command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    entry = registry.export_base(model.cpu(), domain=domain, quality=quality, lam=lam,
+                                 steps=steps, command=command, train_images=len(files),
+                                 models_dir=Path(models_dir) if models_dir else None)
+    out.print(f"exported {entry['file']} id {entry['id']}  "
+              f"(train bpp {stats['bpp']:.3f}, PSNR {stats['psnr']:.2f} dB)")
+
+
+if __name__ == "__main__":
+    main()

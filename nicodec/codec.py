@@ -1,0 +1,107 @@
+"""Image <-> ``.nic`` bytes with a loaded network and its frozen entropy tables.
+
+encode: pixels (H, W, 3) uint8 -> x in [0, 1], padded to a multiple of 16 (edge replicate)
+        -> y = g_a(x) -> q = round(y - median) -> rANS payload -> container
+decode: container -> payload -> q -> y_hat = q + median -> g_s(y_hat) -> crop, clamp, round
+
+The integer latents ``q`` are the whole interface between the two sides, so a file encoded
+on one device decodes on another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nicodec import container
+from nicodec.entropy import CODER_NAME, LatentCoder, coder_version
+from nicodec.errors import NicodecError
+from nicodec.network import DOWNSAMPLING
+
+
+def latent_shape(width: int, height: int, channels: int) -> tuple[int, int, int]:
+    return (channels, -(-height // DOWNSAMPLING), -(-width // DOWNSAMPLING))
+
+
+def pixels_to_tensor(rgb: np.ndarray, device: str) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H', W') float in [0, 1], padded to multiples of 16."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    x = x.permute(2, 0, 1)[None].float() / 255.0
+    h, w = rgb.shape[:2]
+    ph, pw = -h % DOWNSAMPLING, -w % DOWNSAMPLING
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x
+
+
+def tensor_to_pixels(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(1, 3, H', W') reconstruction -> (height, width, 3) uint8."""
+    x = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round().to(torch.uint8)
+    return x.permute(1, 2, 0).cpu().numpy()
+
+
+@dataclass
+class Codec:
+    """A ready-to-use codec version: network + tables + the IDs it writes into headers."""
+
+    net: nn.Module  # FactorizedPrior or AdaptedCodec (analysis/synthesis)
+    coder: LatentCoder
+    base_id: int
+    adapter_id: int
+    quality: int
+    lam: float
+    device: str = "cpu"
+    name: str = "photo"
+
+    @property
+    def median(self) -> torch.Tensor:
+        return self.coder.median.to(self.device)[None, :, None, None]
+
+    @torch.no_grad()
+    def latents(self, rgb: np.ndarray) -> np.ndarray:
+        """Integer latents q (C, h, w) int32 of an image."""
+        y = self.net.analysis(pixels_to_tensor(rgb, self.device))
+        return torch.round(y - self.median)[0].to(torch.int32).cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, q: np.ndarray, height: int, width: int) -> np.ndarray:
+        y_hat = torch.from_numpy(q).to(self.device)[None].float() + self.median
+        return tensor_to_pixels(self.net.synthesis(y_hat), height, width)
+
+    def encode(self, rgb: np.ndarray, channels: int = 3) -> bytes:
+        """(H, W, 3) uint8 pixels -> complete .nic file bytes."""
+        h, w = rgb.shape[:2]
+        container.check_size(w, h)
+        q = self.latents(rgb)
+        payload = self.coder.encode(q)
+        major, minor = coder_version()
+        header = container.Header(quality=self.quality, channels=channels, width=w, height=h,
+                                  base_id=self.base_id, adapter_id=self.adapter_id,
+                                  coder=CODER_NAME, coder_version=(major << 8) | minor)
+        return container.pack(header, payload)
+
+    def decode(self, header: container.Header, payload: bytes) -> np.ndarray:
+        """A parsed .nic file -> (H, W, 3) uint8 pixels."""
+        check_coder(header)
+        shape = latent_shape(header.width, header.height, self.coder.channels)
+        try:
+            q = self.coder.decode(payload, shape)
+        except NicodecError:
+            raise
+        except Exception as e:  # constriction raises plain exceptions on garbage input
+            raise NicodecError(f"corrupt payload ({e})") from None
+        return self.reconstruct(q, header.height, header.width)
+
+
+def check_coder(header: container.Header) -> None:
+    major, minor = coder_version()
+    if header.coder != CODER_NAME:
+        raise NicodecError(f"unknown entropy coder {header.coder} in file")
+    if header.coder_version != (major << 8) | minor:
+        fm, fn = divmod(header.coder_version, 256)
+        raise NicodecError(f"file was entropy-coded with constriction {fm}.{fn}; this "
+                           f"install has {major}.{minor}, whose bitstream may differ")

@@ -1,0 +1,116 @@
+"""The ``.nic`` container: a fixed 32-byte little-endian header, then the payload.
+
+See ``docs/format.md`` for the byte layout. This module is the only place that reads or
+writes it; every check on untrusted bytes happens in :func:`parse` before anything is
+allocated from the declared sizes.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import asdict, dataclass
+
+from nicodec.errors import NicodecError
+
+MAGIC = b"NIC\x1a"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sBBBBHHHHIIII")
+HEADER_SIZE = HEADER.size  # 32
+CRC_OFFSET = HEADER_SIZE - 4
+NO_ADAPTER = 0
+
+MAX_SIDE = 32768  # pixels, per side
+MAX_PIXELS = 1 << 28  # 268 M pixels
+MAX_PAYLOAD = 1 << 30
+CHANNELS = (1, 3)  # greyscale (decoded as L) or RGB
+
+
+@dataclass(frozen=True)
+class Header:
+    """Every field of a ``.nic`` header except the magic and the CRC."""
+
+    quality: int  # 1..4
+    channels: int  # 1 (greyscale) or 3 (RGB): the colour mode the decoder writes
+    width: int
+    height: int
+    base_id: int  # uint32: first 4 bytes of the base weights' content hash
+    adapter_id: int = NO_ADAPTER  # uint32; 0 = base codec
+    coder: int = 1  # 1 = constriction rANS with per-channel categorical tables
+    coder_version: int = 0  # (major << 8) | minor of constriction
+    flags: int = 0  # reserved, must be 0
+    version: int = FORMAT_VERSION
+    payload_length: int = 0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["base_id"] = format_id(self.base_id)
+        d["adapter_id"] = format_id(self.adapter_id) if self.adapter_id else None
+        major, minor = divmod(self.coder_version, 256)
+        d["coder"] = "constriction-rans" if self.coder == 1 else f"unknown({self.coder})"
+        d["coder_version"] = f"{major}.{minor}"
+        return d
+
+
+def format_id(i: int) -> str:
+    return f"{i:08x}"
+
+
+def parse_id(s: str) -> int:
+    try:
+        v = int(s, 16)
+    except ValueError:
+        raise NicodecError(f"not a model ID: {s!r} (expected 8 hex digits)") from None
+    if len(s) != 8:
+        raise NicodecError(f"not a model ID: {s!r} (expected 8 hex digits)")
+    return v
+
+
+def check_size(width: int, height: int) -> None:
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
+        raise NicodecError(f"image size {width}x{height} is outside the supported range "
+                           f"(each side 1..{MAX_SIDE}, at most {MAX_PIXELS} pixels)")
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """Header + payload -> file bytes, with payload length and CRC32 filled in."""
+    check_size(header.width, header.height)
+    if header.channels not in CHANNELS:
+        raise ValueError(f"channels must be one of {CHANNELS}")
+    head = HEADER.pack(MAGIC, header.version, header.quality, header.channels, header.coder,
+                       header.coder_version, header.width, header.height, header.flags,
+                       header.base_id, header.adapter_id, len(payload), 0)[:CRC_OFFSET]
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + payload
+
+
+def parse(data: bytes) -> tuple[Header, bytes]:
+    """File bytes -> (header, payload). Raises NicodecError on anything malformed."""
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise NicodecError("not a .nic file (wrong magic bytes)")
+    if len(data) < HEADER_SIZE:
+        raise NicodecError("truncated .nic file (incomplete header)")
+    (_, version, quality, channels, coder, coder_version, width, height, flags, base_id,
+     adapter_id, length, crc) = HEADER.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise NicodecError(f"file uses format version {version}; this nicodec reads up to "
+                           f"{FORMAT_VERSION} (upgrade nicodec)")
+    if version < 1:
+        raise NicodecError(f"corrupt .nic file (format version {version})")
+    if length > MAX_PAYLOAD:
+        raise NicodecError(f"corrupt .nic file (declared payload of {length} bytes)")
+    if len(data) < HEADER_SIZE + length:
+        raise NicodecError(f"truncated .nic file ({len(data) - HEADER_SIZE} of {length} "
+                           "payload bytes)")
+    if len(data) > HEADER_SIZE + length:
+        raise NicodecError("corrupt .nic file (trailing bytes after the payload)")
+    payload = data[HEADER_SIZE:]
+    if zlib.crc32(payload, zlib.crc32(data[:CRC_OFFSET])) != crc:
+        raise NicodecError("corrupt .nic file (CRC32 mismatch)")
+    if flags != 0 or channels not in CHANNELS or not 1 <= quality <= 255:
+        raise NicodecError("corrupt .nic file (invalid header fields)")
+    check_size(width, height)
+    return Header(quality=quality, channels=channels, width=width, height=height,
+                  base_id=base_id, adapter_id=adapter_id, coder=coder,
+                  coder_version=coder_version, flags=flags, version=version,
+                  payload_length=length), payload

@@ -1,0 +1,186 @@
+"""Entropy coding of quantized latents with constriction's rANS coder.
+
+The factorized prior gives every latent channel c its own discrete distribution over
+symbols ``q = round(y - median_c)``. At export these are frozen into integer *frequency
+tables* (:func:`build_tables`), stored in the model file and never recomputed at load:
+
+    offset[c]   smallest in-table symbol (int32)
+    length[c]   number of in-table symbols L_c
+    freq[c, :]  L_c frequencies, then one ESCAPE frequency, summing to 2**PRECISION
+    median[c]   float32 quantization centre
+
+Coding (:class:`LatentCoder`) uses one ``Categorical(perfect=False)`` model per channel. A
+symbol outside ``[offset, offset + L)`` is coded as ESCAPE followed by its value on the
+escape path (sign, bit length, bits: uniform models), so any latent round-trips exactly.
+
+Stream layout (ANS is a stack; the coder pushes in reverse so the decoder pops forwards):
+for c = 0..C-1: the H*W symbols of channel c, then the escape values of channel c in
+raster order. The compressed words are uint32, written little-endian.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyBottleneck
+
+from nicodec.errors import NicodecError
+
+PRECISION = 20  # frequencies sum to 2**20
+TOTAL = 1 << PRECISION
+ESCAPE_BITS_MAX = 31  # escaped magnitudes are below 2**31
+CODER_NAME = 1  # header code for "constriction rANS, per-channel categorical"
+
+
+def coder_version() -> tuple[int, int]:
+    """(major, minor) of the installed constriction; its bitstream is stable within a minor."""
+    from importlib.metadata import version
+
+    major, minor = version("constriction").split(".")[:2]
+    return int(major), int(minor)
+
+
+def quantize_frequencies(p: np.ndarray, total: int = TOTAL) -> np.ndarray:
+    """Integer frequencies >= 1 summing exactly to ``total``, close to ``p * total``."""
+    p = np.maximum(np.asarray(p, np.float64), 0)
+    p = p / p.sum()
+    f = np.maximum(1, np.floor(p * total)).astype(np.int64)
+    f[np.argmax(f)] += total - f.sum()
+    if f.min() < 1:  # only possible for absurdly long tables
+        raise ValueError("table too long for the frequency precision")
+    return f
+
+
+@torch.no_grad()
+def build_tables(eb: EntropyBottleneck) -> dict[str, torch.Tensor]:
+    """Freeze an EntropyBottleneck's per-channel densities into frequency tables.
+
+    Table range per channel: CompressAI's quantile-based range (``update()``), i.e. the
+    symbols that carry all but ``tail_mass`` of the probability; the tails go to ESCAPE.
+    """
+    q = eb.quantiles.detach().double().cpu()
+    medians = q[:, 0, 1]
+    minima = torch.clamp(torch.ceil(medians - q[:, 0, 0]), min=0).long()
+    maxima = torch.clamp(torch.ceil(q[:, 0, 2] - medians), min=0).long()
+    lengths = (minima + maxima + 1)
+    max_len = int(lengths.max())
+    eb64 = _double_copy(eb)
+    samples = torch.arange(max_len, dtype=torch.float64)[None, :] + (medians - minima)[:, None]
+    pmf, lower, upper = eb64._likelihood(samples[:, None, :], stop_gradient=True)
+    pmf = pmf[:, 0, :].numpy()
+    tail = (torch.sigmoid(lower[:, 0, 0]) + torch.sigmoid(-upper[:, 0, -1])).numpy()
+    freq = np.zeros((len(medians), max_len + 1), np.int32)
+    for c in range(len(medians)):
+        n = int(lengths[c])
+        freq[c, : n + 1] = quantize_frequencies(np.append(pmf[c, :n], max(tail[c], 1e-9)))
+    return {
+        "median": medians.float(),
+        "offset": (-minima).int(),
+        "length": lengths.int(),
+        "freq": torch.from_numpy(freq),
+    }
+
+
+def _double_copy(eb: EntropyBottleneck) -> EntropyBottleneck:
+    clone = EntropyBottleneck(eb.channels, filters=eb.filters, tail_mass=eb.tail_mass)
+    params = {k: v for k, v in eb.state_dict().items() if not k.startswith("_")}
+    clone.load_state_dict(params, strict=False)
+    return clone.double()
+
+
+class LatentCoder:
+    """Encodes/decodes integer latents (C, H, W) with frozen per-channel tables."""
+
+    def __init__(self, tables: dict[str, torch.Tensor]):
+        self.median = tables["median"].float()
+        self.offset = tables["offset"].numpy().astype(np.int64)
+        self.length = tables["length"].numpy().astype(np.int64)
+        freq = tables["freq"].numpy()
+        self.channels = len(self.offset)
+        self.freq = [freq[c, : self.length[c] + 1] for c in range(self.channels)]
+        self.models = [
+            constriction.stream.model.Categorical(f.astype(np.float64) / TOTAL, perfect=False)
+            for f in self.freq
+        ]
+        self.bits_model = constriction.stream.model.Uniform(ESCAPE_BITS_MAX + 1)
+        self.sign_model = constriction.stream.model.Uniform(2)
+
+    # symbols are table indices: index = q - offset, ESCAPE = length
+    def symbols(self, c: int, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = q.astype(np.int64) - self.offset[c]
+        esc = (idx < 0) | (idx >= self.length[c])
+        idx[esc] = self.length[c]
+        return idx.astype(np.int32), q[esc]
+
+    def encode(self, q: np.ndarray) -> bytes:
+        """Integer latents (C, H, W) -> compressed bytes (uint32 words, little-endian)."""
+        if q.ndim != 3 or q.shape[0] != self.channels:
+            raise ValueError(f"expected ({self.channels}, H, W) latents, got {q.shape}")
+        coder = constriction.stream.stack.AnsCoder()
+        flat = q.reshape(self.channels, -1)
+        for c in reversed(range(self.channels)):
+            idx, escaped = self.symbols(c, flat[c])
+            self._encode_escapes(coder, escaped, c)
+            coder.encode_reverse(idx, self.models[c])
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def _encode_escapes(self, coder, values: np.ndarray, c: int) -> None:
+        lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
+        for v in reversed(values.tolist()):
+            neg = v < lo
+            mag = (lo - v) if neg else (v - hi)  # >= 1
+            nbits = int(mag).bit_length()
+            if nbits > ESCAPE_BITS_MAX:
+                raise ValueError("latent value out of codable range")
+            rest = mag - (1 << (nbits - 1))  # the leading 1 bit is implicit
+            # pushed in reverse of the decoder's pop order: sign, nbits, then bits
+            for b in reversed(range(nbits - 1)):
+                coder.encode_reverse(int((rest >> b) & 1), self.sign_model)
+            coder.encode_reverse(nbits, self.bits_model)
+            coder.encode_reverse(int(neg), self.sign_model)
+
+    def decode(self, data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        """Compressed bytes -> integer latents of ``shape`` (C, H, W), int32."""
+        c_, h, w = shape
+        if c_ != self.channels:
+            raise NicodecError("latent channel count does not match the model")
+        if len(data) % 4:
+            raise NicodecError("corrupt payload: length is not a whole number of words")
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        try:
+            coder = constriction.stream.stack.AnsCoder(words)
+        except Exception as e:  # constriction rejects e.g. a zero final word
+            raise NicodecError(f"corrupt payload: {e}") from None
+        out = np.empty((c_, h * w), np.int32)
+        for c in range(c_):
+            idx = coder.decode(self.models[c], h * w).astype(np.int64)
+            vals = idx + self.offset[c]
+            esc = np.nonzero(idx == self.length[c])[0]
+            lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
+            for pos in esc:
+                neg = coder.decode(self.sign_model)
+                nbits = coder.decode(self.bits_model)
+                if nbits < 1:
+                    raise NicodecError("corrupt payload: bad escape code")
+                rest = 0
+                for b in range(nbits - 1):
+                    rest |= coder.decode(self.sign_model) << b
+                mag = (1 << (nbits - 1)) + rest
+                vals[pos] = lo - mag if neg else hi + mag
+            out[c] = vals
+        return out.reshape(c_, h, w)
+
+    def ideal_bits(self, q: np.ndarray) -> float:
+        """Sum of -log2 p over the symbols under the frozen tables (escape payload included)."""
+        flat = q.reshape(self.channels, -1)
+        bits = 0.0
+        for c in range(self.channels):
+            idx, escaped = self.symbols(c, flat[c])
+            p = self.freq[c][idx] / TOTAL
+            bits += float(-np.log2(p).sum())
+            lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
+            for v in escaped.tolist():
+                mag = (lo - v) if v < lo else (v - hi)
+                bits += 1 + np.log2(ESCAPE_BITS_MAX + 1) + (int(mag).bit_length() - 1)
+        return bits

@@ -1,0 +1,273 @@
+"""The factorized-prior autoencoder (Ballé et al. 2018) and its CAwF widening.
+
+Base codec (paper, Appendix A and Table 3), N = M = 64:
+
+    g_a: conv(3->N) GDN conv(N->N) GDN conv(N->N) GDN conv(N->M)     (all 5x5, stride 2)
+    g_s: deconv(M->N) IGDN deconv(N->N) IGDN deconv(N->N) IGDN deconv(N->3)
+    entropy model: one factorized density per latent channel (EntropyBottleneck)
+
+An :class:`Adapter` (CAwF, paper section 3.2) widens every conv layer by K custom filters.
+The wide layer's weight is the block matrix
+
+    [ W_base   W_bc ]      rows: output channels (base 0..N-1, custom N..N+K-1)
+    [ W_cb     W_cc ]      cols: input channels
+
+where ``W_base`` (and the base biases, the base GDN block ``gamma[:N, :N]``, ``beta[:N]``) are
+the frozen base parameters and everything else is held by the adapter. The adapted latent has
+M + K channels and its own entropy model. Without an adapter the network runs the plain base
+modules, so it computes exactly the base function, bit for bit.
+
+Tensors: images ``x`` are (B, 3, H, W) floats in [0, 1]; latents ``y`` are (B, C, H/16, W/16).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck
+from compressai.layers import GDN
+
+N_FILTERS = 64
+KERNEL = 5
+STRIDE = 2
+N_LAYERS = 4
+DOWNSAMPLING = STRIDE ** N_LAYERS  # 16: images are padded to a multiple of this
+# Density filters of the factorized entropy model: 97 parameters per latent channel, the
+# count of the paper's Table 3 (6,208 for 64 channels, 7,760 for 80).
+EB_FILTERS = (3, 5, 5, 3)
+
+
+def conv(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, KERNEL, stride=STRIDE, padding=KERNEL // 2)
+
+
+def deconv(cin: int, cout: int) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, KERNEL, stride=STRIDE, padding=KERNEL // 2,
+                              output_padding=STRIDE - 1)
+
+
+def entropy_bottleneck(channels: int) -> EntropyBottleneck:
+    return EntropyBottleneck(channels, filters=EB_FILTERS)
+
+
+class ChannelAffine(nn.Module):
+    """Per-channel scale and bias ``z~ = alpha * z + beta`` (selective fine tuning, 2.2).
+
+    Initialised to the identity, so inserting it does not change the function.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.alpha[:, None, None] + self.beta[:, None, None]
+
+
+class FactorizedPrior(nn.Module):
+    """The base codec: analysis ``g_a``, synthesis ``g_s``, entropy model ``entropy_bottleneck``.
+
+    ``affine=True`` adds a :class:`ChannelAffine` after every convolution (the selective
+    fine-tuning architecture); the base models have none.
+    """
+
+    def __init__(self, n: int = N_FILTERS, affine: bool = False):
+        super().__init__()
+        self.n = n
+        self.affine = affine
+        a_layers: list[nn.Module] = []
+        s_layers: list[nn.Module] = []
+        for i in range(N_LAYERS):
+            a_layers.append(conv(3 if i == 0 else n, n))
+            if affine:
+                a_layers.append(ChannelAffine(n))
+            if i < N_LAYERS - 1:
+                a_layers.append(GDN(n))
+        for i in range(N_LAYERS):
+            last = i == N_LAYERS - 1
+            s_layers.append(deconv(n, 3 if last else n))
+            if affine:
+                s_layers.append(ChannelAffine(3 if last else n))
+            if not last:
+                s_layers.append(GDN(n, inverse=True))
+        self.g_a = nn.Sequential(*a_layers)
+        self.g_s = nn.Sequential(*s_layers)
+        self.entropy_bottleneck = entropy_bottleneck(n)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.n
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, H, W) in [0, 1] -> unquantized latent y (B, M, H/16, W/16)."""
+        return self.g_a(x)
+
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """Quantized latent (B, M, h, w) -> reconstruction (B, 3, 16h, 16w), unclipped."""
+        return self.g_s(y_hat)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """Training pass with the uniform-noise proxy: reconstruction and likelihoods."""
+        y = self.analysis(x)
+        y_tilde, likelihoods = self.entropy_bottleneck(y)
+        return {"x_hat": self.synthesis(y_tilde), "likelihoods": likelihoods}
+
+    def aux_loss(self) -> torch.Tensor:
+        """Loss that fits the entropy model's quantiles (CompressAI's aux loss)."""
+        return self.entropy_bottleneck.loss()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _gdn_eff(gdn: GDN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Effective (beta, gamma) of a CompressAI GDN, after its reparametrization."""
+    return gdn.beta_reparam(gdn.beta), gdn.gamma_reparam(gdn.gamma)
+
+
+def _gdn_apply(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor,
+               inverse: bool) -> torch.Tensor:
+    """y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)  (inverse: multiply)."""
+    norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+    return x * torch.sqrt(norm) if inverse else x * torch.rsqrt(norm)
+
+
+class Adapter(nn.Module):
+    """CAwF custom parameters for one base codec: K extra filters per conv layer.
+
+    Parameter names (``a{i}.*`` analysis layer i, ``s{i}.*`` synthesis layer i, ``gdn{i}.*``,
+    ``igdn{i}.*`` and ``entropy_bottleneck.*``) are the adapter file's tensor keys.
+    Initialisation makes the adapted codec start as the base codec: the weights from
+    custom to base channels and the base-custom GDN couplings are zero, and the entropy
+    model of the base channels starts as a copy of the base one.
+    """
+
+    def __init__(self, base: FactorizedPrior, k: int = 16):
+        super().__init__()
+        if base.affine:
+            raise ValueError("CAwF adapters attach to a base (non-affine) codec")
+        n = base.n
+        self.k = k
+        self.n = n
+        p = nn.ParameterDict()
+        convs = [m for m in base.g_a if isinstance(m, nn.Conv2d)]
+        deconvs = [m for m in base.g_s if isinstance(m, nn.ConvTranspose2d)]
+        for i, c in enumerate(convs):
+            cin = c.in_channels  # 3 for the first layer
+            extra_in = 0 if i == 0 else k
+            # Conv2d weight: (out, in, kh, kw)
+            scale = 0.1 if i == N_LAYERS - 1 else 1.0  # small custom latents: cheap at start
+            p[f"a{i}_cb"] = nn.Parameter(_kaiming((k, cin + extra_in, KERNEL, KERNEL)) * scale)
+            p[f"a{i}_cbias"] = nn.Parameter(torch.zeros(k))
+            if extra_in:
+                p[f"a{i}_bc"] = nn.Parameter(torch.zeros(n, k, KERNEL, KERNEL))
+        for i, d in enumerate(deconvs):
+            cout = d.out_channels  # 3 for the last layer
+            extra_out = 0 if i == N_LAYERS - 1 else k
+            # ConvTranspose2d weight: (in, out, kh, kw); custom inputs feed every output.
+            p[f"s{i}_cb"] = nn.Parameter(torch.zeros(k, cout + extra_out, KERNEL, KERNEL))
+            if extra_out:
+                p[f"s{i}_bc"] = nn.Parameter(_kaiming((n, k, KERNEL, KERNEL)) * 0.1)
+                p[f"s{i}_cbias"] = nn.Parameter(torch.zeros(k))
+        for name, seq in (("gdn", base.g_a), ("igdn", base.g_s)):
+            for i, g in enumerate(m for m in seq if isinstance(m, GDN)):
+                # stored in GDN's reparametrized space, like the base GDN parameters
+                p[f"{name}{i}_beta"] = nn.Parameter(g.beta_reparam.init(torch.ones(k)))
+                p[f"{name}{i}_gamma_c"] = nn.Parameter(
+                    g.gamma_reparam.init(torch.cat([torch.zeros(k, n), 0.1 * torch.eye(k)], 1)))
+                p[f"{name}{i}_gamma_bc"] = nn.Parameter(g.gamma_reparam.init(torch.zeros(n, k)))
+        self.p = p
+        self.entropy_bottleneck = entropy_bottleneck(n + k)
+        with torch.no_grad():  # base channels start from the base density model
+            src = base.entropy_bottleneck.state_dict()
+            for name, t in self.entropy_bottleneck.state_dict().items():
+                if name in src and t.dim() and t.shape[1:] == src[name].shape[1:]:
+                    t[:n] = src[name]
+
+    def wide_conv_weight(self, i: int, base_w: torch.Tensor, base_b: torch.Tensor):
+        p = self.p
+        top = base_w if i == 0 else torch.cat([base_w, p[f"a{i}_bc"]], 1)
+        return torch.cat([top, p[f"a{i}_cb"]], 0), torch.cat([base_b, p[f"a{i}_cbias"]])
+
+    def wide_deconv_weight(self, i: int, base_w: torch.Tensor, base_b: torch.Tensor):
+        p = self.p
+        if i == N_LAYERS - 1:
+            return torch.cat([base_w, p[f"s{i}_cb"]], 0), base_b
+        left = torch.cat([base_w, p[f"s{i}_cb"][:, : self.n]], 0)
+        right = torch.cat([p[f"s{i}_bc"], p[f"s{i}_cb"][:, self.n:]], 0)
+        return torch.cat([left, right], 1), torch.cat([base_b, p[f"s{i}_cbias"]])
+
+    def wide_gdn(self, name: str, i: int, g: GDN):
+        p = self.p
+        beta_b, gamma_b = _gdn_eff(g)
+        beta = torch.cat([beta_b, g.beta_reparam(p[f"{name}{i}_beta"])])
+        top = torch.cat([gamma_b, g.gamma_reparam(p[f"{name}{i}_gamma_bc"])], 1)
+        gamma = torch.cat([top, g.gamma_reparam(p[f"{name}{i}_gamma_c"])], 0)
+        return beta, gamma
+
+
+def _kaiming(shape) -> torch.Tensor:
+    fan_in = shape[1] * shape[2] * shape[3]
+    return torch.randn(shape) * math.sqrt(1.0 / fan_in)
+
+
+class AdaptedCodec(nn.Module):
+    """Base codec + CAwF adapter: the paper's (N + K)-filter network.
+
+    The base module is frozen and shared; only ``adapter`` parameters train.
+    """
+
+    def __init__(self, base: FactorizedPrior, adapter: Adapter):
+        super().__init__()
+        self.base = base
+        self.adapter = adapter
+        for q in self.base.parameters():
+            q.requires_grad_(False)
+
+    @property
+    def entropy_bottleneck(self) -> EntropyBottleneck:
+        return self.adapter.entropy_bottleneck
+
+    @property
+    def latent_channels(self) -> int:
+        return self.base.n + self.adapter.k
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        ad, i, j = self.adapter, 0, 0
+        for m in self.base.g_a:
+            if isinstance(m, nn.Conv2d):
+                w, b = ad.wide_conv_weight(i, m.weight, m.bias)
+                x = F.conv2d(x, w, b, stride=STRIDE, padding=KERNEL // 2)
+                i += 1
+            else:
+                beta, gamma = ad.wide_gdn("gdn", j, m)
+                x = _gdn_apply(x, beta, gamma, inverse=False)
+                j += 1
+        return x
+
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        ad, i, j, x = self.adapter, 0, 0, y_hat
+        for m in self.base.g_s:
+            if isinstance(m, nn.ConvTranspose2d):
+                w, b = ad.wide_deconv_weight(i, m.weight, m.bias)
+                x = F.conv_transpose2d(x, w, b, stride=STRIDE, padding=KERNEL // 2,
+                                       output_padding=STRIDE - 1)
+                i += 1
+            else:
+                beta, gamma = ad.wide_gdn("igdn", j, m)
+                x = _gdn_apply(x, beta, gamma, inverse=True)
+                j += 1
+        return x
+
+    def forward(self, x: torch.Tensor) -> dict:
+        y = self.analysis(x)
+        y_tilde, likelihoods = self.entropy_bottleneck(y)
+        return {"x_hat": self.synthesis(y_tilde), "likelihoods": likelihoods}
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()

@@ -1,0 +1,216 @@
+"""The model registry: shipped base models in ``models/`` and the user's own in NICODEC_HOME.
+
+A model file is safetensors holding the network weights and the frozen entropy tables
+(``tables.*``, see :mod:`nicodec.entropy`); its metadata says what it is. A model's **ID** is
+the first 4 bytes of the sha256 of its tensors (names, dtypes, shapes and bytes, in name
+order): a content hash, never a position in a list. ``models/manifest.json`` lists each
+shipped file with its ID, file sha256 (verified at load), quality, lambda, domain, parameter
+count, training steps and the exact command that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import platformdirs
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from nicodec.codec import Codec
+from nicodec.container import NO_ADAPTER, Header, format_id
+from nicodec.entropy import LatentCoder, build_tables
+from nicodec.errors import NicodecError
+from nicodec.network import FactorizedPrior, count_parameters
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+MANIFEST = "manifest.json"
+TABLE_PREFIX = "tables."
+TABLE_KEYS = ("median", "offset", "length", "freq")
+
+
+def pick_device(choice: str = "auto") -> str:
+    """'auto' -> cuda when available, else cpu."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise NicodecError("--device cuda: no CUDA device is available here")
+    return choice
+
+
+def home() -> Path:
+    """The user's nicodec directory: $NICODEC_HOME, else the platform's user data dir."""
+    env = os.environ.get("NICODEC_HOME")
+    return Path(env) if env else Path(platformdirs.user_data_dir("nicodec"))
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("NICODEC_MODELS", REPO_MODELS))
+
+
+# --------------------------------------------------------------------------- hashing
+def content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and little-endian bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def content_id(tensors: dict[str, torch.Tensor]) -> int:
+    i = int(content_hash(tensors)[:8], 16)
+    if i == 0:  # 0 means "no adapter" in the container; astronomically unlikely
+        raise NicodecError("model content hash collides with the reserved ID 0")
+    return i
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- export
+def model_tensors(model: FactorizedPrior) -> dict[str, torch.Tensor]:
+    """Weights + frozen entropy tables of a trained base model, ready to save."""
+    eb = model.entropy_bottleneck
+    eb.update(force=True, update_quantiles=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+               if not k.startswith("entropy_bottleneck._")}
+    tensors |= {TABLE_PREFIX + k: v.contiguous() for k, v in build_tables(eb).items()}
+    return tensors
+
+
+def _atomic_save(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def read_manifest(directory: Path) -> dict:
+    p = directory / MANIFEST
+    if not p.exists():
+        return {"format": 1, "models": []}
+    return json.loads(p.read_text())
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    p = directory / MANIFEST
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(p)
+
+
+def export_base(model: FactorizedPrior, *, domain: str, quality: int, lam: float, steps: int,
+                command: str, train_images: int, models_dir: Path | None = None) -> dict:
+    """Freeze the entropy tables, save ``<domain>-q<quality>.safetensors``, update manifest."""
+    directory = models_dir or REPO_MODELS
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = model_tensors(model)
+    mid = format_id(content_id(tensors))
+    meta = {"nicodec": "base", "arch": "factorized+affine" if model.affine else "factorized",
+            "domain": domain, "quality": str(quality), "lambda": repr(lam), "id": mid}
+    name = f"{domain}-q{quality}.safetensors"
+    _atomic_save(tensors, directory / name, meta)
+    entry = {
+        "file": name, "id": mid, "sha256": file_sha256(directory / name), "kind": "base",
+        "arch": meta["arch"], "domain": domain, "quality": quality, "lambda": lam,
+        "parameters": count_parameters(model), "steps": steps, "train_images": train_images,
+        "command": command, "created": _dt.date.today().isoformat(),
+    }
+    manifest = read_manifest(directory)
+    manifest["models"] = [m for m in manifest["models"] if m["file"] != name] + [entry]
+    manifest["models"].sort(key=lambda m: (m["domain"], m["quality"]))
+    write_manifest(directory, manifest)
+    return entry
+
+
+# --------------------------------------------------------------------------- loading
+def load_verified(path: Path, sha256: str | None = None) -> tuple[dict, dict]:
+    """Load a safetensors model file (never a pickle); verify its file hash if given."""
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise NicodecError(f"{path.name}: file hash does not match the manifest "
+                           "(corrupt or modified model file)")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise NicodecError(f"{path.name}: not a valid model file ({e})") from None
+    return tensors, meta
+
+
+def build_base(tensors: dict, meta: dict) -> tuple[FactorizedPrior, LatentCoder]:
+    """Network + latent coder from loaded base-model tensors."""
+    model = FactorizedPrior(affine=meta.get("arch") == "factorized+affine")
+    weights = {k: v for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [m for m in missing if not m.startswith("entropy_bottleneck._")]
+    if missing or unexpected:
+        raise NicodecError(f"model file does not match the network (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]})")
+    tables = {k: tensors[TABLE_PREFIX + k] for k in TABLE_KEYS}
+    return model.eval(), LatentCoder(tables)
+
+
+class Registry:
+    """Resolves model IDs and (domain, quality) to loaded networks; loads each file once."""
+
+    def __init__(self, models: Path | None = None):
+        self.dir = models or models_dir()
+        self.manifest = read_manifest(self.dir)
+        self._cache: dict[str, tuple] = {}
+
+    def bases(self) -> list[dict]:
+        return [m for m in self.manifest["models"] if m.get("kind") == "base"]
+
+    def find_base(self, *, quality: int | None = None, domain: str = "photo",
+                  model_id: str | None = None) -> dict:
+        for m in self.bases():
+            if model_id is not None and m["id"] == model_id:
+                return m
+            if model_id is None and m["domain"] == domain and m["quality"] == quality:
+                return m
+        if model_id is not None:
+            raise NicodecError(f"model {model_id} is not installed (known base models: "
+                               f"{', '.join(m['id'] for m in self.bases()) or 'none'})")
+        raise NicodecError(f"no base model for domain {domain!r} at quality {quality} in "
+                           f"{self.dir}")
+
+    def load_base(self, entry: dict, device: str = "cpu") -> tuple[FactorizedPrior, LatentCoder]:
+        key = (entry["id"], device)
+        if key not in self._cache:
+            tensors, meta = load_verified(self.dir / entry["file"], entry["sha256"])
+            model, coder = build_base(tensors, meta)
+            self._cache[key] = (model.to(device), coder)
+        return self._cache[key]
+
+    # ----------------------------------------------------------------------- codecs
+    def codec(self, *, quality: int, domain: str = "photo", device: str = "cpu") -> Codec:
+        """The codec that ``encode --domain DOMAIN -q QUALITY`` uses."""
+        if domain != "photo":
+            raise NicodecError(f"unknown domain {domain!r}: no adapter of that name is "
+                               f"installed in {home()} (installed: photo)")
+        entry = self.find_base(quality=quality, domain="photo")
+        return self._base_codec(entry, device)
+
+    def codec_for_header(self, header: Header, device: str = "cpu") -> Codec:
+        """The codec that wrote a file, from the IDs in its header."""
+        entry = self.find_base(model_id=format_id(header.base_id))
+        if header.adapter_id != NO_ADAPTER:
+            raise NicodecError(f"adapter {format_id(header.adapter_id)} is not installed")
+        return self._base_codec(entry, device)
+
+    def _base_codec(self, entry: dict, device: str) -> Codec:
+        model, coder = self.load_base(entry, device)
+        return Codec(net=model, coder=coder, base_id=int(entry["id"], 16),
+                     adapter_id=NO_ADAPTER, quality=entry["quality"], lam=entry["lambda"],
+                     device=device, name=entry["domain"])
+
+    def describe_adapter(self, adapter_id: str) -> dict:
+        """What ``info`` says about an adapter ID (adapters arrive with `nicodec adapt`)."""
+        return {"installed": False, "id": adapter_id}

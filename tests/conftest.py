@@ -1,0 +1,47 @@
+"""Shared fixtures: a small model registry made from a seeded, untrained network.
+
+Round trips do not need a good model, only a deterministic one, so most tests run against
+this registry (fast, no downloads); tests/test_golden.py uses the shipped models.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from nicodec import registry
+from nicodec.network import FactorizedPrior
+
+
+@pytest.fixture(scope="session")
+def test_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    for quality in (1, 3):
+        torch.manual_seed(quality)
+        model = FactorizedPrior()
+        registry.export_base(model, domain="photo", quality=quality, lam=0.016, steps=0,
+                             command="tests/conftest.py", train_images=0, models_dir=d)
+    return d
+
+
+@pytest.fixture()
+def env(test_models, tmp_path, monkeypatch):
+    """Points nicodec at the test registry and an empty NICODEC_HOME."""
+    monkeypatch.setenv("NICODEC_MODELS", str(test_models))
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+@pytest.fixture()
+def reg(env):
+    return registry.Registry()
+
+
+def smooth_image(h, w, seed=0, channels=3):
+    """A deterministic, natural-ish test image (gradients + blobs), uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in range(channels)], -1)
+    img = (img + 1) * 110 + rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

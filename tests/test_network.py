@@ -1,0 +1,56 @@
+import torch
+
+from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters
+
+
+def test_base_parameter_count_matches_paper_table3():
+    m = FactorizedPrior()
+    assert count_parameters(m.g_a) == 324_736
+    assert count_parameters(m.entropy_bottleneck) == 6_208
+    assert count_parameters(m.g_s) == 324_675
+    assert count_parameters(m) == 655_619
+
+
+def test_cawf_parameter_count_matches_paper_table3():
+    base = FactorizedPrior()
+    adapter = Adapter(base, k=16)
+    # The adapted codec is the paper's 80-filter network: it uses the base convs/GDNs and
+    # the adapter, but the adapter's entropy model instead of the base one.
+    in_use = count_parameters(base) - count_parameters(base.entropy_bottleneck) \
+        + count_parameters(adapter)
+    assert in_use == 1_019_203
+    assert count_parameters(adapter.entropy_bottleneck) == 7_760
+
+
+def test_selective_architecture_adds_about_five_percent():
+    base, sel = FactorizedPrior(), FactorizedPrior(affine=True)
+    extra = count_parameters(sel) - count_parameters(base)
+    assert extra == 902  # alpha and beta for every conv output channel
+    tunable = extra + sum(count_parameters(m) for m in sel.modules()
+                          if m.__class__.__name__ == "GDN") \
+        + count_parameters(sel.entropy_bottleneck)
+    assert 0.04 < tunable / count_parameters(sel) < 0.06
+
+
+def test_fresh_adapter_leaves_base_channels_and_output_unchanged():
+    torch.manual_seed(0)
+    base = FactorizedPrior().eval()
+    wide = AdaptedCodec(base, Adapter(base, k=4)).eval()
+    x = torch.rand(1, 3, 48, 80)
+    with torch.no_grad():
+        y_base, y_wide = base.analysis(x), wide.analysis(x)
+        assert y_wide.shape == (1, 68, 3, 5)
+        assert torch.allclose(y_wide[:, :64], y_base, atol=1e-6)
+        y_hat = torch.round(y_wide)
+        assert torch.allclose(wide.synthesis(y_hat), base.synthesis(y_hat[:, :64]), atol=1e-5)
+
+
+def test_adapter_leaves_base_parameters_frozen():
+    base = FactorizedPrior()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    wide = AdaptedCodec(base, Adapter(base, k=2))
+    out = wide(torch.rand(2, 3, 32, 32))
+    (out["x_hat"].mean() + out["likelihoods"].mean()).backward()
+    assert all(p.grad is None for p in base.parameters())
+    assert any(p.grad is not None for p in wide.adapter.parameters())
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
