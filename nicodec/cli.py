@@ -18,7 +18,8 @@ from rich.markup import escape
 from nicodec.errors import NicodecError
 
 QUALITIES = {1: 0.002, 2: 0.008, 3: 0.016, 4: 0.032}
-out = Console(highlight=False, soft_wrap=True)
+_WIDTH = None if sys.stdout.isatty() else 120  # tables stay readable when piped
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -80,13 +81,17 @@ def encode(images, output, quality, domain, device):
 
     dev = registry.pick_device(device)
     targets = _outputs(images, output, ".nic")
-    codec = registry.Registry().codec(quality=quality, domain=domain, device=dev)
+    reg = registry.Registry()
+    if domain == "auto":
+        candidates = reg.codecs(quality=quality, device=dev)
+    else:
+        candidates = [reg.codec(quality=quality, domain=domain, device=dev)]
     failures = 0
     for src, dst in zip(images, targets):
         try:
             t0 = time.perf_counter()
             img = image.load(src)
-            data = codec.encode(img.rgb, img.channels)
+            codec, data = _best_encoding(candidates, img)
             image.atomic_write(dst, data)
             dt = time.perf_counter() - t0
         except NicodecError as e:
@@ -107,8 +112,11 @@ def encode(images, output, quality, domain, device):
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="output PNG (one input) or directory")
+@click.option("--force-model", metavar="ID",
+              help="decode with this model instead of the one the file names (to study "
+                   "catastrophic forgetting; the result is usually garbage)")
 @DEVICE
-def decode(files, output, device):
+def decode(files, output, force_model, device):
     """Decompress .nic FILES to PNG."""
     import time
 
@@ -122,7 +130,8 @@ def decode(files, output, device):
         try:
             t0 = time.perf_counter()
             header, payload = container.parse(_read(src))
-            codec = reg.codec_for_header(header, dev)
+            codec = (reg.codec_by_id(force_model, dev) if force_model
+                     else reg.codec_for_header(header, dev))
             rgb = codec.decode(header, payload)
             image.save_png(dst, rgb, header.channels)
             dt = time.perf_counter() - t0
@@ -136,6 +145,24 @@ def decode(files, output, device):
                   f"({codec.name} q{header.quality})", markup=False)
     if failures:
         sys.exit(1)
+
+
+def _best_encoding(candidates, img):
+    """Encode with each candidate codec; keep the lowest R + lambda * D (bpp + lambda * MSE
+    on the 0..255 scale, the training objective). One candidate: just encode."""
+    from nicodec import container, metrics
+
+    best = None
+    for codec in candidates:
+        data = codec.encode(img.rgb, img.channels)
+        if len(candidates) == 1:
+            return codec, data
+        h, w = img.rgb.shape[:2]
+        rec = codec.decode(*container.parse(data))
+        cost = metrics.bpp(len(data), w, h) + codec.lam * metrics.mse(img.rgb, rec)
+        if best is None or cost < best[0]:
+            best = (cost, codec, data)
+    return best[1], best[2]
 
 
 def _read(path: str) -> bytes:
@@ -181,6 +208,150 @@ def info(file, as_json):
                                 if d["adapter"]["installed"] else "  NOT INSTALLED"))]
     for k, v in rows:
         out.print(f"{k:15s} {v}", markup=False)
+
+
+def _qualities(ctx, param, value):
+    try:
+        qs = sorted({int(v) for v in value.split(",")})
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of qualities 1..4") from None
+    if not qs or not set(qs) <= {1, 2, 3, 4}:
+        raise click.BadParameter("qualities must be among 1, 2, 3, 4")
+    return qs
+
+
+@main.command()
+@click.argument("folder", type=click.Path())
+@click.option("--name", required=True, help="name of the new domain (used as --domain NAME)")
+@click.option("--method", type=click.Choice(["cawf", "selective", "naive"]), default="cawf",
+              show_default=True)
+@click.option("--custom-filters", "k", type=click.IntRange(1, 64), default=16,
+              show_default=True, help="CAwF: extra filters per conv layer")
+@click.option("--qualities", default="1,2,3,4", show_default=True, callback=_qualities)
+@click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
+              help="training steps per quality")
+@click.option("--holdout", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
+              help="fraction of the images held out for evaluation")
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="write the adaptation file here instead of installing it")
+@DEVICE
+def adapt(folder, name, method, k, qualities, steps, holdout, batch, output, device):
+    """Adapt the codec to the images under FOLDER without forgetting (CAwF by default)."""
+    from rich.table import Table
+
+    from nicodec import registry
+    from nicodec.adapt import adapt as run_adapt
+
+    dev = registry.pick_device(device)
+    reg = registry.Registry()
+    if name in {m["name"] for m in reg.packages()} and not output:
+        raise NicodecError(f"an adaptation named {name!r} is installed already; remove it "
+                           f"first ('nicodec models remove {name}') or pick another name")
+    res = run_adapt(Path(folder), name=name, method=method, k=k, qualities=qualities,
+                    steps=steps, holdout=holdout, device=dev, batch=batch,
+                    out_path=Path(output) if output else None, reg=reg,
+                    log=lambda m: out.print(m, markup=False))
+    t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")
+    for col in ("quality", "base bpp", "base PSNR", f"{name} bpp", f"{name} PSNR", "ID"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        t.add_row(str(r["quality"]), f"{r['base_bpp']:.4f}", f"{r['base_psnr']:.2f}",
+                  f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
+                  res["meta"]["qualities"][r["quality"]]["id"])
+    out.print(t)
+    bd = res.get("bd_rate")
+    out.print("BD-rate against the base codec: " + (f"{bd:+.2f} %" if bd is not None else
+              "n/a (needs two or more qualities with overlapping curves)"))
+    out.print(f"saved {res['path']}; use it with: nicodec encode IMG --domain {name}",
+              markup=False)
+
+
+@main.group(invoke_without_command=True, cls=Cli)
+@click.pass_context
+def models(ctx):
+    """List, export, import and remove models and adapters."""
+    if ctx.invoked_subcommand is None:
+        _list_models()
+
+
+def _list_models():
+    from rich.table import Table
+
+    from nicodec import registry
+
+    reg = registry.Registry()
+    t = Table(title="installed models")
+    for col in ("name", "quality", "ID", "method", "parameters", "file size", "domain", "where"):
+        t.add_column(col)
+    for m in reg.bases():
+        size = (reg.dir / m["file"]).stat().st_size
+        t.add_row("photo", str(m["quality"]), m["id"], "base", f"{m['parameters']:,}",
+                  f"{size / 1e6:.2f} MB", m["domain"], "shipped")
+    for meta in reg.packages():
+        size = meta["path"].stat().st_size / len(meta["qualities"])
+        for q, info in sorted(meta["qualities"].items()):
+            method = meta["method"] + (f" K={meta['k']}" if meta["method"] == "cawf" else "")
+            params = info.get("parameters")
+            t.add_row(meta["name"], str(q), info["id"], method,
+                      f"{params:,}" if params else "-", f"{size / 1e6:.2f} MB",
+                      meta["name"], "shipped" if meta["shipped"] else "user")
+    out.print(t)
+
+
+@models.command("list")
+def models_list():
+    """List base models and adapters (the default)."""
+    _list_models()
+
+
+@models.command("export")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+def models_export(name, output):
+    """Write the adaptation NAME to a file others can import."""
+    from nicodec import image, registry
+
+    meta = registry.Registry().find_package(name)
+    image.atomic_write(Path(output), meta["path"].read_bytes())
+    out.print(f"exported {name} to {output}", markup=False)
+
+
+@models.command("import")
+@click.argument("file", type=click.Path())
+def models_import(file):
+    """Validate an adaptation FILE and install it (refuses anything malformed)."""
+    from nicodec import image, package, registry
+
+    path = Path(_path_exists(file))
+    reg = registry.Registry()
+    meta, _ = package.validate(path, {m["id"] for m in reg.bases()})
+    if meta["name"] in {m["name"] for m in reg.packages()}:
+        raise NicodecError(f"an adaptation named {meta['name']!r} is installed already")
+    dst = registry.user_adapters_dir() / f"{meta['name']}.safetensors"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    image.atomic_write(dst, path.read_bytes())
+    out.print(f"imported {meta['name']} ({meta['method']}, qualities "
+              f"{', '.join(map(str, sorted(meta['qualities'])))}) -> {dst}", markup=False)
+
+
+@models.command("remove")
+@click.argument("name")
+def models_remove(name):
+    """Uninstall the user adaptation NAME (its files can no longer be decoded here)."""
+    from nicodec import registry
+
+    meta = registry.Registry().find_package(name)
+    if meta["shipped"]:
+        raise NicodecError(f"{name!r} ships with nicodec and cannot be removed")
+    meta["path"].unlink()
+    out.print(f"removed {name}", markup=False)
+
+
+def _path_exists(p: str) -> str:
+    if not Path(p).exists():
+        raise NicodecError(f"{p}: no such file")
+    return p
 
 
 @main.command()

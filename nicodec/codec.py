@@ -29,7 +29,7 @@ def latent_shape(width: int, height: int, channels: int) -> tuple[int, int, int]
 
 def pixels_to_tensor(rgb: np.ndarray, device: str) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H', W') float in [0, 1], padded to multiples of 16."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).to(device)
     x = x.permute(2, 0, 1)[None].float() / 255.0
     h, w = rgb.shape[:2]
     ph, pw = -h % DOWNSAMPLING, -w % DOWNSAMPLING

@@ -83,19 +83,19 @@ class FactorizedPrior(nn.Module):
         s_layers: list[nn.Module] = []
         for i in range(N_LAYERS):
             a_layers.append(conv(3 if i == 0 else n, n))
-            if affine:
-                a_layers.append(ChannelAffine(n))
             if i < N_LAYERS - 1:
                 a_layers.append(GDN(n))
         for i in range(N_LAYERS):
             last = i == N_LAYERS - 1
             s_layers.append(deconv(n, 3 if last else n))
-            if affine:
-                s_layers.append(ChannelAffine(3 if last else n))
             if not last:
                 s_layers.append(GDN(n, inverse=True))
         self.g_a = nn.Sequential(*a_layers)
         self.g_s = nn.Sequential(*s_layers)
+        if affine:  # same g_a/g_s keys as the base, so base weights load unchanged
+            self.a_affine = nn.ModuleList(ChannelAffine(n) for _ in range(N_LAYERS))
+            self.s_affine = nn.ModuleList(ChannelAffine(3 if i == N_LAYERS - 1 else n)
+                                          for i in range(N_LAYERS))
         self.entropy_bottleneck = entropy_bottleneck(n)
 
     @property
@@ -104,11 +104,22 @@ class FactorizedPrior(nn.Module):
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W) in [0, 1] -> unquantized latent y (B, M, H/16, W/16)."""
-        return self.g_a(x)
+        return self._run(self.g_a, self.a_affine, x) if self.affine else self.g_a(x)
 
     def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
         """Quantized latent (B, M, h, w) -> reconstruction (B, 3, 16h, 16w), unclipped."""
-        return self.g_s(y_hat)
+        return self._run(self.g_s, self.s_affine, y_hat) if self.affine else self.g_s(y_hat)
+
+    @staticmethod
+    def _run(seq: nn.Sequential, affines: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``seq`` with ``z~ = alpha z + beta`` after each convolution."""
+        i = 0
+        for m in seq:
+            x = m(x)
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                x = affines[i](x)
+                i += 1
+        return x
 
     def forward(self, x: torch.Tensor) -> dict:
         """Training pass with the uniform-noise proxy: reconstruction and likelihoods."""

@@ -25,7 +25,8 @@ from nicodec.codec import Codec
 from nicodec.container import NO_ADAPTER, Header, format_id
 from nicodec.entropy import LatentCoder, build_tables
 from nicodec.errors import NicodecError
-from nicodec.network import FactorizedPrior, count_parameters
+from nicodec import package
+from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = "manifest.json"
@@ -46,6 +47,10 @@ def home() -> Path:
     """The user's nicodec directory: $NICODEC_HOME, else the platform's user data dir."""
     env = os.environ.get("NICODEC_HOME")
     return Path(env) if env else Path(platformdirs.user_data_dir("nicodec"))
+
+
+def user_adapters_dir() -> Path:
+    return home() / "adapters"
 
 
 def models_dir() -> Path:
@@ -163,7 +168,8 @@ class Registry:
     def __init__(self, models: Path | None = None):
         self.dir = models or models_dir()
         self.manifest = read_manifest(self.dir)
-        self._cache: dict[str, tuple] = {}
+        self._cache: dict = {}
+        self._packages: list[dict] | None = None
 
     def bases(self) -> list[dict]:
         return [m for m in self.manifest["models"] if m.get("kind") == "base"]
@@ -189,21 +195,92 @@ class Registry:
             self._cache[key] = (model.to(device), coder)
         return self._cache[key]
 
+    # ----------------------------------------------------------------------- packages
+    def package_dirs(self) -> list[Path]:
+        """Shipped packages (models/) and the user's own (NICODEC_HOME/adapters)."""
+        return [self.dir, user_adapters_dir()]
+
+    def packages(self) -> list[dict]:
+        """Metadata of every installed adaptation package (cheap: headers only)."""
+        if self._packages is None:
+            found: dict[str, dict] = {}
+            for d in self.package_dirs():
+                for path in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
+                    try:
+                        meta = package.read_meta(path)
+                    except NicodecError:
+                        continue  # a base model file, or junk: not a package
+                    meta["shipped"] = d == self.dir
+                    found.setdefault(meta["name"], meta)
+            self._packages = list(found.values())
+        return self._packages
+
+    def find_package(self, name: str) -> dict:
+        for meta in self.packages():
+            if meta["name"] == name:
+                return meta
+        names = ", ".join(["photo"] + [m["name"] for m in self.packages()])
+        raise NicodecError(f"unknown domain {name!r}: no adapter of that name is installed "
+                           f"(installed: {names}); import one with 'nicodec models import FILE'")
+
+    def _load_package(self, meta: dict) -> dict:
+        key = ("package", str(meta["path"]))
+        if key not in self._cache:
+            bases = {m["id"] for m in self.bases()}
+            self._cache[key] = package.validate(meta["path"], bases)[1]
+        return self._cache[key]
+
     # ----------------------------------------------------------------------- codecs
     def codec(self, *, quality: int, domain: str = "photo", device: str = "cpu") -> Codec:
         """The codec that ``encode --domain DOMAIN -q QUALITY`` uses."""
-        if domain != "photo":
-            raise NicodecError(f"unknown domain {domain!r}: no adapter of that name is "
-                               f"installed in {home()} (installed: photo)")
-        entry = self.find_base(quality=quality, domain="photo")
-        return self._base_codec(entry, device)
+        if domain == "photo":
+            return self._base_codec(self.find_base(quality=quality, domain="photo"), device)
+        meta = self.find_package(domain)
+        if quality not in meta["qualities"]:
+            raise NicodecError(f"adapter {domain!r} has no quality {quality} (it has "
+                               f"{', '.join(map(str, sorted(meta['qualities'])))})")
+        return self._package_codec(meta, quality, device)
+
+    def codecs(self, *, quality: int, device: str = "cpu") -> list[Codec]:
+        """The base codec and every installed package that covers ``quality``."""
+        out = [self.codec(quality=quality, device=device)]
+        for meta in self.packages():
+            if quality in meta["qualities"]:
+                out.append(self._package_codec(meta, quality, device))
+        return out
 
     def codec_for_header(self, header: Header, device: str = "cpu") -> Codec:
         """The codec that wrote a file, from the IDs in its header."""
-        entry = self.find_base(model_id=format_id(header.base_id))
-        if header.adapter_id != NO_ADAPTER:
-            raise NicodecError(f"adapter {format_id(header.adapter_id)} is not installed")
-        return self._base_codec(entry, device)
+        base_id, adapter_id = format_id(header.base_id), header.adapter_id
+        if adapter_id != NO_ADAPTER:
+            aid = format_id(adapter_id)
+            for meta in self.packages():
+                for quality, info in meta["qualities"].items():
+                    if info["id"] == aid and meta["method"] == "cawf":
+                        if info["base_id"] != base_id:
+                            raise NicodecError(f"adapter {aid} extends base {info['base_id']}, "
+                                               f"but the file names base {base_id}")
+                        return self._package_codec(meta, quality, device)
+            raise NicodecError(f"this file needs adapter {aid}, which is not installed; get "
+                               f"its adaptation file and run 'nicodec models import FILE'")
+        return self.codec_by_id(base_id, device)
+
+    def codec_by_id(self, model_id: str, device: str = "cpu") -> Codec:
+        """A complete codec (shipped base or fine-tuned package) by its ID."""
+        for m in self.bases():
+            if m["id"] == model_id:
+                return self._base_codec(m, device)
+        for meta in self.packages():
+            for quality, info in meta["qualities"].items():
+                if info["id"] == model_id and meta["method"] != "cawf":
+                    return self._package_codec(meta, quality, device)
+        raise NicodecError(f"model {model_id} is not installed (installed: "
+                           f"{', '.join(self.all_ids()) or 'none'})")
+
+    def all_ids(self) -> list[str]:
+        ids = [m["id"] for m in self.bases()]
+        ids += [i["id"] for m in self.packages() for i in m["qualities"].values()]
+        return ids
 
     def _base_codec(self, entry: dict, device: str) -> Codec:
         model, coder = self.load_base(entry, device)
@@ -211,6 +288,36 @@ class Registry:
                      adapter_id=NO_ADAPTER, quality=entry["quality"], lam=entry["lambda"],
                      device=device, name=entry["domain"])
 
+    def _package_codec(self, meta: dict, quality: int, device: str) -> Codec:
+        key = ("codec", str(meta["path"]), quality, device)
+        if key in self._cache:
+            return self._cache[key]
+        info = meta["qualities"][quality]
+        qt = package.quality_tensors(self._load_package(meta), quality)
+        tables = {k: qt[TABLE_PREFIX + k] for k in TABLE_KEYS}
+        weights = {k: v for k, v in qt.items() if not k.startswith(TABLE_PREFIX)}
+        if meta["method"] == "cawf":
+            base, _ = self.load_base(self.find_base(model_id=info["base_id"]), device)
+            adapter = Adapter(base, meta["k"])
+            adapter.load_state_dict(weights, strict=False)
+            net = AdaptedCodec(base, adapter.to(device)).eval()
+            base_id, adapter_id = int(info["base_id"], 16), int(info["id"], 16)
+        else:
+            net = FactorizedPrior(affine=meta["method"] == "selective")
+            net.load_state_dict(weights, strict=False)
+            net = net.to(device).eval()
+            base_id, adapter_id = int(info["id"], 16), NO_ADAPTER
+        codec = Codec(net=net, coder=LatentCoder(tables), base_id=base_id,
+                      adapter_id=adapter_id, quality=quality, lam=info["lambda"],
+                      device=device, name=meta["name"])
+        self._cache[key] = codec
+        return codec
+
     def describe_adapter(self, adapter_id: str) -> dict:
-        """What ``info`` says about an adapter ID (adapters arrive with `nicodec adapt`)."""
+        """What ``info`` says about an adapter ID."""
+        for meta in self.packages():
+            for quality, info in meta["qualities"].items():
+                if info["id"] == adapter_id:
+                    return {"installed": True, "id": adapter_id, "name": meta["name"],
+                            "method": meta["method"], "quality": quality}
         return {"installed": False, "id": adapter_id}

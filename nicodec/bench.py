@@ -1,0 +1,140 @@
+"""``make bench``: measured speed, entropy-coding overhead and RD numbers on a test set.
+
+For each installed quality of the base codec, over the ``photo`` test images:
+* encode / decode time per image for nicodec and for CompressAI's own
+  ``compress()``/``decompress()`` running the same weights (and their ratio);
+* payload bytes over the ideal code length sum(-log2 p) under the frozen tables (overhead),
+  and the header's share of the file;
+* bpp and RGB PSNR; JPEG 2000 (OpenJPEG) at the same per-image rates, and the BD-rate of
+  nicodec against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from nicodec import baselines, container, data, image, metrics, registry
+from nicodec.codec import pixels_to_tensor
+
+console = Console(highlight=False, width=160)
+
+
+def compressai_model(codec):
+    """CompressAI's FactorizedPrior class loaded with the same weights."""
+    from compressai.entropy_models import EntropyBottleneck
+    from compressai.models import FactorizedPrior
+
+    from nicodec.network import EB_FILTERS
+
+    cm = FactorizedPrior(64, 64)
+    cm.entropy_bottleneck = EntropyBottleneck(64, filters=EB_FILTERS)
+    sd = {k: v for k, v in codec.net.state_dict().items() if not k.startswith("entropy_bottleneck._")}
+    torch.nn.Module.load_state_dict(cm, sd, strict=False)  # CompressAI wants buffers too
+    cm.eval().update(force=True)
+    return cm.to(codec.device)
+
+
+def timed(fn, repeat: int):
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
+    files = data.list_images(data.split_dir(domain, "test"))[:limit]
+    imgs = [image.load(f).rgb for f in files]
+    reg = registry.Registry()
+    rows = []
+    for entry in sorted(reg.bases(), key=lambda m: m["quality"]):
+        if entry["domain"] != "photo":
+            continue
+        codec = reg.codec(quality=entry["quality"], device=device)
+        cm = compressai_model(codec)
+        acc = {k: [] for k in ("enc", "dec", "cai_enc", "cai_dec", "bpp", "psnr", "j2k_bpp",
+                               "j2k_psnr")}
+        payload_bytes = file_bytes = ideal_bits = 0.0
+        codec.encode(imgs[0][:64, :64])  # warm-up
+        for rgb in imgs:
+            h, w = rgb.shape[:2]
+            t_enc, blob = timed(lambda: codec.encode(rgb), repeat)
+            header, payload = container.parse(blob)
+            t_dec, out = timed(lambda: codec.decode(header, payload), repeat)
+            x = pixels_to_tensor(rgb, device)
+            with torch.no_grad():
+                t_cenc, comp = timed(lambda: cm.compress(x), repeat)
+                t_cdec, _ = timed(lambda: cm.decompress(comp["strings"], comp["shape"]), repeat)
+            q = codec.latents(rgb)
+            ideal_bits += codec.coder.ideal_bits(q)
+            payload_bytes += len(payload)
+            file_bytes += len(blob)
+            b = metrics.bpp(len(blob), w, h)
+            jn, jdec = baselines.jpeg2000(rgb, b)
+            for k, v in (("enc", t_enc), ("dec", t_dec), ("cai_enc", t_cenc),
+                         ("cai_dec", t_cdec), ("bpp", b), ("psnr", metrics.psnr(rgb, out)),
+                         ("j2k_bpp", metrics.bpp(jn, w, h)),
+                         ("j2k_psnr", metrics.psnr(rgb, jdec))):
+                acc[k].append(v)
+        row = {k: float(np.mean(v)) for k, v in acc.items()}
+        row |= {"quality": entry["quality"], "lambda": entry["lambda"], "id": entry["id"],
+                "overhead_pct": 100 * (8 * payload_bytes / ideal_bits - 1),
+                "header_pct": 100 * container.HEADER_SIZE * len(imgs) / file_bytes}
+        rows.append(row)
+    result = {"domain": domain, "images": len(imgs), "device": device,
+              "threads": torch.get_num_threads(), "repeat": repeat, "rows": rows}
+    if len(rows) >= 2:
+        result["bd_rate_vs_jpeg2000"] = metrics.bd_rate(
+            [r["j2k_bpp"] for r in rows], [r["j2k_psnr"] for r in rows],
+            [r["bpp"] for r in rows], [r["psnr"] for r in rows])
+    return result
+
+
+def show(result: dict) -> None:
+    t = Table(title=f"nicodec bench: {result['domain']} test set, {result['images']} images, "
+                    f"{result['device']} ({result['threads']} threads), best of "
+                    f"{result['repeat']}")
+    for col in ("q", "bpp", "PSNR", "J2K bpp", "J2K PSNR", "enc s", "CAI enc s", "ratio",
+                "dec s", "CAI dec s", "ratio", "overhead %", "header %"):
+        t.add_column(col, justify="right")
+    for r in result["rows"]:
+        t.add_row(str(r["quality"]), f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
+                  f"{r['j2k_bpp']:.4f}", f"{r['j2k_psnr']:.2f}", f"{r['enc']:.3f}",
+                  f"{r['cai_enc']:.3f}", f"{r['enc'] / r['cai_enc']:.2f}", f"{r['dec']:.3f}",
+                  f"{r['cai_dec']:.3f}", f"{r['dec'] / r['cai_dec']:.2f}",
+                  f"{r['overhead_pct']:.4f}", f"{r['header_pct']:.3f}")
+    console.print(t)
+    if "bd_rate_vs_jpeg2000" in result:
+        console.print(f"BD-rate of nicodec against JPEG 2000 (OpenJPEG, same rates): "
+                      f"{result['bd_rate_vs_jpeg2000']:+.2f} %")
+    console.print("ratio = nicodec time / CompressAI time (below 1: nicodec is faster); "
+                  "overhead = payload bits over the ideal sum of -log2 p")
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--domain", default="photo")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the numbers here")
+    args = ap.parse_args()
+    result = bench(args.domain, registry.pick_device(args.device), args.repeat, args.limit)
+    show(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

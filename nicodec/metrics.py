@@ -1,0 +1,70 @@
+"""Rate and distortion measures: bpp, RGB PSNR, and Bjøntegaard deltas between RD curves."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def bpp(n_bytes: int, width: int, height: int) -> float:
+    """Bits per pixel of a file of ``n_bytes`` for a width x height image."""
+    return 8.0 * n_bytes / (width * height)
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared error of two uint8 images on the 0..255 scale, all channels."""
+    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """RGB PSNR in dB (peak 255); 100 dB for identical images."""
+    m = mse(a, b)
+    return 100.0 if m == 0 else 10 * math.log10(255.0 ** 2 / m)
+
+
+def _check(rate, dist):
+    rate, dist = np.asarray(rate, np.float64), np.asarray(dist, np.float64)
+    if len(rate) < 2 or len(rate) != len(dist):
+        raise ValueError("an RD curve needs at least two (rate, distortion) points")
+    if (rate <= 0).any():
+        raise ValueError("rates must be positive")
+    order = np.argsort(dist)
+    return rate[order], dist[order]
+
+
+def _fit_integral(x, y, lo, hi):
+    """Integral over [lo, hi] of the polynomial (cubic, or lower with few points) y(x)."""
+    deg = min(3, len(x) - 1)
+    p = np.polyint(np.polyfit(x, y, deg))
+    return np.polyval(p, hi) - np.polyval(p, lo)
+
+
+def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+    """Bjøntegaard delta rate (%) of the test curve against the reference.
+
+    Average rate difference at equal PSNR over the overlapping PSNR range: log-rate is fitted
+    as a cubic polynomial of PSNR. Negative = the test codec needs fewer bits.
+    """
+    r1, d1 = _check(rate_ref, psnr_ref)
+    r2, d2 = _check(rate_test, psnr_test)
+    lo, hi = max(d1.min(), d2.min()), min(d1.max(), d2.max())
+    if hi <= lo:
+        raise ValueError("the two RD curves do not overlap in PSNR")
+    a1 = _fit_integral(d1, np.log(r1), lo, hi)
+    a2 = _fit_integral(d2, np.log(r2), lo, hi)
+    return float((math.exp((a2 - a1) / (hi - lo)) - 1) * 100)
+
+
+def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+    """Bjøntegaard delta PSNR (dB) of the test curve against the reference at equal rate."""
+    r1, d1 = _check(rate_ref, psnr_ref)
+    r2, d2 = _check(rate_test, psnr_test)
+    l1, l2 = np.log(r1), np.log(r2)
+    lo, hi = max(l1.min(), l2.min()), min(l1.max(), l2.max())
+    if hi <= lo:
+        raise ValueError("the two RD curves do not overlap in rate")
+    o1, o2 = np.argsort(l1), np.argsort(l2)
+    a1 = _fit_integral(l1[o1], d1[o1], lo, hi)
+    a2 = _fit_integral(l2[o2], d2[o2], lo, hi)
+    return float((a2 - a1) / (hi - lo))

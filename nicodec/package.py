@@ -1,0 +1,173 @@
+"""Adaptation packages: the files ``nicodec adapt`` writes and ``models import`` accepts.
+
+One safetensors file per adaptation NAME, holding one entry per quality:
+
+* ``method = cawf``: the CAwF adapter's custom parameters only (``q<Q>.p.*``,
+  ``q<Q>.entropy_bottleneck.*``) plus its frozen tables (``q<Q>.tables.*``). Its ID is the
+  content hash of those tensors; it names the base model it extends (``base_id``).
+* ``method = selective | naive``: a complete new codec (``q<Q>.g_a.*`` ...), whose ID is its
+  own content hash; it replaces the base codec and cannot decode the base's bitstreams.
+
+The metadata (safetensors' string map) carries ``nicodec=package``, the name, method, K,
+date and a JSON ``qualities`` map: quality -> {id, base_id, lambda, steps, train_images}.
+:func:`validate` checks every key, shape, dtype, table and hash against what the method
+implies before anything is used. Safetensors holds tensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from nicodec.container import format_id
+from nicodec.entropy import TOTAL
+from nicodec.errors import NicodecError
+from nicodec.network import Adapter, FactorizedPrior
+
+METHODS = ("cawf", "selective", "naive")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+RESERVED_NAMES = {"photo", "auto", "base"}
+TABLE_PREFIX = "tables."
+FORMAT = "1"
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or "") or name in RESERVED_NAMES:
+        raise NicodecError(f"invalid adaptation name {name!r}: use 1-32 lowercase letters, "
+                           "digits, '-' or '_' (not photo, auto or base)")
+    return name
+
+
+def quality_tensors(tensors: dict, quality: int) -> dict[str, torch.Tensor]:
+    prefix = f"q{quality}."
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def save(path: Path, *, name: str, method: str, k: int,
+         entries: dict[int, tuple[dict, dict]]) -> dict:
+    """Write a package. ``entries``: quality -> (tensors, info); info gets its ``id``."""
+    from nicodec.registry import content_id
+
+    tensors, qualities = {}, {}
+    for quality, (qt, info) in sorted(entries.items()):
+        info = dict(info, id=format_id(content_id(qt)))
+        qualities[str(quality)] = info
+        tensors |= {f"q{quality}.{key}": v.contiguous() for key, v in qt.items()}
+    meta = {"nicodec": "package", "format": FORMAT, "name": name, "method": method,
+            "k": str(k), "date": _dt.date.today().isoformat(),
+            "qualities": json.dumps(qualities, sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return read_meta(path)
+
+
+def read_meta(path: Path) -> dict:
+    """The package's metadata (cheap: reads the header only), with ``qualities`` parsed."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise NicodecError(f"{path.name}: not a nicodec adaptation file ({e})") from None
+    if meta.get("nicodec") != "package":
+        raise NicodecError(f"{path.name}: not a nicodec adaptation file (no package metadata)")
+    if meta.get("format") != FORMAT:
+        raise NicodecError(f"{path.name}: package format {meta.get('format')!r} is not "
+                           f"supported (expected {FORMAT})")
+    try:
+        meta["qualities"] = {int(q): v for q, v in json.loads(meta["qualities"]).items()}
+        meta["k"] = int(meta["k"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise NicodecError(f"{path.name}: malformed package metadata ({e})") from None
+    meta["path"] = path
+    return meta
+
+
+def expected_module(method: str, k: int, base: FactorizedPrior | None) -> torch.nn.Module:
+    if method == "cawf":
+        return Adapter(base or FactorizedPrior(), k)
+    return FactorizedPrior(affine=method == "selective")
+
+
+def _expected_shapes(method: str, k: int, channels: int) -> dict[str, tuple]:
+    module = expected_module(method, k, None)
+    shapes = {key: (tuple(v.shape), v.dtype) for key, v in module.state_dict().items()
+              if "entropy_bottleneck._" not in key}
+    return shapes
+
+
+def validate(path: Path, installed_bases: set[str]) -> tuple[dict, dict]:
+    """Load and fully check a package; returns (meta, tensors). Raises NicodecError."""
+    from nicodec.registry import content_id
+
+    meta = read_meta(path)
+    where = f"{path.name}"
+    check_name(meta.get("name", ""))
+    method, k = meta.get("method"), meta["k"]
+    if method not in METHODS:
+        raise NicodecError(f"{where}: unknown method {method!r}")
+    if method == "cawf" and not 1 <= k <= 64:
+        raise NicodecError(f"{where}: custom filter count {k} out of range 1..64")
+    if not meta["qualities"] or not set(meta["qualities"]) <= {1, 2, 3, 4}:
+        raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise NicodecError(f"{where}: unreadable tensors ({e})") from None
+    channels = 64 + (k if method == "cawf" else 0)
+    shapes = _expected_shapes(method, k, channels)
+    seen = set()
+    for quality, info in meta["qualities"].items():
+        qt = quality_tensors(tensors, quality)
+        seen |= {f"q{quality}.{key}" for key in qt}
+        weights = {key: v for key, v in qt.items() if not key.startswith(TABLE_PREFIX)}
+        if set(weights) != set(shapes):
+            extra, missing = set(weights) - set(shapes), set(shapes) - set(weights)
+            raise NicodecError(f"{where}: quality {quality} tensors do not match a {method} "
+                               f"package (unexpected {sorted(extra)[:3]}, missing "
+                               f"{sorted(missing)[:3]})")
+        for key, v in weights.items():
+            if (tuple(v.shape), v.dtype) != shapes[key]:
+                raise NicodecError(f"{where}: tensor {key} has shape {tuple(v.shape)} "
+                                   f"{v.dtype}, expected {shapes[key][0]} {shapes[key][1]}")
+            if not torch.isfinite(v).all():
+                raise NicodecError(f"{where}: tensor {key} holds non-finite values")
+        _check_tables(where, qt, channels)
+        if format_id(content_id(qt)) != info.get("id"):
+            raise NicodecError(f"{where}: quality {quality} content hash does not match its "
+                               "ID (corrupt or modified file)")
+        if method == "cawf" and info.get("base_id") not in installed_bases:
+            raise NicodecError(f"{where}: needs base model {info.get('base_id')}, which is "
+                               "not installed")
+    if set(tensors) != seen:
+        raise NicodecError(f"{where}: unexpected tensors {sorted(set(tensors) - seen)[:3]}")
+    return meta, tensors
+
+
+def _check_tables(where: str, qt: dict, channels: int) -> None:
+    try:
+        median, offset = qt[TABLE_PREFIX + "median"], qt[TABLE_PREFIX + "offset"]
+        length, freq = qt[TABLE_PREFIX + "length"], qt[TABLE_PREFIX + "freq"]
+    except KeyError as e:
+        raise NicodecError(f"{where}: missing entropy table {e}") from None
+    ok = (median.shape == (channels,) and median.dtype == torch.float32
+          and offset.shape == (channels,) and offset.dtype == torch.int32
+          and length.shape == (channels,) and length.dtype == torch.int32
+          and freq.dim() == 2 and freq.shape[0] == channels and freq.dtype == torch.int32
+          and bool((length >= 1).all()) and int(length.max()) < freq.shape[1] <= 1 << 16
+          and bool((freq >= 0).all()) and bool(torch.isfinite(median).all()))
+    if ok:
+        for c in range(channels):
+            row = freq[c, : int(length[c]) + 1]
+            if int(row.sum()) != TOTAL or int(row.min()) < 1:
+                ok = False
+                break
+    if not ok:
+        raise NicodecError(f"{where}: malformed entropy tables")

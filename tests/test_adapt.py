@@ -1,0 +1,204 @@
+"""Adaptation end to end on tiny images: CAwF invariance, packages, import/export, refusals."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file, safe_open, save_file
+
+from conftest import smooth_image
+from nicodec import container, package, registry
+from nicodec.adapt import adapt
+from nicodec.cli import main
+from nicodec.errors import NicodecError
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("target") / "nested"
+    d.mkdir()
+    for i in range(5):  # a "domain" of striped images, unlike the smooth photo stand-ins
+        img = smooth_image(64, 80, seed=i)
+        img[:, ::4] = 255 - img[:, ::4]
+        Image.fromarray(img).save(d / f"t{i}.png")
+    return d.parent
+
+
+@pytest.fixture()
+def cawf_file(env, folder):
+    """A tiny CAwF adaptation (K=2, 3 steps, qualities 1 and 3), installed as 'stripes'."""
+    res = adapt(folder, name="stripes", k=2, qualities=(1, 3), steps=3, batch=2, crop=64,
+                progress=False, log=lambda m: None)
+    assert res["path"] == registry.user_adapters_dir() / "stripes.safetensors"
+    return res
+
+
+def test_adapt_runs_end_to_end_and_its_output_decodes(env, cawf_file, folder):
+    meta = cawf_file["meta"]
+    assert meta["method"] == "cawf" and meta["k"] == 2 and sorted(meta["qualities"]) == [1, 3]
+    assert [r["quality"] for r in cawf_file["rows"]] == [1, 3]
+    src = folder / "nested" / "t0.png"
+    assert run("encode", src, "-o", env / "a.nic", "--domain", "stripes", "-q", 1).exit_code == 0
+    header, _ = container.parse((env / "a.nic").read_bytes())
+    assert container.format_id(header.adapter_id) == meta["qualities"][1]["id"]
+    r = run("decode", env / "a.nic", "-o", env / "a.png")
+    assert r.exit_code == 0, r.output
+    assert Image.open(env / "a.png").size == (80, 64)
+
+
+def test_cawf_never_changes_the_base_codec(env, folder):
+    img = smooth_image(40, 56, seed=9)
+    Image.fromarray(img).save(env / "p.png")
+    assert run("encode", env / "p.png", "-o", env / "before.nic").exit_code == 0
+    assert run("decode", env / "before.nic", "-o", env / "before.png").exit_code == 0
+    adapt(folder, name="stripes", k=2, qualities=(3,), steps=3, batch=2, crop=64,
+          progress=False, log=lambda m: None)
+    assert run("encode", env / "p.png", "-o", env / "after.nic").exit_code == 0
+    assert (env / "after.nic").read_bytes() == (env / "before.nic").read_bytes()
+    assert run("decode", env / "before.nic", "-o", env / "again.png").exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(env / "again.png")),
+                          np.asarray(Image.open(env / "before.png")))
+
+
+def test_export_import_round_trip(env, cawf_file, tmp_path):
+    out = tmp_path / "shared.safetensors"
+    assert run("models", "export", "stripes", "-o", out).exit_code == 0
+    assert run("models", "remove", "stripes").exit_code == 0
+    assert "stripes" not in run("models").stdout
+    r = run("models", "import", out)
+    assert r.exit_code == 0, r.output
+    assert "stripes" in run("models").stdout
+    again = registry.user_adapters_dir() / "stripes.safetensors"
+    assert again.read_bytes() == out.read_bytes()
+
+
+def _rewrite(src, dst, tensors_fn=None, meta_fn=None):
+    tensors = load_file(str(src))
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+    if tensors_fn:
+        tensors = tensors_fn(tensors)
+    if meta_fn:
+        meta = meta_fn(meta)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def _set_quality_field(field, value):
+    def fn(meta):
+        q = json.loads(meta["qualities"])
+        q["1"][field] = value
+        return dict(meta, qualities=json.dumps(q))
+    return fn
+
+
+def _flip_weight(t):
+    t = dict(t)
+    t["q1.p.a0_cb"] = t["q1.p.a0_cb"].clone()
+    t["q1.p.a0_cb"][0, 0, 0, 0] += 1e-3
+    return t
+
+
+def _rename_key(t):
+    t = dict(t)
+    t["q1.p.a0_cx"] = t.pop("q1.p.a0_cb")
+    return t
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("truncated", "not a nicodec adaptation file"),
+    ("garbage", "not a nicodec adaptation file"),
+    ("flipped", "content hash does not match"),
+    ("renamed_key", "do not match a cawf package"),
+    ("other_base", "needs base model 0badc0de"),
+    ("wrong_k", "expected"),
+    ("bad_tables", "malformed entropy tables"),
+])
+def test_bad_adapter_files_are_refused(env, cawf_file, tmp_path, case, needle):
+    src = cawf_file["path"]
+    bad = tmp_path / f"{case}.safetensors"
+    if case == "truncated":
+        bad.write_bytes(src.read_bytes()[:-1000])
+    elif case == "garbage":
+        bad.write_bytes(b"\x80\x04\x95 pickle-like junk")
+    elif case == "flipped":
+        _rewrite(src, bad, tensors_fn=_flip_weight)
+    elif case == "renamed_key":
+        _rewrite(src, bad, tensors_fn=_rename_key)
+    elif case == "other_base":
+        _rewrite(src, bad, meta_fn=_set_quality_field("base_id", "0badc0de"))
+    elif case == "wrong_k":
+        _rewrite(src, bad, meta_fn=lambda m: dict(m, k="3"))
+    elif case == "bad_tables":
+        def fn(t):
+            t = dict(t)
+            t["q1.tables.freq"] = t["q1.tables.freq"] * 2
+            return t
+        _rewrite(src, bad, tensors_fn=fn)
+    run("models", "remove", "stripes")
+    r = run("models", "import", bad)
+    assert r.exit_code == 1 and needle in r.stderr, r.output
+    assert "Traceback" not in r.output
+    assert not (registry.user_adapters_dir() / "stripes.safetensors").exists()
+
+
+def test_missing_adapter_names_it_and_says_how_to_import(env, cawf_file, folder):
+    src = folder / "nested" / "t1.png"
+    assert run("encode", src, "-o", env / "s.nic", "--domain", "stripes").exit_code == 0
+    assert run("models", "remove", "stripes").exit_code == 0
+    r = run("decode", env / "s.nic")
+    aid = cawf_file["meta"]["qualities"][3]["id"]
+    assert r.exit_code == 1 and aid in r.stderr and "models import" in r.stderr
+
+
+def test_naive_codec_refuses_base_bitstreams_unless_forced(env, folder):
+    res = adapt(folder, name="naive1", method="naive", qualities=(3,), steps=3, batch=2,
+                crop=64, progress=False, log=lambda m: None)
+    nid = res["meta"]["qualities"][3]["id"]
+    img = smooth_image(32, 48, seed=4)
+    Image.fromarray(img).save(env / "p.png")
+    assert run("encode", env / "p.png", "-o", env / "n.nic", "--domain", "naive1").exit_code == 0
+    header, _ = container.parse((env / "n.nic").read_bytes())
+    assert container.format_id(header.base_id) == nid and header.adapter_id == 0
+    assert run("encode", env / "p.png", "-o", env / "b.nic").exit_code == 0
+    r = run("decode", env / "b.nic", "-o", env / "forced.png", "--force-model", nid)
+    assert r.exit_code == 0, r.output
+    assert run("decode", env / "b.nic", "-o", env / "ok.png").exit_code == 0
+    r = run("decode", env / "b.nic", "--force-model", "12345678")
+    assert r.exit_code == 1 and "12345678" in r.stderr
+
+
+def test_selective_tunes_only_about_five_percent(env, folder):
+    res = adapt(folder, name="sel", method="selective", qualities=(1,), steps=2, batch=2,
+                crop=64, progress=False, log=lambda m: None)
+    assert res["meta"]["method"] == "selective"
+    from nicodec.adapt import trainable
+    from nicodec.network import FactorizedPrior
+    net = trainable("selective", FactorizedPrior(), 0)
+    tuned = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert 0.04 < tuned / sum(p.numel() for p in net.parameters()) < 0.06
+
+
+def test_domain_auto_picks_a_codec_and_says_which(env, cawf_file, folder):
+    r = run("encode", folder / "nested" / "t2.png", "-o", env / "auto.nic", "--domain", "auto")
+    assert r.exit_code == 0, r.output
+    assert "(photo q3)" in r.stdout or "(stripes q3)" in r.stdout
+
+
+def test_adapt_refuses_too_few_or_unreadable_images(env, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("adapt", empty, "--name", "x")
+    assert r.exit_code == 1 and "found 0 image" in r.stderr
+    (empty / "a.png").write_bytes(b"junk")
+    (empty / "b.png").write_bytes(b"junk")
+    r = run("adapt", empty, "--name", "x")
+    assert r.exit_code == 1 and "a.png" in r.stderr
+    with pytest.raises(NicodecError):
+        package.check_name("photo")
