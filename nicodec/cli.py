@@ -263,8 +263,68 @@ def adapt(folder, name, method, k, qualities, steps, holdout, batch, output, dev
     bd = res.get("bd_rate")
     out.print("BD-rate against the base codec: " + (f"{bd:+.2f} %" if bd is not None else
               "n/a (needs two or more qualities with overlapping curves)"))
+    if output and Path(output).resolve().parent == reg.dir.resolve():
+        command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        registry.record_package(Path(output), command, reg.dir)
+        out.print(f"recorded {Path(output).name} in {reg.dir / 'manifest.json'}", markup=False)
     out.print(f"saved {res['path']}; use it with: nicodec encode IMG --domain {name}",
               markup=False)
+
+
+@main.command("eval")
+@click.argument("folder", type=click.Path())
+@click.option("--domain", "domains", multiple=True, default=["photo"], show_default=True,
+              help="codec to evaluate (repeatable); 'all' = base + every installed adapter")
+@click.option("--baselines", default="jpeg2000", show_default=True,
+              help="comma-separated: jpeg2000, jpeg, webp (or 'none')")
+@click.option("--qualities", default="1,2,3,4", show_default=True, callback=_qualities)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="RD curves (PNG)")
+@click.option("--per-image", is_flag=True, help="also print every image's numbers")
+@DEVICE
+def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_image, device):
+    """Rate-distortion curves (bpp, PSNR, MS-SSIM) and BD-rates on the images in FOLDER."""
+    import json
+
+    from rich.table import Table
+
+    from nicodec import evaluate, image, registry
+
+    reg = registry.Registry()
+    if "all" in domains:
+        domains = ["photo"] + [m["name"] for m in reg.packages()]
+    for d in domains:
+        if d != "photo":
+            reg.find_package(d)
+    kinds = [] if baselines.strip() in ("", "none") else \
+        [b.strip() for b in baselines.split(",")]
+    unknown = [b for b in kinds if b not in evaluate.BASELINES]
+    if unknown:
+        raise NicodecError(f"unknown baseline {unknown[0]!r} (use "
+                           f"{', '.join(evaluate.BASELINES)})")
+    res = evaluate.evaluate(Path(folder), list(domains), kinds, qualities,
+                            device=registry.pick_device(device), reg=reg)
+    t = Table(title=f"{folder}: {res['images']} images")
+    for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM"):
+        t.add_column(col, justify="right")
+    for c in res["curves"]:
+        for p in c["points"]:
+            t.add_row(c["name"], p["setting"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
+                      "-" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}")
+            if per_image:
+                for im in p["images"]:
+                    t.add_row("", im["image"], f"{im['bpp']:.4f}", f"{im['psnr']:.2f}",
+                              "-" if im["ms_ssim"] is None else f"{im['ms_ssim']:.4f}")
+    out.print(t)
+    for cmp_ in res["comparisons"]:
+        bd = cmp_["bd_rate"]
+        out.print(f"BD-rate of {cmp_['test']} vs {cmp_['reference']}: " +
+                  (f"{bd:+.2f} %  (BD-PSNR {cmp_['bd_psnr']:+.3f} dB)" if bd is not None
+                   else f"n/a ({cmp_['note']})"), markup=False)
+    if json_path:
+        image.atomic_write(Path(json_path), json.dumps(res, indent=1).encode())
+    if plot_path:
+        evaluate.plot(res["curves"], Path(plot_path), f"{Path(folder).name}")
 
 
 @main.group(invoke_without_command=True, cls=Cli)

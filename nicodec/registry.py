@@ -134,6 +134,21 @@ def export_base(model: FactorizedPrior, *, domain: str, quality: int, lam: float
     return entry
 
 
+def record_package(path: Path, command: str, directory: Path | None = None) -> dict:
+    """Add a shipped adaptation package to the manifest of ``directory`` (default models/)."""
+    directory = directory or REPO_MODELS
+    meta = package.read_meta(path)
+    entry = {"file": path.name, "kind": "package", "name": meta["name"],
+             "method": meta["method"], "k": meta["k"], "domain": meta["name"],
+             "sha256": file_sha256(path),
+             "qualities": {str(q): v for q, v in sorted(meta["qualities"].items())},
+             "command": command, "created": meta["date"]}
+    manifest = read_manifest(directory)
+    manifest["models"] = [m for m in manifest["models"] if m["file"] != path.name] + [entry]
+    write_manifest(directory, manifest)
+    return entry
+
+
 # --------------------------------------------------------------------------- loading
 def load_verified(path: Path, sha256: str | None = None) -> tuple[dict, dict]:
     """Load a safetensors model file (never a pickle); verify its file hash if given."""
@@ -226,6 +241,12 @@ class Registry:
     def _load_package(self, meta: dict) -> dict:
         key = ("package", str(meta["path"]))
         if key not in self._cache:
+            if meta["shipped"]:  # shipped files are pinned by the manifest, like base models
+                entry = next((m for m in self.manifest["models"]
+                              if m["file"] == meta["path"].name), None)
+                if entry is None or file_sha256(meta["path"]) != entry["sha256"]:
+                    raise NicodecError(f"{meta['path'].name}: file hash does not match the "
+                                       "manifest (corrupt or modified model file)")
             bases = {m["id"] for m in self.bases()}
             self._cache[key] = package.validate(meta["path"], bases)[1]
         return self._cache[key]

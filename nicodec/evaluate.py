@@ -1,0 +1,131 @@
+"""``nicodec eval``: rate-distortion curves of codecs and baselines on a folder of images.
+
+Each curve is a list of points, one per setting (nicodec quality, or a baseline setting),
+averaged over the images: bpp from real file bytes, RGB PSNR, MS-SSIM. Any two curves are
+compared with the Bjøntegaard delta rate and delta PSNR.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nicodec import baselines, container, image, metrics
+from nicodec.registry import Registry
+
+JPEG2000_BPPS = (0.08, 0.15, 0.25, 0.4, 0.6, 0.9, 1.3)
+QUALITY_SWEEP = (5, 10, 20, 35, 50, 70, 85, 95)
+BASELINES = ("jpeg2000", "jpeg", "webp")
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
+    """MS-SSIM (0..1) of two uint8 RGB images; None when too small for 5 scales."""
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    if min(a.shape[:2]) <= 160:
+        return None
+    ta = torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(2, 0, 1)[None]
+    tb = torch.from_numpy(np.require(b, requirements=["C", "W"])).permute(2, 0, 1)[None]
+    return float(_ms_ssim(ta.float(), tb.float(), data_range=255))
+
+
+def _point(label: str, per_image: list[dict]) -> dict:
+    ms = [p["ms_ssim"] for p in per_image if p["ms_ssim"] is not None]
+    return {"setting": label, "bpp": float(np.mean([p["bpp"] for p in per_image])),
+            "psnr": float(np.mean([p["psnr"] for p in per_image])),
+            "ms_ssim": float(np.mean(ms)) if ms else None, "images": per_image}
+
+
+def _measure(name: str, rgb: np.ndarray, n_bytes: int, rec: np.ndarray) -> dict:
+    return {"image": name, "bpp": metrics.bpp(n_bytes, rgb.shape[1], rgb.shape[0]),
+            "psnr": metrics.psnr(rgb, rec), "ms_ssim": ms_ssim(rgb, rec)}
+
+
+def nicodec_curve(reg: Registry, domain: str, imgs: list[tuple[str, np.ndarray]],
+                  qualities, device: str) -> dict:
+    points = []
+    for q in qualities:
+        codec = reg.codec(quality=q, domain=domain, device=device)
+        per = []
+        for name, rgb in imgs:
+            blob = codec.encode(rgb)
+            rec = codec.decode(*container.parse(blob))
+            per.append(_measure(name, rgb, len(blob), rec))
+        points.append(_point(f"q{q}", per))
+    return {"name": f"nicodec:{domain}", "points": points}
+
+
+def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]]) -> dict:
+    if kind not in BASELINES:
+        raise ValueError(kind)
+    settings = JPEG2000_BPPS if kind == "jpeg2000" else QUALITY_SWEEP
+    fn = getattr(baselines, kind)
+    points = []
+    for s in settings:
+        per = []
+        for name, rgb in imgs:
+            n, rec = fn(rgb, s)
+            per.append(_measure(name, rgb, n, rec))
+        points.append(_point(f"{'bpp' if kind == 'jpeg2000' else 'q'}={s}", per))
+    return {"name": kind, "points": points}
+
+
+def compare(curves: list[dict]) -> list[dict]:
+    """BD-rate and BD-PSNR of every curve against the first one."""
+    ref = curves[0]
+    out = []
+    for c in curves[1:]:
+        args = ([p["bpp"] for p in ref["points"]], [p["psnr"] for p in ref["points"]],
+                [p["bpp"] for p in c["points"]], [p["psnr"] for p in c["points"]])
+        try:
+            out.append({"reference": ref["name"], "test": c["name"],
+                        "bd_rate": metrics.bd_rate(*args), "bd_psnr": metrics.bd_psnr(*args)})
+        except ValueError as e:
+            out.append({"reference": ref["name"], "test": c["name"], "bd_rate": None,
+                        "bd_psnr": None, "note": str(e)})
+    return out
+
+
+def plot(curves: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    for c in curves:
+        pts = sorted(c["points"], key=lambda p: p["bpp"])
+        style = "o-" if c["name"].startswith("nicodec") else "s--"
+        ax.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], style, label=c["name"],
+                ms=4)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("RGB PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".part.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualities,
+             device: str = "cpu", reg: Registry | None = None) -> dict:
+    from nicodec.data import list_images
+    from nicodec.errors import NicodecError
+
+    reg = reg or Registry()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NicodecError(f"{folder}: not a directory")
+    files = list_images(folder)
+    if not files:
+        raise NicodecError(f"{folder}: no images found")
+    imgs = [(f.name, image.load(f).rgb) for f in files]
+    curves = [nicodec_curve(reg, d, imgs, qualities, device) for d in domains]
+    curves += [baseline_curve(b, imgs) for b in baseline_kinds]
+    return {"folder": str(folder), "images": len(imgs), "curves": curves,
+            "comparisons": compare(curves) if len(curves) > 1 else []}
