@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTHON  := $(BIN)/python
 
-.PHONY: install test bench data models experiments clean
+.PHONY: install test bench data models clean
 
 install: $(VENV)/.installed
 
@@ -24,9 +24,10 @@ bench: install
 data: install
 	$(PYTHON) -m nicodec.data
 
-# Retrain the shipped base models (hours on 2 CPU cores; resumes from runs/).
+# Retrain the shipped base models and adapters (hours on 2 CPU cores; resumes from runs/).
 models: install data
 	NIC=$(BIN)/nicodec scripts/train_base.sh
+	NIC=$(BIN)/nicodec scripts/train_adapters.sh
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,4 +1,4 @@
-"""The ``nicodec`` command line: encode, decode, info, train.
+"""The ``nicodec`` command line: encode, decode, info, adapt, models, eval, train.
 
 Every user-facing failure is a :class:`~nicodec.errors.NicodecError` and becomes one red
 ``error:`` line on stderr with exit status 1; nothing half-written is left behind.
@@ -53,7 +53,10 @@ def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[P
     """One input: OUT is the file (default: stem + suffix beside it). Several: OUT is a
     directory (created) holding <stem><suffix> for each."""
     if len(inputs) == 1 and not (output and Path(output).is_dir()):
-        return [Path(output) if output else Path(inputs[0]).with_suffix(suffix)]
+        if output:
+            return [Path(output)]
+        _refuse_overwrite([Path(inputs[0]).with_suffix(suffix)])
+        return [Path(inputs[0]).with_suffix(suffix)]
     directory = Path(output) if output else None
     if directory is not None:
         if directory.exists() and not directory.is_dir():
@@ -62,7 +65,16 @@ def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[P
     paths = [(directory or Path(i).parent) / (Path(i).stem + suffix) for i in inputs]
     if len(set(paths)) != len(paths):
         raise NicodecError("several inputs share a file name stem; their outputs would clash")
+    if output is None:
+        _refuse_overwrite(paths)
     return paths
+
+
+def _refuse_overwrite(paths: list[Path]) -> None:
+    """Default outputs never replace a file (e.g. the original PNG beside a .nic)."""
+    for p in paths:
+        if p.exists():
+            raise NicodecError(f"{p} exists; name the output with -o to replace it")
 
 
 @main.command()
@@ -443,8 +455,9 @@ def train(domain, quality, steps, batch, lr, init_from, runs, models_dir, device
     sampler = data.CropSampler.from_files(files, crop=128)
     model = FactorizedPrior()
     if init_from:
-        tensors = load_file(init_from)
+        tensors = load_file(init_from)  # a model file (with tables) or a checkpoint
         prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(registry.TABLE_PREFIX)}
         load_model_tensors(model, tensors, prefix=prefix)
     runs = Path(runs)
     runs.mkdir(parents=True, exist_ok=True)

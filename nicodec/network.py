@@ -68,7 +68,22 @@ class ChannelAffine(nn.Module):
         return z * self.alpha[:, None, None] + self.beta[:, None, None]
 
 
-class FactorizedPrior(nn.Module):
+class TransformCoder(nn.Module):
+    """Training interface shared by every codec network: subclasses provide ``analysis``,
+    ``synthesis`` and ``entropy_bottleneck``."""
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """Training pass with the uniform-noise proxy: reconstruction and likelihoods."""
+        y = self.analysis(x)
+        y_tilde, likelihoods = self.entropy_bottleneck(y)
+        return {"x_hat": self.synthesis(y_tilde), "likelihoods": likelihoods}
+
+    def aux_loss(self) -> torch.Tensor:
+        """Loss that fits the entropy model's quantiles (CompressAI's aux loss)."""
+        return self.entropy_bottleneck.loss()
+
+
+class FactorizedPrior(TransformCoder):
     """The base codec: analysis ``g_a``, synthesis ``g_s``, entropy model ``entropy_bottleneck``.
 
     ``affine=True`` adds a :class:`ChannelAffine` after every convolution (the selective
@@ -121,15 +136,6 @@ class FactorizedPrior(nn.Module):
                 i += 1
         return x
 
-    def forward(self, x: torch.Tensor) -> dict:
-        """Training pass with the uniform-noise proxy: reconstruction and likelihoods."""
-        y = self.analysis(x)
-        y_tilde, likelihoods = self.entropy_bottleneck(y)
-        return {"x_hat": self.synthesis(y_tilde), "likelihoods": likelihoods}
-
-    def aux_loss(self) -> torch.Tensor:
-        """Loss that fits the entropy model's quantiles (CompressAI's aux loss)."""
-        return self.entropy_bottleneck.loss()
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -227,7 +233,7 @@ def _kaiming(shape) -> torch.Tensor:
     return torch.randn(shape) * math.sqrt(1.0 / fan_in)
 
 
-class AdaptedCodec(nn.Module):
+class AdaptedCodec(TransformCoder):
     """Base codec + CAwF adapter: the paper's (N + K)-filter network.
 
     The base module is frozen and shared; only ``adapter`` parameters train.
@@ -275,10 +281,3 @@ class AdaptedCodec(nn.Module):
                 j += 1
         return x
 
-    def forward(self, x: torch.Tensor) -> dict:
-        y = self.analysis(x)
-        y_tilde, likelihoods = self.entropy_bottleneck(y)
-        return {"x_hat": self.synthesis(y_tilde), "likelihoods": likelihoods}
-
-    def aux_loss(self) -> torch.Tensor:
-        return self.entropy_bottleneck.loss()

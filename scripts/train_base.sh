@@ -4,7 +4,7 @@
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
 STEPS=${STEPS:-6000}
-WARM=${WARM:-3000}
+WARM=${WARM:-2000}
 $NIC train --domain photo -q 3 --steps "$STEPS"
 $NIC train --domain photo -q 4 --steps "$WARM" --init models/photo-q3.safetensors
 $NIC train --domain photo -q 2 --steps "$WARM" --init models/photo-q3.safetensors

@@ -132,3 +132,13 @@ def test_real_process_prints_no_traceback(env):
     assert p.returncode == 1
     assert p.stderr.strip() == "error: truncated .nic file (incomplete header)"
     assert not bad.with_suffix(".png").exists()
+
+
+def test_default_output_never_replaces_a_file(env, png):
+    assert run("encode", png).exit_code == 0
+    nic = env / "img.nic"
+    before = png.read_bytes()
+    r = run("decode", nic)  # img.png (the original) is beside it
+    assert_one_line_error(r, "name the output with -o")
+    assert png.read_bytes() == before
+    assert run("decode", nic, "-o", png).exit_code == 0  # explicit: replaced

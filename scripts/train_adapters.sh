@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Trains the shipped CAwF adapters `astro` and `screen` (part of `make models`) on their
+# domains' training sets, from the shipped photo base models, and records them in
+# models/manifest.json. Needs `make data` and the base models.
+set -euo pipefail
+NIC=${NIC:-.venv/bin/nicodec}
+STEPS=${ADAPT_STEPS:-600}
+for domain in astro screen; do
+  $NIC adapt "data/$domain/train" --name "$domain" --steps "$STEPS" --holdout 0.05 \
+    -o "models/$domain.safetensors"
+done

@@ -1,0 +1,48 @@
+"""A committed bitstream that every future release must decode to the same pixels, with the
+shipped models (and whatever shipped adapters sit beside them)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from nicodec import container, registry
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture()
+def shipped(monkeypatch, tmp_path):
+    monkeypatch.delenv("NICODEC_MODELS", raising=False)
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path))
+    return registry.Registry()
+
+
+def test_golden_bitstream_decodes_to_committed_pixels(shipped):
+    meta = json.loads((GOLDEN / "golden.json").read_text())
+    header, payload = container.parse((GOLDEN / meta["file"]).read_bytes())
+    assert container.format_id(header.base_id) == meta["base_id"]
+    pixels = shipped.codec_for_header(header).decode(header, payload)
+    assert list(pixels.shape) == meta["shape"]
+    assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == \
+        meta["pixels_sha256"]
+
+
+def test_base_encoder_output_is_unchanged(shipped):
+    meta = json.loads((GOLDEN / "golden.json").read_text())
+    src = np.asarray(Image.open(GOLDEN / meta["source"]).convert("RGB"))
+    assert shipped.codec(quality=3).encode(src) == (GOLDEN / meta["file"]).read_bytes()
+
+
+def test_shipped_models_match_manifest_and_paper_counts(shipped):
+    bases = shipped.bases()
+    assert sorted(m["quality"] for m in bases) == [1, 2, 3, 4]
+    for m in bases:
+        assert m["parameters"] == 655_619
+        shipped.load_base(m)  # verifies the file hash against the manifest
+        tensors = load_file(str(shipped.dir / m["file"]))
+        assert container.format_id(registry.content_id(tensors)) == m["id"]
