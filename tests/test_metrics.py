@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import smooth_image
+from nicodec import metrics
+from nicodec.cli import main
+
+RATE = [0.1, 0.25, 0.5, 0.9]
+PSNR = [26.0, 29.0, 32.0, 35.0]
+
+
+def test_bd_rate_of_identical_curves_is_zero():
+    assert metrics.bd_rate(RATE, PSNR, RATE, PSNR) == pytest.approx(0, abs=1e-9)
+
+
+def test_bd_rate_of_ten_percent_more_rate_is_plus_ten():
+    assert metrics.bd_rate(RATE, PSNR, [r * 1.1 for r in RATE], PSNR) == pytest.approx(10)
+    assert metrics.bd_rate(RATE, PSNR, [r * 0.9 for r in RATE], PSNR) == pytest.approx(-10)
+
+
+def test_bd_psnr_of_a_one_db_shift():
+    assert metrics.bd_psnr(RATE, PSNR, RATE, [p + 1 for p in PSNR]) == pytest.approx(1)
+
+
+def test_bd_rate_refuses_disjoint_curves():
+    with pytest.raises(ValueError):
+        metrics.bd_rate(RATE, PSNR, RATE, [p + 20 for p in PSNR])
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), np.uint8)
+    assert metrics.psnr(a, a) == 100.0
+    assert metrics.psnr(a, a + 1) == pytest.approx(48.1308, abs=1e-3)
+
+
+def test_eval_end_to_end_writes_json_and_plot(env):
+    d = env / "imgs"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(40, 48, seed=i)).save(d / f"{i}.png")
+    r = CliRunner().invoke(main, ["eval", str(d), "--qualities", "1,3", "--baselines",
+                                  "jpeg2000", "--json", str(env / "r.json"), "--plot",
+                                  str(env / "r.png")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((env / "r.json").read_text())
+    assert res["images"] == 2
+    assert [c["name"] for c in res["curves"]] == ["nicodec:photo", "jpeg2000"]
+    assert len(res["curves"][0]["points"]) == 2
+    assert res["comparisons"][0]["test"] == "jpeg2000"
+    assert Image.open(env / "r.png").format == "PNG"
