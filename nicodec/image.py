@@ -80,6 +80,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except OSError as e:
         raise NicodecError(f"{path}: cannot write ({e.strerror})") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -88,6 +89,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         if isinstance(e, OSError):
             raise NicodecError(f"{path}: cannot write ({e.strerror})") from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_png(path: Path, rgb: np.ndarray, channels: int) -> None:
