@@ -142,3 +142,8 @@ def test_default_output_never_replaces_a_file(env, png):
     assert_one_line_error(r, "name the output with -o")
     assert png.read_bytes() == before
     assert run("decode", nic, "-o", png).exit_code == 0  # explicit: replaced
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs sysfs")
+def test_unwritable_output_even_for_root(env, png):
+    assert_one_line_error(run("encode", png, "-o", "/sys/kernel/x.nic"), "cannot write")
