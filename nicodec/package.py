@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 
 from nicodec.container import format_id
 from nicodec.entropy import TOTAL
@@ -105,7 +105,7 @@ def _expected_shapes(method: str, k: int, channels: int) -> dict[str, tuple]:
 
 def validate(path: Path, installed_bases: set[str]) -> tuple[dict, dict]:
     """Load and fully check a package; returns (meta, tensors). Raises NicodecError."""
-    from nicodec.registry import content_id
+    from nicodec.registry import content_id, load_verified
 
     meta = read_meta(path)
     where = f"{path.name}"
@@ -117,10 +117,7 @@ def validate(path: Path, installed_bases: set[str]) -> tuple[dict, dict]:
         raise NicodecError(f"{where}: custom filter count {k} out of range 1..64")
     if not meta["qualities"] or not set(meta["qualities"]) <= {1, 2, 3, 4}:
         raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise NicodecError(f"{where}: unreadable tensors ({e})") from None
+    tensors, _ = load_verified(path)
     channels = 64 + (k if method == "cawf" else 0)
     shapes = _expected_shapes(method, k, channels)
     seen = set()

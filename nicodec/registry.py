@@ -14,12 +14,14 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 
 import platformdirs
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from nicodec.codec import Codec
 from nicodec.container import NO_ADAPTER, Header, format_id
@@ -150,18 +152,23 @@ def record_package(path: Path, command: str, directory: Path | None = None) -> d
 
 
 # --------------------------------------------------------------------------- loading
+def parse_safetensors(data: bytes, name: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of safetensors bytes (never a pickle); NicodecError if malformed."""
+    try:
+        (n,) = struct.unpack_from("<Q", data)
+        meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
+        return safetensors.torch.load(data), meta
+    except (SafetensorError, struct.error, ValueError, AttributeError) as e:
+        raise NicodecError(f"{name}: not a valid safetensors file ({e})") from None
+
+
 def load_verified(path: Path, sha256: str | None = None) -> tuple[dict, dict]:
-    """Load a safetensors model file (never a pickle); verify its file hash if given."""
-    if sha256 is not None and file_sha256(path) != sha256:
+    """Load a model file, reading it once; verify its file hash against ``sha256`` if given."""
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise NicodecError(f"{path.name}: file hash does not match the manifest "
                            "(corrupt or modified model file)")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise NicodecError(f"{path.name}: not a valid model file ({e})") from None
-    return tensors, meta
+    return parse_safetensors(data, path.name)
 
 
 def build_base(tensors: dict, meta: dict) -> tuple[FactorizedPrior, LatentCoder]:
