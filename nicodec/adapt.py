@@ -164,8 +164,6 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
                         entries=results)
     summary = {"path": path, "meta": meta, "rows": rows, "held_out": len(held_files)}
     if len(rows) >= 2:
-        summary["bd_rate"] = safe_bd_rate([r["base_bpp"] for r in rows],
-                                             [r["base_psnr"] for r in rows],
-                                             [r["bpp"] for r in rows],
-                                             [r["psnr"] for r in rows])
+        summary["bd_rate"] = safe_bd_rate(*(
+            [r[key] for r in rows] for key in ("base_bpp", "base_psnr", "bpp", "psnr")))
     return summary
