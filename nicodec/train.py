@@ -44,7 +44,7 @@ class TrainConfig:
 def rd_terms(out: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(bpp, mse) of a training forward pass; mse on [0, 1] scale."""
     n_pix = x.shape[0] * x.shape[2] * x.shape[3]
-    bpp = sum(-torch.log2(lk).sum() for lk in [out["likelihoods"]]) / n_pix
+    bpp = -torch.log2(out["likelihoods"]).sum() / n_pix
     mse = torch.mean((out["x_hat"] - x) ** 2)
     return bpp, mse
 
@@ -152,8 +152,6 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
                 stats = {"loss": float(l), "bpp": float(b), "psnr": psnr_from_mse(float(m))}
                 info = f"loss {l:.4f}  bpp {b:.4f}  PSNR {stats['psnr']:.2f} dB"
                 progress.update(task, completed=step + 1, info=info)
-                if not console_log:
-                    pass
             if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
                 save_checkpoint(ckpt, model, opt, aux_opt, step + 1,
                                 {"config": asdict(cfg), "elapsed_s": time.time() - t0, **stats})
