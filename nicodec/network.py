@@ -160,8 +160,9 @@ class Adapter(nn.Module):
     Parameter names (``a{i}.*`` analysis layer i, ``s{i}.*`` synthesis layer i, ``gdn{i}.*``,
     ``igdn{i}.*`` and ``entropy_bottleneck.*``) are the adapter file's tensor keys.
     Initialisation makes the adapted codec start as the base codec: the weights from
-    custom to base channels and the base-custom GDN couplings are zero, and the entropy
-    model of the base channels starts as a copy of the base one.
+    custom to base channels and the base-custom GDN couplings are zero, the entropy model
+    of the base channels starts as a copy of the base one, and the custom latents start
+    small, under the narrowest base density.
     """
 
     def __init__(self, base: FactorizedPrior, k: int = 16):
@@ -200,11 +201,16 @@ class Adapter(nn.Module):
                 p[f"{name}{i}_gamma_bc"] = nn.Parameter(g.gamma_reparam.init(torch.zeros(n, k)))
         self.p = p
         self.entropy_bottleneck = entropy_bottleneck(n + k)
-        with torch.no_grad():  # base channels start from the base density model
+        with torch.no_grad():
+            # Base channels start from the base density model; custom channels from the
+            # narrowest base density, so their (near-zero) initial latents cost few bits.
             src = base.entropy_bottleneck.state_dict()
+            q = base.entropy_bottleneck.quantiles
+            narrow = int(torch.argmin(q[:, 0, 2] - q[:, 0, 0]))
             for name, t in self.entropy_bottleneck.state_dict().items():
-                if name in src and t.dim() and t.shape[1:] == src[name].shape[1:]:
+                if name in src and t.dim() and t.shape[0] == n + k:
                     t[:n] = src[name]
+                    t[n:] = src[name][narrow]
 
     def wide_conv_weight(self, i: int, base_w: torch.Tensor, base_b: torch.Tensor):
         p = self.p

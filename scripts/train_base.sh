@@ -9,3 +9,5 @@ $NIC train --domain photo -q 3 --steps "$STEPS"
 $NIC train --domain photo -q 4 --steps "$WARM" --init models/photo-q3.safetensors
 $NIC train --domain photo -q 2 --steps "$WARM" --init models/photo-q3.safetensors
 $NIC train --domain photo -q 1 --steps "$WARM" --init models/photo-q2.safetensors
+# q3 then continues to the same total length as its neighbours (resumes from runs/)
+$NIC train --domain photo -q 3 --steps $((STEPS + WARM))
