@@ -80,10 +80,10 @@ def read_folder(folder: Path) -> list[Path]:
     return files
 
 
-def safe_bd_rate(*curves) -> float | None:
-    """BD-rate, or None when the curves do not overlap."""
+def safe_bd(fn, *curves) -> float | None:
+    """metrics.bd_rate / bd_psnr, or None when the curves do not overlap enough."""
     try:
-        return metrics.bd_rate(*curves)
+        return fn(*curves)
     except ValueError:
         return None
 
@@ -164,6 +164,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
                         entries=results)
     summary = {"path": path, "meta": meta, "rows": rows, "held_out": len(held_files)}
     if len(rows) >= 2:
-        summary["bd_rate"] = safe_bd_rate(*(
-            [r[key] for r in rows] for key in ("base_bpp", "base_psnr", "bpp", "psnr")))
+        curves = [[r[key] for r in rows] for key in ("base_bpp", "base_psnr", "bpp", "psnr")]
+        summary["bd_rate"] = safe_bd(metrics.bd_rate, *curves)
+        summary["bd_psnr"] = safe_bd(metrics.bd_psnr, *curves)
     return summary

@@ -272,9 +272,10 @@ def adapt(folder, name, method, k, qualities, steps, holdout, batch, output, dev
                   f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
                   res["meta"]["qualities"][r["quality"]]["id"])
     out.print(t)
-    bd = res.get("bd_rate")
+    bd, bdp = res.get("bd_rate"), res.get("bd_psnr")
     out.print("BD-rate against the base codec: " + (f"{bd:+.2f} %" if bd is not None else
-              "n/a (needs two or more qualities with overlapping curves)"))
+              "n/a (needs two or more qualities whose PSNR ranges overlap by 0.5 dB)") +
+              ("" if bdp is None else f"; BD-PSNR {bdp:+.2f} dB"))
     if output and Path(output).resolve().parent == reg.dir.resolve():
         command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         registry.record_package(Path(output), command, reg.dir)

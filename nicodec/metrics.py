@@ -40,17 +40,22 @@ def _fit_integral(x, y, lo, hi):
     return np.polyval(p, hi) - np.polyval(p, lo)
 
 
+MIN_OVERLAP_DB = 0.5  # below this, an average over the PSNR overlap means nothing
+
+
 def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
     """Bjøntegaard delta rate (%) of the test curve against the reference.
 
     Average rate difference at equal PSNR over the overlapping PSNR range: log-rate is fitted
-    as a cubic polynomial of PSNR. Negative = the test codec needs fewer bits.
+    as a cubic polynomial of PSNR. Negative = the test codec needs fewer bits. Refused
+    (ValueError) when the curves overlap by less than MIN_OVERLAP_DB; use bd_psnr then.
     """
     r1, d1 = _check(rate_ref, psnr_ref)
     r2, d2 = _check(rate_test, psnr_test)
     lo, hi = max(d1.min(), d2.min()), min(d1.max(), d2.max())
-    if hi <= lo:
-        raise ValueError("the two RD curves do not overlap in PSNR")
+    if hi - lo < MIN_OVERLAP_DB:
+        raise ValueError(f"the RD curves overlap by {max(hi - lo, 0):.2f} dB of PSNR only "
+                         f"(BD-rate needs {MIN_OVERLAP_DB} dB); compare BD-PSNR instead")
     a1 = _fit_integral(d1, np.log(r1), lo, hi)
     a2 = _fit_integral(d2, np.log(r2), lo, hi)
     return float((math.exp((a2 - a1) / (hi - lo)) - 1) * 100)

@@ -52,3 +52,8 @@ def test_eval_end_to_end_writes_json_and_plot(env):
     assert len(res["curves"][0]["points"]) == 2
     assert res["comparisons"][0]["test"] == "jpeg2000"
     assert Image.open(env / "r.png").format == "PNG"
+
+
+def test_bd_rate_refuses_barely_overlapping_curves():
+    with pytest.raises(ValueError, match="BD-PSNR"):
+        metrics.bd_rate(RATE, PSNR, RATE, [p + 8.8 for p in PSNR])
