@@ -337,7 +337,8 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
     if json_path:
         image.atomic_write(Path(json_path), json.dumps(res, indent=1).encode())
     if plot_path:
-        evaluate.plot(res["curves"], Path(plot_path), f"{Path(folder).name}")
+        folder_path = Path(folder).resolve()
+        evaluate.plot(res["curves"], Path(plot_path), f"{folder_path.parent.name}/{folder_path.name}")
 
 
 @main.group(invoke_without_command=True, cls=Cli)
