@@ -443,7 +443,6 @@ def _path_exists(p: str) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def train(domain, quality, steps, batch, lr, init_from, runs, models_dir, device):
     """Train a base model for DOMAIN at QUALITY, then export it to the model registry."""
-    import torch
     from safetensors.torch import load_file
 
     from nicodec import data, registry

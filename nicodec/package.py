@@ -96,7 +96,7 @@ def expected_module(method: str, k: int, base: FactorizedPrior | None) -> torch.
     return FactorizedPrior(affine=method == "selective")
 
 
-def _expected_shapes(method: str, k: int, channels: int) -> dict[str, tuple]:
+def _expected_shapes(method: str, k: int) -> dict[str, tuple]:
     module = expected_module(method, k, None)
     shapes = {key: (tuple(v.shape), v.dtype) for key, v in module.state_dict().items()
               if "entropy_bottleneck._" not in key}
@@ -119,7 +119,7 @@ def validate(path: Path, installed_bases: set[str]) -> tuple[dict, dict]:
         raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
     tensors, _ = load_verified(path)
     channels = 64 + (k if method == "cawf" else 0)
-    shapes = _expected_shapes(method, k, channels)
+    shapes = _expected_shapes(method, k)
     seen = set()
     for quality, info in meta["qualities"].items():
         qt = quality_tensors(tensors, quality)

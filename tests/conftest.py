@@ -4,7 +4,6 @@ Round trips do not need a good model, only a deterministic one, so most tests ru
 this registry (fast, no downloads); tests/test_golden.py uses the shipped models.
 """
 
-import os
 
 import numpy as np
 import pytest

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import zlib
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
