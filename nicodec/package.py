@@ -103,8 +103,10 @@ def _expected_shapes(method: str, k: int) -> dict[str, tuple]:
     return shapes
 
 
-def validate(path: Path, installed_bases: set[str]) -> tuple[dict, dict]:
-    """Load and fully check a package; returns (meta, tensors). Raises NicodecError."""
+def validate(path: Path, installed_bases: set[str],
+             sha256: str | None = None) -> tuple[dict, dict]:
+    """Load and fully check a package (and its file hash, if given); returns (meta, tensors).
+    Raises NicodecError."""
     from nicodec.registry import content_id, load_verified
 
     meta = read_meta(path)
@@ -117,7 +119,7 @@ def validate(path: Path, installed_bases: set[str]) -> tuple[dict, dict]:
         raise NicodecError(f"{where}: custom filter count {k} out of range 1..64")
     if not meta["qualities"] or not set(meta["qualities"]) <= {1, 2, 3, 4}:
         raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
-    tensors, _ = load_verified(path)
+    tensors, _ = load_verified(path, sha256)
     channels = 64 + (k if method == "cawf" else 0)
     shapes = _expected_shapes(method, k)
     seen = set()

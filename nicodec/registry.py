@@ -248,14 +248,15 @@ class Registry:
     def _load_package(self, meta: dict) -> dict:
         key = ("package", str(meta["path"]))
         if key not in self._cache:
+            sha256 = None
             if meta["shipped"]:  # shipped files are pinned by the manifest, like base models
                 entry = next((m for m in self.manifest["models"]
                               if m["file"] == meta["path"].name), None)
-                if entry is None or file_sha256(meta["path"]) != entry["sha256"]:
-                    raise NicodecError(f"{meta['path'].name}: file hash does not match the "
-                                       "manifest (corrupt or modified model file)")
+                if entry is None:
+                    raise NicodecError(f"{meta['path'].name}: not listed in the manifest")
+                sha256 = entry["sha256"]
             bases = {m["id"] for m in self.bases()}
-            self._cache[key] = package.validate(meta["path"], bases)[1]
+            self._cache[key] = package.validate(meta["path"], bases, sha256)[1]
         return self._cache[key]
 
     # ----------------------------------------------------------------------- codecs
@@ -282,13 +283,14 @@ class Registry:
         base_id, adapter_id = format_id(header.base_id), header.adapter_id
         if adapter_id != NO_ADAPTER:
             aid = format_id(adapter_id)
-            for meta in self.packages():
-                for quality, info in meta["qualities"].items():
-                    if info["id"] == aid and meta["method"] == "cawf":
-                        if info["base_id"] != base_id:
-                            raise NicodecError(f"adapter {aid} extends base {info['base_id']}, "
-                                               f"but the file names base {base_id}")
-                        return self._package_codec(meta, quality, device)
+            found = self._find_package_id(aid, cawf=True)
+            if found:
+                meta, quality = found
+                base_of = meta["qualities"][quality]["base_id"]
+                if base_of != base_id:
+                    raise NicodecError(f"adapter {aid} extends base {base_of}, but the file "
+                                       f"names base {base_id}")
+                return self._package_codec(meta, quality, device)
             raise NicodecError(f"this file needs adapter {aid}, which is not installed; get "
                                f"its adaptation file and run 'nicodec models import FILE'")
         return self.codec_by_id(base_id, device)
@@ -298,12 +300,21 @@ class Registry:
         for m in self.bases():
             if m["id"] == model_id:
                 return self._base_codec(m, device)
-        for meta in self.packages():
-            for quality, info in meta["qualities"].items():
-                if info["id"] == model_id and meta["method"] != "cawf":
-                    return self._package_codec(meta, quality, device)
+        found = self._find_package_id(model_id, cawf=False)
+        if found:
+            return self._package_codec(*found, device)
         raise NicodecError(f"model {model_id} is not installed (installed: "
                            f"{', '.join(self.all_ids()) or 'none'})")
+
+    def _find_package_id(self, model_id: str, cawf: bool | None = None):
+        """(package meta, quality) of an ID; ``cawf`` restricts to adapters / full codecs."""
+        for meta in self.packages():
+            if cawf is not None and (meta["method"] == "cawf") != cawf:
+                continue
+            for quality, info in meta["qualities"].items():
+                if info["id"] == model_id:
+                    return meta, quality
+        return None
 
     def all_ids(self) -> list[str]:
         ids = [m["id"] for m in self.bases()]
@@ -343,9 +354,9 @@ class Registry:
 
     def describe_adapter(self, adapter_id: str) -> dict:
         """What ``info`` says about an adapter ID."""
-        for meta in self.packages():
-            for quality, info in meta["qualities"].items():
-                if info["id"] == adapter_id:
-                    return {"installed": True, "id": adapter_id, "name": meta["name"],
-                            "method": meta["method"], "quality": quality}
+        found = self._find_package_id(adapter_id)
+        if found:
+            meta, quality = found
+            return {"installed": True, "id": adapter_id, "name": meta["name"],
+                    "method": meta["method"], "quality": quality}
         return {"installed": False, "id": adapter_id}
