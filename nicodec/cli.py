@@ -177,13 +177,17 @@ def _best_encoding(candidates, img):
     return best[1], best[2]
 
 
-def _read(path: str) -> bytes:
+def _existing_file(path: str) -> Path:
     p = Path(path)
     if not p.exists():
         raise NicodecError(f"{p}: no such file")
     if p.is_dir():
         raise NicodecError(f"{p}: is a directory")
-    return p.read_bytes()
+    return p
+
+
+def _read(path: str) -> bytes:
+    return _existing_file(path).read_bytes()
 
 
 @main.command()
@@ -397,9 +401,9 @@ def models_import(file):
     """Validate an adaptation FILE and install it (refuses anything malformed)."""
     from nicodec import image, package, registry
 
-    path = Path(_path_exists(file))
+    path = _existing_file(file)
     reg = registry.Registry()
-    meta, _ = package.validate(path, {m["id"] for m in reg.bases()})
+    meta, _ = package.validate(path, reg.base_ids())
     if meta["name"] in {m["name"] for m in reg.packages()}:
         raise NicodecError(f"an adaptation named {meta['name']!r} is installed already")
     dst = registry.user_adapters_dir() / f"{meta['name']}.safetensors"
@@ -420,12 +424,6 @@ def models_remove(name):
         raise NicodecError(f"{name!r} ships with nicodec and cannot be removed")
     meta["path"].unlink()
     out.print(f"removed {name}", markup=False)
-
-
-def _path_exists(p: str) -> str:
-    if not Path(p).exists():
-        raise NicodecError(f"{p}: no such file")
-    return p
 
 
 @main.command()

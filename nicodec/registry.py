@@ -196,6 +196,9 @@ class Registry:
     def bases(self) -> list[dict]:
         return [m for m in self.manifest["models"] if m.get("kind") == "base"]
 
+    def base_ids(self) -> set[str]:
+        return {m["id"] for m in self.bases()}
+
     def find_base(self, *, quality: int | None = None, domain: str = "photo",
                   model_id: str | None = None) -> dict:
         for m in self.bases():
@@ -255,8 +258,7 @@ class Registry:
                 if entry is None:
                     raise NicodecError(f"{meta['path'].name}: not listed in the manifest")
                 sha256 = entry["sha256"]
-            bases = {m["id"] for m in self.bases()}
-            self._cache[key] = package.validate(meta["path"], bases, sha256)[1]
+            self._cache[key] = package.validate(meta["path"], self.base_ids(), sha256)[1]
         return self._cache[key]
 
     # ----------------------------------------------------------------------- codecs
@@ -317,7 +319,7 @@ class Registry:
         return None
 
     def all_ids(self) -> list[str]:
-        ids = [m["id"] for m in self.bases()]
+        ids = sorted(self.base_ids())
         ids += [i["id"] for m in self.packages() for i in m["qualities"].values()]
         return ids
 
