@@ -14,7 +14,6 @@ base codec's bitstreams (catastrophic forgetting); CAwF leaves the base codec un
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,24 +87,12 @@ def safe_bd(fn, *curves) -> float | None:
         return None
 
 
-@dataclass
-class HeldOut:
-    bpp: float
-    psnr: float
+def held_out(codec: Codec, imgs: list[np.ndarray]) -> dict:
+    """Mean bpp (real bytes) and PSNR of a codec over the held-out images."""
+    from nicodec.evaluate import codec_point
 
-
-def evaluate(codec: Codec, imgs: list[np.ndarray]) -> HeldOut:
-    """Mean bpp (real bytes) and PSNR of a codec over images."""
-    from nicodec import container
-
-    bpps, psnrs = [], []
-    for rgb in imgs:
-        blob = codec.encode(rgb)
-        header, payload = container.parse(blob)
-        out = codec.decode(header, payload)
-        bpps.append(metrics.bpp(len(blob), rgb.shape[1], rgb.shape[0]))
-        psnrs.append(metrics.psnr(rgb, out))
-    return HeldOut(float(np.mean(bpps)), float(np.mean(psnrs)))
+    return codec_point(codec, [(str(i), rgb) for i, rgb in enumerate(imgs)], codec.name,
+                       with_ms_ssim=False)
 
 
 def adapted_codec(net: nn.Module, method: str, tensors: dict, base_id: str, quality: int,
@@ -152,13 +139,13 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         tensors = package_tensors(net, method)
         codec = adapted_codec(net, method, tensors, entry["id"], quality, entry["lambda"],
                               name, device)
-        before, after = evaluate(base_codec, held), evaluate(codec, held)
+        before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry["id"], "lambda": entry["lambda"], "steps": steps,
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(net.adapter if method == "cawf" else net)}
         results[quality] = ({k_: v.cpu() for k_, v in tensors.items()}, info)
-        rows.append({"quality": quality, "base_bpp": before.bpp, "base_psnr": before.psnr,
-                     "bpp": after.bpp, "psnr": after.psnr})
+        rows.append({"quality": quality, "base_bpp": before["bpp"],
+                     "base_psnr": before["psnr"], "bpp": after["bpp"], "psnr": after["psnr"]})
     path = out_path or registry.user_adapters_dir() / f"{name}.safetensors"
     meta = package.save(path, name=name, method=method, k=k if method == "cawf" else 0,
                         entries=results)

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from nicodec import baselines, container, data, image, metrics, registry
 from nicodec.codec import pixels_to_tensor
-from nicodec.evaluate import JPEG2000_BPPS
+from nicodec.evaluate import baseline_curve
 
 console = Console(highlight=False, width=160)
 
@@ -94,10 +94,9 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
     result = {"domain": domain, "images": len(imgs), "device": device,
               "threads": torch.get_num_threads(), "repeat": repeat, "rows": rows}
     # BD against a JPEG 2000 sweep (the matched-rate points alone span too little PSNR)
-    j2k = [[baselines.jpeg2000(rgb, b) + (rgb,) for rgb in imgs] for b in JPEG2000_BPPS]
-    result["jpeg2000_sweep"] = [
-        {"bpp": float(np.mean([metrics.bpp(n, rgb.shape[1], rgb.shape[0]) for n, _, rgb in pts])),
-         "psnr": float(np.mean([metrics.psnr(rgb, dec) for _, dec, rgb in pts]))} for pts in j2k]
+    sweep = baseline_curve("jpeg2000", [(str(i), rgb) for i, rgb in enumerate(imgs)],
+                           with_ms_ssim=False)
+    result["jpeg2000_sweep"] = [{"bpp": p["bpp"], "psnr": p["psnr"]} for p in sweep["points"]]
     if len(rows) >= 2:
         curves = ([p["bpp"] for p in result["jpeg2000_sweep"]],
                   [p["psnr"] for p in result["jpeg2000_sweep"]],

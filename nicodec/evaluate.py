@@ -38,26 +38,33 @@ def _point(label: str, per_image: list[dict]) -> dict:
             "ms_ssim": float(np.mean(ms)) if ms else None, "images": per_image}
 
 
-def _measure(name: str, rgb: np.ndarray, n_bytes: int, rec: np.ndarray) -> dict:
+def _measure(name: str, rgb: np.ndarray, n_bytes: int, rec: np.ndarray,
+             with_ms_ssim: bool = True) -> dict:
     return {"image": name, "bpp": metrics.bpp(n_bytes, rgb.shape[1], rgb.shape[0]),
-            "psnr": metrics.psnr(rgb, rec), "ms_ssim": ms_ssim(rgb, rec)}
+            "psnr": metrics.psnr(rgb, rec),
+            "ms_ssim": ms_ssim(rgb, rec) if with_ms_ssim else None}
+
+
+def codec_point(codec, imgs: list[tuple[str, np.ndarray]], label: str,
+                with_ms_ssim: bool = True) -> dict:
+    """Encode and decode every image with ``codec`` (real file bytes) and average."""
+    per = []
+    for name, rgb in imgs:
+        blob = codec.encode(rgb)
+        rec = codec.decode(*container.parse(blob))
+        per.append(_measure(name, rgb, len(blob), rec, with_ms_ssim))
+    return _point(label, per)
 
 
 def nicodec_curve(reg: Registry, domain: str, imgs: list[tuple[str, np.ndarray]],
                   qualities, device: str) -> dict:
-    points = []
-    for q in qualities:
-        codec = reg.codec(quality=q, domain=domain, device=device)
-        per = []
-        for name, rgb in imgs:
-            blob = codec.encode(rgb)
-            rec = codec.decode(*container.parse(blob))
-            per.append(_measure(name, rgb, len(blob), rec))
-        points.append(_point(f"q{q}", per))
+    points = [codec_point(reg.codec(quality=q, domain=domain, device=device), imgs, f"q{q}")
+              for q in qualities]
     return {"name": f"nicodec:{domain}", "points": points}
 
 
-def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]]) -> dict:
+def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]],
+                   with_ms_ssim: bool = True) -> dict:
     if kind not in BASELINES:
         raise ValueError(kind)
     settings = JPEG2000_BPPS if kind == "jpeg2000" else QUALITY_SWEEP
@@ -67,7 +74,7 @@ def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]]) -> dict:
         per = []
         for name, rgb in imgs:
             n, rec = fn(rgb, s)
-            per.append(_measure(name, rgb, n, rec))
+            per.append(_measure(name, rgb, n, rec, with_ms_ssim))
         points.append(_point(f"{'bpp' if kind == 'jpeg2000' else 'q'}={s}", per))
     return {"name": kind, "points": points}
 
