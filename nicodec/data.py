@@ -239,6 +239,19 @@ class CropSampler:
         return out
 
 
+class MixedSampler:
+    """Batches drawn in equal parts from several samplers (joint training on two domains,
+    whatever their sizes)."""
+
+    def __init__(self, samplers: list[CropSampler]):
+        self.samplers = samplers
+
+    def batch(self, n: int) -> np.ndarray:
+        sizes = [n // len(self.samplers) + (i < n % len(self.samplers))
+                 for i in range(len(self.samplers))]
+        return np.concatenate([s.batch(m) for s, m in zip(self.samplers, sizes) if m])
+
+
 def main() -> None:  # pragma: no cover - exercised by `make data`
     counts = prepare()
     print(f"data prepared under {data_dir()}")

@@ -287,3 +287,33 @@ class AdaptedCodec(TransformCoder):
                 j += 1
         return x
 
+
+
+@torch.no_grad()
+def widen(base: FactorizedPrior, k: int = 16, seed: int = 0) -> FactorizedPrior:
+    """A plain (N + K)-filter :class:`FactorizedPrior` that computes what the adapted codec
+    ``AdaptedCodec(base, Adapter(base, k))`` computes at initialisation.
+
+    The experiments' reference model (paper, Table 2: 80 filters trained jointly on source
+    and target) starts from it, so that every parameter, base block included, can train.
+    """
+    torch.manual_seed(seed)
+    adapter = Adapter(base, k)
+    wide = FactorizedPrior(base.n + k)
+    pairs = ((base.g_a, wide.g_a, "gdn", nn.Conv2d, adapter.wide_conv_weight),
+             (base.g_s, wide.g_s, "igdn", nn.ConvTranspose2d, adapter.wide_deconv_weight))
+    for narrow_seq, wide_seq, gdn_name, conv_type, weight_fn in pairs:
+        i = j = 0
+        for m, w in zip(narrow_seq, wide_seq):
+            if isinstance(m, conv_type):
+                weight, bias = weight_fn(i, m.weight, m.bias)
+                w.weight.copy_(weight)
+                w.bias.copy_(bias)
+                i += 1
+            else:
+                beta, gamma = adapter.wide_gdn(gdn_name, j, m)
+                w.beta.copy_(w.beta_reparam.init(beta))
+                w.gamma.copy_(w.gamma_reparam.init(gamma))
+                j += 1
+    wide.entropy_bottleneck.load_state_dict(adapter.entropy_bottleneck.state_dict())
+    return wide
