@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTHON  := $(BIN)/python
 
-.PHONY: install test bench data models clean
+.PHONY: install test bench data models experiments clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ data: install
 models: install data
 	NIC=$(BIN)/nicodec scripts/train_base.sh
 	NIC=$(BIN)/nicodec scripts/train_adapters.sh
+
+# The paper's tables and figures at our scale: docs/results/ and docs/experiments.md
+# (about an hour on 2 CPU cores; GPU when present; resumes from runs/experiments/).
+experiments: install data
+	$(PYTHON) -m nicodec.experiments
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

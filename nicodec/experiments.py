@@ -1,0 +1,679 @@
+"""``make experiments``: the paper's tables and figures, rerun at our scale.
+
+Every trained network is a *job* (method, starting model, training images, steps), saved in
+``runs/experiments/jobs/`` when done; every measurement is cached in
+``runs/experiments/eval/``. A rerun skips whatever is already there, so the whole run is
+resumable, and a larger ``--steps`` or ``--crop`` starts new jobs (they are part of the
+job's name). Results go to ``docs/results/experiments.json``, ``summary.json``, the
+markdown tables ``experiments_tables.md`` and the figures ``fig3_*.png``, ``fig4_*.png``.
+
+Models (paper section 4, in our words):
+
+* ``t1`` of a domain: ``photo`` is the shipped base codec; ``astro`` and ``screen`` are the
+  photo codec naively fine-tuned on all of that domain's training images (at our scale a
+  model trained from scratch on them would be far worse than this).
+* ``naive`` / ``selective`` / ``scratch``: full new codecs (see :mod:`nicodec.adapt`).
+* ``cawf`` (K custom filters) and ``affine`` (a lighter adapter: per-channel scale and bias
+  after every convolution plus its own entropy model, everything of the base frozen): the
+  base stays frozen, so the source domain is coded by the unchanged base codec.
+* ``joint``: the Table 2 reference, an 80-filter codec trained on both domains, started from
+  :func:`nicodec.network.widen` of the source's t1 codec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from nicodec import container, image, metrics, package
+from nicodec.adapt import adapted_codec, package_tensors, safe_bd, trainable
+from nicodec.codec import Codec
+from nicodec.container import format_id
+from nicodec.data import CropSampler, MixedSampler, REPO_ROOT, list_images, split_dir
+from nicodec.evaluate import baseline_curve, codec_point
+from nicodec.network import FactorizedPrior, count_parameters, widen
+from nicodec.registry import Registry, content_id, pick_device
+from nicodec.train import TrainConfig, train
+
+TABLE1_PAIRS = (("photo", "astro"), ("photo", "screen"))
+TABLE1_SIZES = (10, 25, 50)
+TABLE2_PAIRS = (("photo", "astro"), ("photo", "screen"), ("astro", "screen"),
+                ("screen", "astro"))
+SIZE_STUDY_PAIR = ("photo", "astro")
+SIZE_STUDY_KS = (2, 4, 8, 16)
+ALL = "all"  # every training image of a domain
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much training each job gets (the paper: ~hundreds of thousands of steps)."""
+
+    steps: int = 400
+    crop: int = 64
+    batch: int = 8
+    lr: float = 3e-4
+    test_images: int = 15
+
+    @property
+    def tag(self) -> str:
+        return f"s{self.steps}c{self.crop}b{self.batch}lr{self.lr:g}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One trained network per quality.
+
+    method: naive | selective | scratch | cawf | affine | joint;  init: the domain whose t1
+    codec it starts from;  data: the domains it trains on;  n: number of training images
+    (ALL or an int, the first n of a fixed shuffle: 10 of 25 of 50).
+    """
+
+    method: str
+    init: str
+    data: tuple[str, ...]
+    n: int | str = ALL
+    k: int = 16
+
+    @property
+    def name(self) -> str:
+        extra = f"_k{self.k}" if self.method == "cawf" else ""
+        return f"{self.method}{extra}_{self.init}_{'+'.join(self.data)}_n{self.n}"
+
+
+def t1_job(domain: str) -> Job | None:
+    """The job that makes a domain's t1 codec (None for photo: the shipped base)."""
+    return None if domain == "photo" else Job("naive", "photo", (domain,))
+
+
+def training_files(domain: str, n: int | str) -> list[Path]:
+    files = list_images(split_dir(domain, "train"))
+    if n == ALL:
+        return files
+    order = np.random.default_rng(0).permutation(len(files))
+    return [files[i] for i in sorted(order[:n])]
+
+
+def test_images(domain: str, count: int) -> list[tuple[str, np.ndarray]]:
+    files = list_images(split_dir(domain, "test"))[:count]
+    return [(f.name, image.load(f).rgb) for f in files]
+
+
+def tensors_digest(net: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Lab:
+    """Trains (or loads) jobs and measures codecs, caching both under ``work``."""
+
+    def __init__(self, scale: Scale, work: Path, device: str, log=print):
+        self.scale, self.work, self.device, self.log = scale, Path(work), device, log
+        self.reg = Registry()
+        self.qualities = sorted(e["quality"] for e in self.reg.bases()
+                                if e.get("domain", "photo") == "photo")
+        self._codecs: dict = {}
+        self._tests: dict = {}
+        self.train_seconds = 0.0
+        (self.work / "jobs").mkdir(parents=True, exist_ok=True)
+        (self.work / "eval").mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ models
+    def t1(self, domain: str, quality: int) -> Codec:
+        job = t1_job(domain)
+        if job is None:
+            return self.reg.codec(quality=quality, device=self.device)
+        return self.codec(job, quality)
+
+    def _build(self, job: Job, quality: int) -> nn.Module:
+        """The untrained network of ``job`` (from its t1 codec), on the device."""
+        if job.method == "scratch":
+            torch.manual_seed(quality)
+            return FactorizedPrior().to(self.device)
+        base = self.t1(job.init, quality).net
+        if job.method == "joint":
+            return widen(copy.deepcopy(base).cpu(), job.k).to(self.device)
+        if job.method == "affine":
+            net = trainable("selective", base, 0)
+            for name, p in net.named_parameters():
+                p.requires_grad_(name.startswith(("a_affine", "s_affine", "entropy_bottleneck")))
+            return net.to(self.device)
+        torch.manual_seed(quality)
+        return trainable(job.method, base, job.k).to(self.device)
+
+    def _path(self, job: Job, quality: int) -> Path:
+        return self.work / "jobs" / f"{job.name}_{self.scale.tag}-q{quality}.safetensors"
+
+    def codec(self, job: Job, quality: int) -> Codec:
+        key = (job, quality)
+        if key in self._codecs:
+            return self._codecs[key]
+        path = self._path(job, quality)
+        net = self._build(job, quality)
+        stored = "cawf" if job.method == "cawf" else "full"
+        if path.exists():
+            tensors = load_file(str(path))
+            weights = {k: v for k, v in tensors.items()
+                       if not k.startswith(package.TABLE_PREFIX)}
+            (net.adapter if stored == "cawf" else net).load_state_dict(weights, strict=False)
+            info = json.loads(path.with_suffix(".json").read_text())
+        else:
+            info = self._train(job, quality, net, path)
+            tensors = load_file(str(path))
+        base_id = (self.t1(job.init, quality).base_id if stored == "cawf"
+                   else content_id({k: v for k, v in tensors.items()}))
+        net.to(self.device)
+        codec = adapted_codec(net, "cawf" if stored == "cawf" else "naive", tensors,
+                              format_id(base_id), quality, info["lambda"], job.name,
+                              self.device)
+        codec.info = info
+        self._codecs[key] = codec
+        return codec
+
+    def _train(self, job: Job, quality: int, net: nn.Module, path: Path) -> dict:
+        lam = self.reg.find_base(quality=quality)["lambda"]
+        files = {d: training_files(d, job.n) for d in job.data}
+        samplers = [CropSampler(self._pixels(d, job.n), crop=self.scale.crop, seed=quality)
+                    for d in job.data]
+        sampler = samplers[0] if len(samplers) == 1 else MixedSampler(samplers)
+        cfg = TrainConfig(lam=lam, steps=self.scale.steps, batch=self.scale.batch,
+                          crop=self.scale.crop, lr=self.scale.lr, seed=quality,
+                          log_every=max(1, self.scale.steps // 4))
+        frozen = net.base if job.method == "cawf" else None
+        before = tensors_digest(frozen) if frozen is not None else None
+        t0 = time.time()
+        stats = train(net, sampler, cfg, device=self.device, console_log=False)
+        seconds = time.time() - t0
+        if frozen is not None and tensors_digest(frozen) != before:
+            raise RuntimeError(f"{job.name}: CAwF training changed the base parameters")
+        self.train_seconds += seconds
+        tensors = package_tensors(net, "cawf" if job.method == "cawf" else "naive")
+        trainable_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        info = {"job": job.name, "quality": quality, "lambda": lam, "steps": cfg.steps,
+                "crop": cfg.crop, "batch": cfg.batch, "lr": cfg.lr,
+                "train_images": {d: len(f) for d, f in files.items()},
+                "trainable_parameters": trainable_params,
+                "parameters": count_parameters(net), "seconds": round(seconds, 1),
+                "device": self.device, **stats}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp))
+        path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+        tmp.replace(path)
+        self.log(f"  trained {job.name} q{quality}: {seconds:.0f} s, loss {stats['loss']:.3f}, "
+                 f"bpp {stats['bpp']:.3f}, PSNR {stats['psnr']:.2f} dB")
+        return info
+
+    def _pixels(self, domain: str, n: int | str) -> list[np.ndarray]:
+        """Training images in memory, loaded once per run (screen has ~500)."""
+        key = ("train", domain, n)
+        if key not in self._tests:
+            self._tests[key] = CropSampler.from_files(training_files(domain, n)).images
+        return self._tests[key]
+
+    # ------------------------------------------------------------------ measuring
+    def tests(self, domain: str) -> list[tuple[str, np.ndarray]]:
+        if domain not in self._tests:
+            self._tests[domain] = test_images(domain, self.scale.test_images)
+        return self._tests[domain]
+
+    def _cached(self, key: str, fn) -> dict:
+        path = self.work / "eval" / f"{key}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        value = fn()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(path)
+        return value
+
+    def curve(self, label: str, codec_of, domain: str) -> dict:
+        """RD curve over the four qualities: {"name", "points": [{bpp, psnr}, ...]}."""
+        def measure(q):
+            c = codec_of(q)
+            key = f"{label}_{self.scale.tag}-q{q}_{domain}{self.scale.test_images}"
+            return self._cached(key, lambda: _slim(codec_point(c, self.tests(domain), label,
+                                                               with_ms_ssim=False)))
+        return {"name": label, "points": [measure(q) for q in self.qualities]}
+
+    def job_curve(self, job: Job, domain: str) -> dict:
+        return self.curve(job.name, lambda q: self.codec(job, q), domain)
+
+    def t1_curve(self, domain: str, on: str) -> dict:
+        job = t1_job(domain)
+        if job is None:
+            return self.curve("t1_photo", lambda q: self.t1("photo", q), on)
+        return self.job_curve(job, on)
+
+    def jpeg2000(self, domain: str) -> dict:
+        key = f"jpeg2000_{domain}{self.scale.test_images}"
+        return self._cached(key, lambda: _slim_curve(
+            baseline_curve("jpeg2000", self.tests(domain), with_ms_ssim=False)))
+
+
+def _slim(point: dict) -> dict:
+    return {k: point[k] for k in ("setting", "bpp", "psnr")}
+
+
+def _slim_curve(curve: dict) -> dict:
+    return {"name": curve["name"], "points": [_slim(p) for p in curve["points"]]}
+
+
+def bd(ref: dict, test: dict) -> dict:
+    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``ref``; None where undefined."""
+    args = ([p["bpp"] for p in ref["points"]], [p["psnr"] for p in ref["points"]],
+            [p["bpp"] for p in test["points"]], [p["psnr"] for p in test["points"]])
+    return {"bd_rate": safe_bd(metrics.bd_rate, *args), "bd_psnr": safe_bd(metrics.bd_psnr, *args)}
+
+
+def identical_curves(a: dict, b: dict) -> bool:
+    return all(p["bpp"] == r["bpp"] and p["psnr"] == r["psnr"]
+               for p, r in zip(a["points"], b["points"]))
+
+
+# ---------------------------------------------------------------------- experiments
+def table2(lab: Lab, pair: tuple[str, str]) -> dict:
+    """Forgetting (paper Table 2): t1, t2 naive, t2 CAwF and JPEG 2000 on source and target,
+    BD-rate against the jointly trained 80-filter codec."""
+    src, tgt = pair
+    joint = Job("joint", *_joint_init(pair))
+    naive, cawf = Job("naive", src, (tgt,)), Job("cawf", src, (tgt,))
+    rows, curves = [], {}
+    for domain in (src, tgt):
+        ref = lab.job_curve(joint, domain)
+        t1 = lab.t1_curve(src, domain)
+        c = {"joint": ref, "t1": t1, "naive": lab.job_curve(naive, domain),
+             # CAwF codes the source domain with the untouched base codec, the target with
+             # the adapter; the base's bytes after adapter training are checked below.
+             "cawf": t1 if domain == src else lab.job_curve(cawf, domain),
+             "jpeg2000": lab.jpeg2000(domain)}
+        if domain == src:
+            _check_base_unchanged(lab, cawf, src)
+        curves[domain] = c
+        for method in ("t1", "naive", "cawf", "jpeg2000"):
+            row = {"pair": f"{src}->{tgt}", "method": method, "domain": domain,
+                   **bd(ref, c[method])}
+            if method in ("naive", "cawf"):  # what the argument rests on: change from t1
+                row["vs_t1"] = bd(t1, c[method])
+            rows.append(row)
+    return {"pair": f"{src}->{tgt}", "rows": rows, "curves": curves}
+
+
+def _joint_init(pair: tuple[str, str]) -> tuple[str, tuple[str, ...]]:
+    """One joint model per set of two domains, started from the first pair's source."""
+    domains = tuple(sorted(pair))
+    first = next(p for p in TABLE2_PAIRS if tuple(sorted(p)) == domains)
+    return first[0], domains
+
+
+def _check_base_unchanged(lab: Lab, cawf: Job, src: str) -> None:
+    """After CAwF training, the source's base codec still writes the same bytes."""
+    for q in lab.qualities:
+        base = lab.t1(src, q)
+        name, rgb = lab.tests(src)[0]
+        before = base.encode(rgb)
+        lab.codec(cawf, q)  # trains the adapter if needed (asserts frozen base inside)
+        if base.encode(rgb) != before:
+            raise RuntimeError(f"{cawf.name}: base codec output changed")
+
+
+def catastrophic(lab: Lab, pair: tuple[str, str]) -> dict:
+    """t1 bitstreams of the source test set decoded by t1 and by the naive t2 decoder.
+
+    ``psnr_naive_decoder``: the whole t2 decoder (its entropy tables and synthesis), as
+    ``nicodec decode --force-model`` would run it. ``psnr_naive_synthesis``: the t1 latents
+    decoded correctly, then t2's synthesis transform (what the paper's Figure 4 shows).
+    """
+    src, tgt = pair
+    naive = Job("naive", src, (tgt,))
+    per_q = []
+    for q in lab.qualities:
+        t1, t2 = lab.t1(src, q), lab.codec(naive, q)
+
+        def measure(t1=t1, t2=t2):
+            out = {"t1": [], "decoder": [], "synthesis": [], "undecodable": 0}
+            for _, rgb in lab.tests(src):
+                header, payload = container.parse(t1.encode(rgb))
+                out["t1"].append(metrics.psnr(rgb, t1.decode(header, payload)))
+                try:
+                    out["decoder"].append(metrics.psnr(rgb, t2.decode(header, payload)))
+                except Exception:  # garbage symbols may not even parse as a latent
+                    out["undecodable"] += 1
+                y = t1.latents(rgb)
+                rec = _synthesis(t2, t1, y, rgb.shape[0], rgb.shape[1])
+                out["synthesis"].append(metrics.psnr(rgb, rec))
+            return {"quality": q, "psnr_t1": float(np.mean(out["t1"])),
+                    "psnr_naive_decoder": (float(np.mean(out["decoder"]))
+                                           if out["decoder"] else None),
+                    "undecodable": out["undecodable"],
+                    "psnr_naive_synthesis": float(np.mean(out["synthesis"]))}
+        key = f"catastrophic_{naive.name}_{lab.scale.tag}-q{q}_{src}{lab.scale.test_images}"
+        per_q.append(lab._cached(key, measure))
+    mean = {k: _mean_or_none([r[k] for r in per_q])
+            for k in ("psnr_t1", "psnr_naive_decoder", "psnr_naive_synthesis")}
+    return {"pair": f"{src}->{tgt}", **mean, "per_quality": per_q}
+
+
+def _mean_or_none(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+@torch.no_grad()
+def _synthesis(t2: Codec, t1: Codec, q: np.ndarray, height: int, width: int) -> np.ndarray:
+    from nicodec.codec import tensor_to_pixels
+
+    y_hat = torch.from_numpy(q).to(t2.device)[None].float() + t1.median
+    return tensor_to_pixels(t2.net.synthesis(y_hat), height, width)
+
+
+def adapter_size(lab: Lab) -> dict:
+    """Target gain against adapter size: CAwF with K custom filters, and the affine form."""
+    src, tgt = SIZE_STUDY_PAIR
+    t1_tgt, t1_src = lab.t1_curve(src, tgt), lab.t1_curve(src, src)
+    jobs = [Job("cawf", src, (tgt,), k=k) for k in SIZE_STUDY_KS] + [
+        Job("affine", src, (tgt,))]
+    rows = []
+    for job in jobs:
+        _check_base_unchanged(lab, job, src)  # trains the job's four qualities
+        curve = lab.job_curve(job, tgt)
+        added = lab.codec(job, 3).info["trainable_parameters"]
+        rows.append({"k": job.k if job.method == "cawf" else 0, "form": job.method,
+                     "params_added": added, "target": bd(t1_tgt, curve),
+                     "target_bd_rate": bd(t1_tgt, curve)["bd_rate"], "curve": curve})
+    # The source test set coded again, uncached, by the base codec that every adapter above
+    # was trained on top of: the same curve as before any adaptation means 0.00 %.
+    src_after = {"name": "t1_after", "points": [
+        _slim(codec_point(lab.t1(src, q), lab.tests(src), "t1_after", with_ms_ssim=False))
+        for q in lab.qualities]}
+    for r in rows:
+        r["source_bd_rate"] = bd(t1_src, src_after)["bd_rate"]
+        r["source_identical"] = identical_curves(t1_src, src_after)
+    full = next(r for r in rows if r["form"] == "cawf" and r["k"] == 16)
+    for r in rows:
+        gain, ref = r["target"]["bd_psnr"], full["target"]["bd_psnr"]
+        r["fraction_of_k16_gain"] = gain / ref if gain is not None and ref else None
+    keeping = [r for r in rows if (r["fraction_of_k16_gain"] or 0) >= 0.9]
+    smallest = min(keeping, key=lambda r: r["params_added"]) if keeping else None
+    return {"pair": f"{src}->{tgt}", "rows": rows,
+            "smallest_keeping_90pct": (None if smallest is None else
+                                       {"form": smallest["form"], "k": smallest["k"],
+                                        "params_added": smallest["params_added"]})}
+
+
+def table1(lab: Lab, pair: tuple[str, str]) -> dict:
+    """Few target images (paper Table 1): BD-rate on the target test set against the model
+    fine-tuned on all target training images."""
+    src, tgt = pair
+    ref = lab.job_curve(Job("naive", src, (tgt,)), tgt)
+    rows = [{"method": "source", "n": 0, **bd(ref, lab.t1_curve(src, tgt))},
+            {"method": "jpeg2000", "n": 0, **bd(ref, lab.jpeg2000(tgt))}]
+    curves = {}
+    for n in TABLE1_SIZES:
+        for method in ("scratch", "naive", "selective"):
+            job = Job(method, src, (tgt,), n=n)
+            curves[job.name] = lab.job_curve(job, tgt)
+            rows.append({"method": method, "n": n, **bd(ref, curves[job.name])})
+    return {"pair": f"{src}->{tgt}", "reference": ref["name"], "rows": rows,
+            "curves": curves}
+
+
+def parameters() -> dict:
+    """Table 3: parameter counts (no training needed)."""
+    from nicodec.network import AdaptedCodec, Adapter
+
+    base = FactorizedPrior()
+    adapter = Adapter(base, 16)
+    selective = trainable("selective", base, 0)
+    # In use: the base transforms and the adapter; the base entropy model is not used.
+    in_use = (count_parameters(AdaptedCodec(base, adapter))
+              - count_parameters(base.entropy_bottleneck))
+    return {"base": count_parameters(base), "cawf_in_use": in_use,
+            "cawf_adapter_stored": count_parameters(adapter),
+            "selective_tuned": sum(p.numel() for p in selective.parameters()
+                                   if p.requires_grad),
+            "paper": {"base": 655619, "cawf_in_use": 1019203}}
+
+
+# ---------------------------------------------------------------------- figures
+def figure3(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(result["curves"])
+    fig, axes = plt.subplots(1, len(domains), figsize=(11, 4.2), dpi=100)
+    styles = {"t1": "o-", "naive": "s-", "cawf": "^-", "joint": "d:", "jpeg2000": "x--"}
+    for ax, domain in zip(axes, domains):
+        for method, curve in result["curves"][domain].items():
+            pts = sorted(curve["points"], key=lambda p: p["bpp"])
+            ax.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], styles[method],
+                    label=method, ms=4)
+        role = "source" if domain == domains[0] else "target"
+        ax.set_title(f"{result['pair']}: {role} ({domain})")
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("RGB PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def figure4(lab: Lab, pair: tuple[str, str], path: Path, size: int = 192) -> dict:
+    """Original, t1, t2 naive decoding the t1 bitstream, t2 naive, CAwF (on a source image),
+    with |error| x 4 images below; at the second-lowest quality (q2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    src, tgt = pair
+    quality = lab.qualities[min(1, len(lab.qualities) - 1)]
+    name, rgb = lab.tests(src)[0]
+    size = min(size, *rgb.shape[:2])
+    h, w = rgb.shape[:2]
+    y0, x0 = (h - size) // 2, (w - size) // 2
+    crop = np.ascontiguousarray(rgb[y0:y0 + size, x0:x0 + size])
+    t1, t2 = lab.t1(src, quality), lab.codec(Job("naive", src, (tgt,)), quality)
+    blob = t1.encode(crop)
+    header, payload = container.parse(blob)
+    panels = {"original": crop, "t1": t1.decode(header, payload),
+              "t2 naive, t1 bits": _synthesis(t2, t1, t1.latents(crop), size, size),
+              "t2 naive": t2.decode(*container.parse(t2.encode(crop))),
+              "CAwF (base path)": t1.decode(*container.parse(t1.encode(crop)))}
+    fig, axes = plt.subplots(2, len(panels), figsize=(2.3 * len(panels), 4.8), dpi=100)
+    psnrs = {}
+    for i, (title, img) in enumerate(panels.items()):
+        psnrs[title] = None if title == "original" else metrics.psnr(crop, img)
+        axes[0, i].imshow(img)
+        axes[0, i].set_title(title if psnrs[title] is None else
+                             f"{title}\n{psnrs[title]:.1f} dB", fontsize=8)
+        err = np.clip(np.abs(img.astype(int) - crop.astype(int)) * 4, 0, 255).astype(np.uint8)
+        axes[1, i].imshow(err)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    fig.suptitle(f"{src}->{tgt}, q{quality}, {name} (bottom: |error| x 4)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    return {"image": name, "quality": quality, "psnr": psnrs}
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.name + ".part.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------- report
+def summary(results: dict) -> dict:
+    return {
+        "scale": results["scale"],
+        "table2": [{k: r[k] for k in ("pair", "method", "domain", "bd_rate", "bd_psnr")}
+                   for t in results.get("table2", []) for r in t["rows"]],
+        "catastrophic": [{k: c[k] for k in ("pair", "psnr_t1", "psnr_naive_decoder",
+                                            "psnr_naive_synthesis")}
+                         for c in results.get("catastrophic", [])],
+        "adapter_size": [{"k": r["k"], "form": r["form"], "params_added": r["params_added"],
+                          "target_bd_rate": r["target_bd_rate"],
+                          "target_bd_psnr": r["target"]["bd_psnr"],
+                          "source_bd_rate": r["source_bd_rate"]}
+                         for r in results.get("adapter_size", {}).get("rows", [])],
+        "table1": [{"pair": t["pair"], **r} for t in results.get("table1", [])
+                   for r in t["rows"]],
+    }
+
+
+def _f(v, fmt="{:+.1f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def markdown(results: dict) -> str:
+    """The tables of docs/experiments.md, generated from the results."""
+    out = [f"Scale: {json.dumps(results['scale'])}", ""]
+    if results.get("table1"):
+        out += ["### Table 1: few target images (BD-rate % / BD-PSNR dB on the target test "
+                "set, against naive fine tuning on all target images)", "",
+                "| pair | method | N | BD-rate % | BD-PSNR dB |", "|---|---|---|---|---|"]
+        for t in results["table1"]:
+            for r in t["rows"]:
+                out.append(f"| {t['pair']} | {r['method']} | {r['n'] or '-'} | "
+                           f"{_f(r['bd_rate'])} | {_f(r['bd_psnr'], '{:+.2f}')} |")
+        out.append("")
+    if results.get("table2"):
+        out += ["### Table 2: forgetting (BD-rate % against the joint 80-filter codec; "
+                "BD-PSNR dB in brackets)", "",
+                "| pair | domain | t1 | t2 naive | t2 CAwF | JPEG 2000 |",
+                "|---|---|---|---|---|---|"]
+        for t in results["table2"]:
+            for domain in dict.fromkeys(r["domain"] for r in t["rows"]):
+                cells = [f"{_f(r['bd_rate'])} ({_f(r['bd_psnr'], '{:+.2f}')})"
+                         for r in t["rows"] if r["domain"] == domain]
+                out.append(f"| {t['pair']} | {domain} | " + " | ".join(cells) + " |")
+        out += ["", "Against t1 on the same domain (BD-rate %, BD-PSNR dB):", "",
+                "| pair | domain | t2 naive | t2 CAwF |", "|---|---|---|---|"]
+        for t in results["table2"]:
+            for r in (r for r in t["rows"] if r["method"] == "naive"):
+                c = next(x for x in t["rows"] if x["method"] == "cawf"
+                         and x["domain"] == r["domain"])
+                out.append(f"| {t['pair']} | {r['domain']} | "
+                           f"{_f(r['vs_t1']['bd_rate'])} ({_f(r['vs_t1']['bd_psnr'], '{:+.2f}')})"
+                           f" | {_f(c['vs_t1']['bd_rate'])} "
+                           f"({_f(c['vs_t1']['bd_psnr'], '{:+.2f}')}) |")
+        out.append("")
+    if results.get("catastrophic"):
+        out += ["### Catastrophic forgetting: source test set, t1 bitstreams "
+                "(mean PSNR dB over qualities)", "",
+                "| pair | decoded by t1 | by the t2 naive decoder | t1 latents, t2 synthesis |",
+                "|---|---|---|---|"]
+        for c in results["catastrophic"]:
+            out.append(f"| {c['pair']} | {_f(c['psnr_t1'], '{:.2f}')} | "
+                       f"{_f(c['psnr_naive_decoder'], '{:.2f}')} | "
+                       f"{_f(c['psnr_naive_synthesis'], '{:.2f}')} |")
+        out.append("")
+    if results.get("adapter_size"):
+        a = results["adapter_size"]
+        out += [f"### Adapter size ({a['pair']}; against the base codec on the target test "
+                "set; source unchanged)", "",
+                "| form | K | parameters added | target BD-rate % | target BD-PSNR dB | "
+                "share of K=16 gain | source BD-rate % |", "|---|---|---|---|---|---|---|"]
+        for r in a["rows"]:
+            out.append(f"| {r['form']} | {r['k'] or '-'} | {r['params_added']:,} | "
+                       f"{_f(r['target_bd_rate'])} | {_f(r['target']['bd_psnr'], '{:+.2f}')} | "
+                       f"{_f(r['fraction_of_k16_gain'], '{:.0%}')} | "
+                       f"{_f(r['source_bd_rate'], '{:+.2f}')} |")
+        out += ["", f"Smallest keeping 90% of the K=16 gain (by BD-PSNR): "
+                f"{a['smallest_keeping_90pct']}", ""]
+    p = results["parameters"]
+    out += ["### Table 3: parameters", "", "| model | ours | paper |", "|---|---|---|",
+            f"| base | {p['base']:,} | {p['paper']['base']:,} |",
+            f"| CAwF, K=16 (in use) | {p['cawf_in_use']:,} | {p['paper']['cawf_in_use']:,} |",
+            f"| CAwF adapter file (custom only) | {p['cawf_adapter_stored']:,} | - |",
+            f"| selective, tuned | {p['selective_tuned']:,} | ~5% |", ""]
+    return "\n".join(out)
+
+
+SECTIONS = ("table2-photo", "catastrophic", "adapter-size", "table2-domains", "table1")
+
+
+def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
+        log=print) -> dict:
+    lab = Lab(scale, work, device, log)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    results = {"scale": {**scale.__dict__, "device": device}, "parameters": parameters()}
+
+    def write():
+        results["seconds"] = round(time.time() - t0, 1)
+        results["train_seconds_this_run"] = round(lab.train_seconds, 1)
+        for name, text in (("experiments.json", json.dumps(results, indent=1)),
+                           ("summary.json", json.dumps(summary(results), indent=1)),
+                           ("experiments_tables.md", markdown(results))):
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(out / name)
+
+    pairs = {"table2-photo": TABLE2_PAIRS[:2], "table2-domains": TABLE2_PAIRS[2:]}
+    for section in sections:
+        log(f"== {section} ({time.time() - t0:.0f} s)")
+        if section in pairs:
+            for pair in pairs[section]:
+                r = table2(lab, pair)
+                results.setdefault("table2", []).append(r)
+                figure3(r, out / f"fig3_{pair[0]}-{pair[1]}.png")
+                write()
+        elif section == "catastrophic":
+            results["catastrophic"] = [catastrophic(lab, p) for p in TABLE2_PAIRS[:2]]
+            results["figure4"] = figure4(lab, TABLE2_PAIRS[0], out / "fig4_forgetting.png")
+        elif section == "adapter-size":
+            results["adapter_size"] = adapter_size(lab)
+        elif section == "table1":
+            results["table1"] = [table1(lab, p) for p in TABLE1_PAIRS]
+        write()
+    if "table2" in results:  # keep the paper's pair order whatever the section order
+        results["table2"].sort(key=lambda t: [f"{a}->{b}" for a, b in TABLE2_PAIRS]
+                               .index(t["pair"]))
+    write()
+    log(f"done in {time.time() - t0:.0f} s (training {lab.train_seconds:.0f} s)")
+    return results
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nicodec.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = Scale()
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--crop", type=int, default=d.crop)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--test-images", type=int, default=d.test_images)
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections, in order, from {', '.join(SECTIONS)}")
+    p.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "experiments")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    sections = [s.strip() for s in a.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    scale = Scale(a.steps, a.crop, a.batch, a.lr, a.test_images)
+    run(scale, a.work, a.out, pick_device(a.device), sections)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""`make experiments` at toy scale: the pipeline runs end to end and its numbers mean what
+docs/experiments.md says (CAwF leaves the source untouched, the naive decoder forgets)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nicodec import experiments
+from nicodec.data import CropSampler, MixedSampler
+from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters, widen
+
+from conftest import smooth_image
+
+
+def test_widen_computes_the_adapted_codec_at_init():
+    torch.manual_seed(3)
+    base = FactorizedPrior().eval()
+    torch.manual_seed(0)
+    adapted = AdaptedCodec(base, Adapter(base, 16)).eval()
+    wide = widen(base, 16, seed=0).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y = adapted.analysis(x)
+        assert torch.equal(wide.analysis(x), y)
+        assert torch.equal(wide.synthesis(y), adapted.synthesis(y))
+    assert count_parameters(wide) == 1_019_203  # the paper's 80-filter count (Table 3)
+
+
+def test_mixed_sampler_draws_equally_from_each_domain():
+    dark = CropSampler([np.zeros((80, 80, 3), np.uint8)], crop=64)
+    light = CropSampler([np.full((80, 80, 3), 255, np.uint8)] * 5, crop=64)
+    batch = MixedSampler([dark, light]).batch(7)
+    means = batch.mean(axis=(1, 2, 3))
+    assert batch.shape == (7, 3, 64, 64)
+    assert (means == 0).sum() == 4 and (means == 1).sum() == 3
+
+
+def test_training_subsets_are_nested(env, monkeypatch, tmp_path):
+    _fake_data(tmp_path, monkeypatch, n_train=12)
+    small = experiments.training_files("astro", 5)
+    assert set(small) < set(experiments.training_files("astro", 10))
+    assert len(experiments.training_files("astro", experiments.ALL)) == 12
+
+
+def _fake_data(root, monkeypatch, n_train=6, n_test=2):
+    monkeypatch.setenv("NICODEC_DATA", str(root / "data"))
+    for d, domain in enumerate(("photo", "astro", "screen")):
+        for part, n in (("train", n_train), ("test", n_test)):
+            folder = root / "data" / domain / part
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(smooth_image(96, 112, seed=10 * d + i)).save(
+                    folder / f"{i}.png")
+
+
+def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
+    _fake_data(tmp_path, monkeypatch)
+    out = tmp_path / "results"
+    scale = experiments.Scale(steps=2, crop=64, batch=2, test_images=2)
+    results = experiments.run(scale, tmp_path / "work", out, "cpu",
+                              sections=["table2-photo", "catastrophic", "adapter-size"],
+                              log=lambda *a: None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"table2", "catastrophic", "adapter_size"} <= summary.keys()
+    for name in ("fig3_photo-astro.png", "fig3_photo-screen.png", "fig4_forgetting.png",
+                 "experiments_tables.md"):
+        assert (out / name).stat().st_size > 0
+
+    rows = {(r["pair"], r["method"], r["domain"]): r for t in results["table2"]
+            for r in t["rows"]}
+    assert rows[("photo->astro", "cawf", "photo")]["vs_t1"]["bd_psnr"] == 0.0
+    assert {r["method"] for r in summary["table2"]} == {"t1", "naive", "cawf", "jpeg2000"}
+    for row in summary["adapter_size"]:
+        assert row["source_bd_rate"] in (0.0, None)
+    assert all(r["source_identical"] for r in results["adapter_size"]["rows"])
+    ks = [r["k"] for r in summary["adapter_size"] if r["form"] == "cawf"]
+    assert ks == [2, 4, 8, 16]
+    added = [r["params_added"] for r in summary["adapter_size"]]
+    assert added[:4] == sorted(set(added[:4])) and added[4] < added[0]  # affine: lightest
+    assert added[3] == 369_792  # K=16: the adapter file's custom parameters
+    # t1 bitstreams decoded by t1: the t1 curve's PSNR on the source test set, exactly.
+    t1_photo = next(t for t in results["table2"] if t["pair"] == "photo->astro")
+    t1_psnr = [p["psnr"] for p in t1_photo["curves"]["photo"]["t1"]["points"]]
+    for c in results["catastrophic"]:
+        assert [r["psnr_t1"] for r in c["per_quality"]] == pytest.approx(t1_psnr, abs=1e-9)
+
+    # Resumable: a second run trains nothing and gives the same numbers.
+    again = experiments.run(scale, tmp_path / "work", out, "cpu",
+                            sections=["table2-photo"], log=lambda *a: None)
+    assert again["train_seconds_this_run"] == 0
+    assert again["table2"][0]["rows"] == results["table2"][0]["rows"]
