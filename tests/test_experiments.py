@@ -92,3 +92,9 @@ def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
                             sections=["table2-photo"], log=lambda *a: None)
     assert again["train_seconds_this_run"] == 0
     assert again["table2"][0]["rows"] == results["table2"][0]["rows"]
+
+
+def test_parameter_counts_match_the_papers_table_3():
+    p = experiments.parameters()
+    assert p["base"] == p["paper"]["base"]
+    assert p["cawf"] == p["paper"]["cawf"]
