@@ -247,6 +247,12 @@ class Lab:
                                                                with_ms_ssim=False)))
         return {"name": label, "points": [measure(q) for q in self.qualities]}
 
+    def fresh_curve(self, label: str, codec_of, domain: str) -> dict:
+        """Like :meth:`curve`, measured now and never cached."""
+        return {"name": label, "points": [
+            _slim(codec_point(codec_of(q), self.tests(domain), label, with_ms_ssim=False))
+            for q in self.qualities]}
+
     def job_curve(self, job: Job, domain: str) -> dict:
         return self.curve(job.name, lambda q: self.codec(job, q), domain)
 
@@ -293,13 +299,15 @@ def table2(lab: Lab, pair: tuple[str, str]) -> dict:
     for domain in (src, tgt):
         ref = lab.job_curve(joint, domain)
         t1 = lab.t1_curve(src, domain)
-        c = {"joint": ref, "t1": t1, "naive": lab.job_curve(naive, domain),
-             # CAwF codes the source domain with the untouched base codec, the target with
-             # the adapter; the base's bytes after adapter training are checked below.
-             "cawf": t1 if domain == src else lab.job_curve(cawf, domain),
-             "jpeg2000": lab.jpeg2000(domain)}
         if domain == src:
+            # CAwF codes the source domain with the base codec it was trained on top of:
+            # measured again, uncached, once the adapter is trained.
             _check_base_unchanged(lab, cawf, src)
+            cawf_curve = lab.fresh_curve("cawf_source", lambda q: lab.t1(src, q), src)
+        else:
+            cawf_curve = lab.job_curve(cawf, domain)
+        c = {"joint": ref, "t1": t1, "naive": lab.job_curve(naive, domain), "cawf": cawf_curve,
+             "jpeg2000": lab.jpeg2000(domain)}
         curves[domain] = c
         for method in ("t1", "naive", "cawf", "jpeg2000"):
             row = {"pair": f"{src}->{tgt}", "method": method, "domain": domain,
@@ -394,9 +402,7 @@ def adapter_size(lab: Lab) -> dict:
                      "target_bd_rate": bd(t1_tgt, curve)["bd_rate"], "curve": curve})
     # The source test set coded again, uncached, by the base codec that every adapter above
     # was trained on top of: the same curve as before any adaptation means 0.00 %.
-    src_after = {"name": "t1_after", "points": [
-        _slim(codec_point(lab.t1(src, q), lab.tests(src), "t1_after", with_ms_ssim=False))
-        for q in lab.qualities]}
+    src_after = lab.fresh_curve("t1_after", lambda q: lab.t1(src, q), src)
     for r in rows:
         r["source_bd_rate"] = bd(t1_src, src_after)["bd_rate"]
         r["source_identical"] = identical_curves(t1_src, src_after)
@@ -525,9 +531,37 @@ def _save(fig, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- report
+def findings(results: dict) -> list[dict]:
+    """The paper's qualitative claims, checked on our numbers (issue #4's targets)."""
+    out = []
+    for t in results.get("table2", []):
+        src, tgt = t["pair"].split("->")
+        row = {(r["method"], r["domain"]): r for r in t["rows"]}
+        naive_src = row["naive", src]["vs_t1"]["bd_rate"]
+        cawf_src = row["cawf", src]["vs_t1"]["bd_rate"]
+        naive_tgt, cawf_tgt = row["naive", tgt]["bd_rate"], row["cawf", tgt]["bd_rate"]
+        gap = None if naive_tgt is None or cawf_tgt is None else cawf_tgt - naive_tgt
+        out.append({"pair": t["pair"],
+                    "naive_source_change": naive_src,
+                    "naive_forgets": None if naive_src is None else naive_src >= 5,
+                    "cawf_source_change": cawf_src, "cawf_keeps_source": cawf_src == 0.0,
+                    "target_gap_cawf_minus_naive": gap,
+                    "cawf_within_5_points": None if gap is None else gap <= 5})
+    for c in results.get("catastrophic", []):
+        loss = c["psnr_t1"] - (c["psnr_naive_decoder"] if c["psnr_naive_decoder"] is not None
+                               else 0.0)
+        f = next((f for f in out if f["pair"] == c["pair"]), None)
+        if f is not None:
+            f["old_bitstreams_lose_db"] = loss
+            f["old_bitstreams_lose_5db"] = loss >= 5
+    return out
+
+
 def summary(results: dict) -> dict:
     return {
         "scale": results["scale"],
+        "bd_method": metrics.BD_METHOD,
+        "findings": findings(results),
         "table2": [{k: r[k] for k in ("pair", "method", "domain", "bd_rate", "bd_psnr")}
                    for t in results.get("table2", []) for r in t["rows"]],
         "catastrophic": [{k: c[k] for k in ("pair", "psnr_t1", "psnr_naive_decoder",
@@ -549,7 +583,18 @@ def _f(v, fmt="{:+.1f}") -> str:
 
 def markdown(results: dict) -> str:
     """The tables of docs/experiments.md, generated from the results."""
-    out = [f"Scale: {json.dumps(results['scale'])}", ""]
+    out = [f"Scale: {json.dumps(results['scale'])}; BD interpolation: {metrics.BD_METHOD}", ""]
+    if results.get("table2"):
+        out += ["### The paper's findings on our numbers", "",
+                "| pair | naive: source change (BD-rate % vs t1) | CAwF: source change | "
+                "target gap, CAwF - naive (points, vs joint) | old bitstreams, naive decoder "
+                "(dB lost) |", "|---|---|---|---|---|"]
+        for f in findings(results):
+            out.append(f"| {f['pair']} | {_f(f['naive_source_change'])} | "
+                       f"{_f(f['cawf_source_change'], '{:+.2f}')} | "
+                       f"{_f(f['target_gap_cawf_minus_naive'])} | "
+                       f"{_f(f.get('old_bitstreams_lose_db'), '{:.1f}')} |")
+        out.append("")
     if results.get("table1"):
         out += ["### Table 1: few target images (BD-rate % / BD-PSNR dB on the target test "
                 "set, against naive fine tuning on all target images)", "",
