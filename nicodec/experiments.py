@@ -125,6 +125,7 @@ class Lab:
         self.qualities = sorted(e["quality"] for e in self.reg.bases()
                                 if e.get("domain", "photo") == "photo")
         self._codecs: dict = {}
+        self._info: dict = {}
         self._tests: dict = {}
         self.train_seconds = 0.0
         (self.work / "jobs").mkdir(parents=True, exist_ok=True)
@@ -173,14 +174,18 @@ class Lab:
             info = self._train(job, quality, net, path)
             tensors = load_file(str(path))
         base_id = (self.t1(job.init, quality).base_id if stored == "cawf"
-                   else content_id({k: v for k, v in tensors.items()}))
+                   else content_id(tensors))
         net.to(self.device)
         codec = adapted_codec(net, "cawf" if stored == "cawf" else "naive", tensors,
                               format_id(base_id), quality, info["lambda"], job.name,
                               self.device)
-        codec.info = info
-        self._codecs[key] = codec
+        self._codecs[key], self._info[key] = codec, info
         return codec
+
+    def info(self, job: Job, quality: int) -> dict:
+        """What training recorded for a job (steps, images, parameters, seconds, loss)."""
+        self.codec(job, quality)
+        return self._info[(job, quality)]
 
     def _train(self, job: Job, quality: int, net: nn.Module, path: Path) -> dict:
         lam = self.reg.find_base(quality=quality)["lambda"]
@@ -396,7 +401,7 @@ def adapter_size(lab: Lab) -> dict:
     for job in jobs:
         _check_base_unchanged(lab, job, src)  # trains the job's four qualities
         curve = lab.job_curve(job, tgt)
-        added = lab.codec(job, 3).info["trainable_parameters"]
+        added = lab.info(job, lab.qualities[0])["trainable_parameters"]
         rows.append({"k": job.k if job.method == "cawf" else 0, "form": job.method,
                      "params_added": added, "target": bd(t1_tgt, curve),
                      "target_bd_rate": bd(t1_tgt, curve)["bd_rate"], "curve": curve})
@@ -677,6 +682,10 @@ def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
     def write():
         results["seconds"] = round(time.time() - t0, 1)
         results["train_seconds_this_run"] = round(lab.train_seconds, 1)
+        # Whole-study cost, whichever run trained each job (a resumed run trains none).
+        results["jobs"] = len(lab._info)
+        results["train_seconds_all_jobs"] = round(sum(i["seconds"]
+                                                      for i in lab._info.values()), 1)
         for name, text in (("experiments.json", json.dumps(results, indent=1)),
                            ("summary.json", json.dumps(summary(results), indent=1)),
                            ("experiments_tables.md", markdown(results))):
