@@ -703,7 +703,7 @@ def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
                 figure3(r, out / f"fig3_{pair[0]}-{pair[1]}.png")
                 write()
         elif section == "catastrophic":
-            results["catastrophic"] = [catastrophic(lab, p) for p in TABLE2_PAIRS[:2]]
+            results["catastrophic"] = [catastrophic(lab, p) for p in TABLE2_PAIRS]
             results["figure4"] = figure4(lab, TABLE2_PAIRS[0], out / "fig4_forgetting.png")
         elif section == "adapter-size":
             results["adapter_size"] = adapter_size(lab)

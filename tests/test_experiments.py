@@ -84,7 +84,7 @@ def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
     # t1 bitstreams decoded by t1: the t1 curve's PSNR on the source test set, exactly.
     t1_photo = next(t for t in results["table2"] if t["pair"] == "photo->astro")
     t1_psnr = [p["psnr"] for p in t1_photo["curves"]["photo"]["t1"]["points"]]
-    for c in results["catastrophic"]:
+    for c in (c for c in results["catastrophic"] if c["pair"].startswith("photo->")):
         assert [r["psnr_t1"] for r in c["per_quality"]] == pytest.approx(t1_psnr, abs=1e-9)
 
     # Resumable: a second run trains nothing and gives the same numbers.
