@@ -36,8 +36,8 @@ def _check(rate, dist):
 def _integral(x, y, lo, hi, method: str) -> float:
     """Integral over [lo, hi] of the curve y(x) through the points (x sorted, increasing).
 
-    ``pchip``: piecewise cubic Hermite interpolation (monotone, no overshoot; the
-    "piecewise cubic" Bjøntegaard of the JVET common test conditions). ``cubic``: the
+    ``pchip``: piecewise cubic Hermite interpolation (shape-preserving, no overshoot between
+    points; the piecewise variant newer Bjøntegaard tools offer). ``cubic``: the
     original Bjøntegaard cubic polynomial fit (exact through 4 points, can oscillate).
     """
     if method == "cubic" or len(x) < 3:
