@@ -334,10 +334,11 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
                               "-" if im["ms_ssim"] is None else f"{im['ms_ssim']:.4f}")
     out.print(t)
     for cmp_ in res["comparisons"]:
-        bd = cmp_["bd_rate"]
+        bd, bdp = cmp_["bd_rate"], cmp_["bd_psnr"]
         out.print(f"BD-rate of {cmp_['test']} vs {cmp_['reference']}: " +
-                  (f"{bd:+.2f} %  (BD-PSNR {cmp_['bd_psnr']:+.3f} dB)" if bd is not None
-                   else f"n/a ({cmp_['note']})"), markup=False)
+                  (f"{bd:+.2f} %" if bd is not None else "n/a") +
+                  ("  (BD-PSNR n/a)" if bdp is None else f"  (BD-PSNR {bdp:+.3f} dB)") +
+                  (f"  [{cmp_['note']}]" if "note" in cmp_ else ""), markup=False)
     if json_path:
         image.atomic_write(Path(json_path), json.dumps(res, indent=1).encode())
     if plot_path:

@@ -80,18 +80,24 @@ def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]],
 
 
 def compare(curves: list[dict]) -> list[dict]:
-    """BD-rate and BD-PSNR of every curve against the first one."""
+    """BD-rate and BD-PSNR of every curve against the first one; each is None (with a note
+    saying why) when the curves do not overlap enough for it, independently of the other."""
     ref = curves[0]
     out = []
     for c in curves[1:]:
         args = ([p["bpp"] for p in ref["points"]], [p["psnr"] for p in ref["points"]],
                 [p["bpp"] for p in c["points"]], [p["psnr"] for p in c["points"]])
-        try:
-            out.append({"reference": ref["name"], "test": c["name"],
-                        "bd_rate": metrics.bd_rate(*args), "bd_psnr": metrics.bd_psnr(*args)})
-        except ValueError as e:
-            out.append({"reference": ref["name"], "test": c["name"], "bd_rate": None,
-                        "bd_psnr": None, "note": str(e)})
+        row = {"reference": ref["name"], "test": c["name"]}
+        notes = []
+        for key, fn in (("bd_rate", metrics.bd_rate), ("bd_psnr", metrics.bd_psnr)):
+            try:
+                row[key] = fn(*args)
+            except ValueError as e:
+                row[key] = None
+                notes.append(str(e))
+        if notes:
+            row["note"] = "; ".join(notes)
+        out.append(row)
     return out
 
 

@@ -75,3 +75,17 @@ def test_eval_end_to_end_writes_json_and_plot(env):
 def test_bd_rate_refuses_barely_overlapping_curves():
     with pytest.raises(ValueError, match="BD-PSNR"):
         metrics.bd_rate(RATE, PSNR, RATE, [p + 8.8 for p in PSNR])
+
+
+def test_compare_keeps_bd_psnr_when_bd_rate_is_refused():
+    """A flat reference (as the photo codec on screenshots) overlaps a better curve too little
+    in PSNR for a BD-rate, but the BD-PSNR at equal rate is still defined and reported."""
+    from nicodec.evaluate import compare
+
+    flat = {"name": "ref", "points": [{"bpp": r, "psnr": 20 + 0.1 * i}
+                                      for i, r in enumerate(RATE)]}
+    better = {"name": "test", "points": [{"bpp": r, "psnr": 22 + 0.1 * i}
+                                         for i, r in enumerate(RATE)]}
+    (row,) = compare([flat, better])
+    assert row["bd_rate"] is None and "BD-PSNR" in row["note"]
+    assert row["bd_psnr"] == pytest.approx(2)
