@@ -586,6 +586,11 @@ def _f(v, fmt="{:+.1f}") -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
+def _bd_cell(d: dict) -> str:
+    """'BD-rate (BD-PSNR)' of a bd() result, n/a where undefined."""
+    return f"{_f(d['bd_rate'])} ({_f(d['bd_psnr'], '{:+.2f}')})"
+
+
 def markdown(results: dict) -> str:
     """The tables of docs/experiments.md, generated from the results."""
     out = [f"Scale: {json.dumps(results['scale'])}; BD interpolation: {metrics.BD_METHOD}", ""]
@@ -616,8 +621,7 @@ def markdown(results: dict) -> str:
                 "|---|---|---|---|---|---|"]
         for t in results["table2"]:
             for domain in dict.fromkeys(r["domain"] for r in t["rows"]):
-                cells = [f"{_f(r['bd_rate'])} ({_f(r['bd_psnr'], '{:+.2f}')})"
-                         for r in t["rows"] if r["domain"] == domain]
+                cells = [_bd_cell(r) for r in t["rows"] if r["domain"] == domain]
                 out.append(f"| {t['pair']} | {domain} | " + " | ".join(cells) + " |")
         out += ["", "Against t1 on the same domain (BD-rate %, BD-PSNR dB):", "",
                 "| pair | domain | t2 naive | t2 CAwF |", "|---|---|---|---|"]
@@ -625,10 +629,8 @@ def markdown(results: dict) -> str:
             for r in (r for r in t["rows"] if r["method"] == "naive"):
                 c = next(x for x in t["rows"] if x["method"] == "cawf"
                          and x["domain"] == r["domain"])
-                out.append(f"| {t['pair']} | {r['domain']} | "
-                           f"{_f(r['vs_t1']['bd_rate'])} ({_f(r['vs_t1']['bd_psnr'], '{:+.2f}')})"
-                           f" | {_f(c['vs_t1']['bd_rate'])} "
-                           f"({_f(c['vs_t1']['bd_psnr'], '{:+.2f}')}) |")
+                out.append(f"| {t['pair']} | {r['domain']} | {_bd_cell(r['vs_t1'])} | "
+                           f"{_bd_cell(c['vs_t1'])} |")
         out.append("")
     if results.get("catastrophic"):
         out += ["### Catastrophic forgetting: source test set, t1 bitstreams "
