@@ -675,7 +675,9 @@ SECTIONS = ("table2-photo", "catastrophic", "adapter-size", "table2-domains", "t
 
 
 def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
-        log=print) -> dict:
+        log=print, only_pairs: set[str] | None = None) -> dict:
+    """Run ``sections`` in order, writing results to ``out`` after each; ``only_pairs``
+    (e.g. {"astro->screen"}) restricts the pair-wise sections to those pairs."""
     lab = Lab(scale, work, device, log)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -695,7 +697,10 @@ def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
             tmp.write_text(text)
             tmp.replace(out / name)
 
-    pairs = {"table2-photo": TABLE2_PAIRS[:2], "table2-domains": TABLE2_PAIRS[2:]}
+    def chosen(pairs):
+        return [p for p in pairs if only_pairs is None or f"{p[0]}->{p[1]}" in only_pairs]
+
+    pairs = {"table2-photo": chosen(TABLE2_PAIRS[:2]), "table2-domains": chosen(TABLE2_PAIRS[2:])}
     for section in sections:
         log(f"== {section} ({time.time() - t0:.0f} s)")
         if section in pairs:
@@ -705,12 +710,13 @@ def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
                 figure3(r, out / f"fig3_{pair[0]}-{pair[1]}.png")
                 write()
         elif section == "catastrophic":
-            results["catastrophic"] = [catastrophic(lab, p) for p in TABLE2_PAIRS]
-            results["figure4"] = figure4(lab, TABLE2_PAIRS[0], out / "fig4_forgetting.png")
+            results["catastrophic"] = [catastrophic(lab, p) for p in chosen(TABLE2_PAIRS)]
+            if chosen(TABLE2_PAIRS[:1]):
+                results["figure4"] = figure4(lab, TABLE2_PAIRS[0], out / "fig4_forgetting.png")
         elif section == "adapter-size":
             results["adapter_size"] = adapter_size(lab)
         elif section == "table1":
-            results["table1"] = [table1(lab, p) for p in TABLE1_PAIRS]
+            results["table1"] = [table1(lab, p) for p in chosen(TABLE1_PAIRS)]
         write()
     if "table2" in results:  # keep the paper's pair order whatever the section order
         results["table2"].sort(key=lambda t: [f"{a}->{b}" for a, b in TABLE2_PAIRS]
@@ -731,6 +737,8 @@ def main(argv=None) -> None:
     p.add_argument("--test-images", type=int, default=d.test_images)
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections, in order, from {', '.join(SECTIONS)}")
+    p.add_argument("--pairs", help="comma-separated pairs to run, e.g. astro->screen "
+                   "(default: all)")
     p.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "experiments")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
     p.add_argument("--device", default="auto")
@@ -740,7 +748,11 @@ def main(argv=None) -> None:
     if unknown:
         p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     scale = Scale(a.steps, a.crop, a.batch, a.lr, a.test_images)
-    run(scale, a.work, a.out, pick_device(a.device), sections)
+    only_pairs = None if a.pairs is None else {x.strip() for x in a.pairs.split(",")}
+    known = {f"{x}->{y}" for x, y in TABLE2_PAIRS}
+    if only_pairs is not None and not only_pairs <= known:
+        p.error(f"unknown pair(s): {', '.join(sorted(only_pairs - known))}")
+    run(scale, a.work, a.out, pick_device(a.device), sections, only_pairs=only_pairs)
 
 
 if __name__ == "__main__":
