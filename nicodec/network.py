@@ -288,7 +288,6 @@ class AdaptedCodec(TransformCoder):
         return x
 
 
-
 @torch.no_grad()
 def widen(base: FactorizedPrior, k: int = 16, seed: int = 0) -> FactorizedPrior:
     """A plain (N + K)-filter :class:`FactorizedPrior` that computes what the adapted codec
