@@ -40,6 +40,7 @@ from nicodec.adapt import adapted_codec, package_tensors, safe_bd, trainable
 from nicodec.codec import Codec
 from nicodec.container import format_id
 from nicodec.data import CropSampler, MixedSampler, REPO_ROOT, list_images, split_dir
+from nicodec.errors import NicodecError
 from nicodec.evaluate import baseline_curve, codec_point
 from nicodec.network import Adapter, FactorizedPrior, count_parameters, widen
 from nicodec.registry import Registry, content_id, pick_device
@@ -752,7 +753,10 @@ def main(argv=None) -> None:
     known = {f"{x}->{y}" for x, y in TABLE2_PAIRS}
     if only_pairs is not None and not only_pairs <= known:
         p.error(f"unknown pair(s): {', '.join(sorted(only_pairs - known))}")
-    run(scale, a.work, a.out, pick_device(a.device), sections, only_pairs=only_pairs)
+    try:
+        run(scale, a.work, a.out, pick_device(a.device), sections, only_pairs=only_pairs)
+    except NicodecError as e:  # e.g. no prepared data: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
