@@ -592,83 +592,83 @@ def _bd_cell(d: dict) -> str:
     return f"{_f(d['bd_rate'])} ({_f(d['bd_psnr'], '{:+.2f}')})"
 
 
+def _table(title: str | None, header: list[str], rows) -> list[str]:
+    """A markdown table (under a ``###`` title, if any), followed by a blank line."""
+    return (([f"### {title}", ""] if title else [])
+            + ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
+
+
 def markdown(results: dict) -> str:
     """The tables of docs/experiments.md, generated from the results."""
     out = [f"Scale: {json.dumps(results['scale'])}; BD interpolation: {metrics.BD_METHOD}", ""]
     if results.get("table2"):
-        out += ["### The paper's findings on our numbers", "",
-                "| pair | naive: source change (BD-rate % vs t1) | CAwF: source change | "
-                "target gap, CAwF - naive (points, vs joint) | old bitstreams, naive decoder "
-                "(dB lost) |", "|---|---|---|---|---|"]
-        for f in findings(results):
-            out.append(f"| {f['pair']} | {_f(f['naive_source_change'])} | "
-                       f"{_f(f['cawf_source_change'], '{:+.2f}')} | "
-                       f"{_f(f['target_gap_cawf_minus_naive'])} | "
-                       f"{_f(f.get('old_bitstreams_lose_db'), '{:.1f}')} |")
-        out.append("")
+        out += _table("The paper's findings on our numbers",
+                      ["pair", "naive: source change (BD-rate % vs t1)", "CAwF: source change",
+                       "target gap, CAwF - naive (points, vs joint)",
+                       "old bitstreams, naive decoder (dB lost)"],
+                      [[f["pair"], _f(f["naive_source_change"]),
+                        _f(f["cawf_source_change"], "{:+.2f}"),
+                        _f(f["target_gap_cawf_minus_naive"]),
+                        _f(f.get("old_bitstreams_lose_db"), "{:.1f}")]
+                       for f in findings(results)])
     if results.get("table1"):
-        out += ["### Table 1: few target images (BD-rate % / BD-PSNR dB on the target test "
-                "set, against naive fine tuning on all target images)", "",
-                "| pair | method | N | BD-rate % | BD-PSNR dB |", "|---|---|---|---|---|"]
-        for t in results["table1"]:
-            for r in t["rows"]:
-                out.append(f"| {t['pair']} | {r['method']} | {r['n'] or '-'} | "
-                           f"{_f(r['bd_rate'])} | {_f(r['bd_psnr'], '{:+.2f}')} |")
-        out.append("")
+        out += _table("Table 1: few target images (BD-rate % / BD-PSNR dB on the target test "
+                      "set, against naive fine tuning on all target images)",
+                      ["pair", "method", "N", "BD-rate %", "BD-PSNR dB"],
+                      [[t["pair"], r["method"], r["n"] or "-", _f(r["bd_rate"]),
+                        _f(r["bd_psnr"], "{:+.2f}")]
+                       for t in results["table1"] for r in t["rows"]])
     if results.get("table2"):
-        out += ["### Table 2: forgetting (BD-rate % against the joint 80-filter codec; "
-                "BD-PSNR dB in brackets)", "",
-                "| pair | domain | t1 | t2 naive | t2 CAwF | JPEG 2000 |",
-                "|---|---|---|---|---|---|"]
+        rows = []
         for t in results["table2"]:
             for domain in dict.fromkeys(r["domain"] for r in t["rows"]):
-                cells = [_bd_cell(r) for r in t["rows"] if r["domain"] == domain]
-                out.append(f"| {t['pair']} | {domain} | " + " | ".join(cells) + " |")
-        out += ["", "Against t1 on the same domain (BD-rate %, BD-PSNR dB):", "",
-                "| pair | domain | t2 naive | t2 CAwF |", "|---|---|---|---|"]
+                rows.append([t["pair"], domain] + [_bd_cell(r) for r in t["rows"]
+                                                   if r["domain"] == domain])
+        out += _table("Table 2: forgetting (BD-rate % against the joint 80-filter codec; "
+                      "BD-PSNR dB in brackets)",
+                      ["pair", "domain", "t1", "t2 naive", "t2 CAwF", "JPEG 2000"], rows)
+        rows = []
         for t in results["table2"]:
-            for r in (r for r in t["rows"] if r["method"] == "naive"):
-                c = next(x for x in t["rows"] if x["method"] == "cawf"
-                         and x["domain"] == r["domain"])
-                out.append(f"| {t['pair']} | {r['domain']} | {_bd_cell(r['vs_t1'])} | "
-                           f"{_bd_cell(c['vs_t1'])} |")
-        out.append("")
+            by = {(r["method"], r["domain"]): r for r in t["rows"]}
+            for (method, domain), r in by.items():
+                if method == "naive":
+                    rows.append([t["pair"], domain, _bd_cell(r["vs_t1"]),
+                                 _bd_cell(by["cawf", domain]["vs_t1"])])
+        out[-1:] = ["", "Against t1 on the same domain (BD-rate %, BD-PSNR dB):", ""]
+        out += _table(None, ["pair", "domain", "t2 naive", "t2 CAwF"], rows)
     if results.get("catastrophic"):
-        out += ["### Catastrophic forgetting: source test set, t1 bitstreams "
-                "(mean PSNR dB over qualities)", "",
-                "| pair | decoded by t1 | by the t2 naive decoder | t1 latents, t2 synthesis |",
-                "|---|---|---|---|"]
-        for c in results["catastrophic"]:
-            out.append(f"| {c['pair']} | {_f(c['psnr_t1'], '{:.2f}')} | "
-                       f"{_f(c['psnr_naive_decoder'], '{:.2f}')} | "
-                       f"{_f(c['psnr_naive_synthesis'], '{:.2f}')} |")
-        out.append("")
+        out += _table("Catastrophic forgetting: source test set, t1 bitstreams "
+                      "(mean PSNR dB over qualities)",
+                      ["pair", "decoded by t1", "by the t2 naive decoder",
+                       "t1 latents, t2 synthesis"],
+                      [[c["pair"]] + [_f(c[k], "{:.2f}") for k in
+                                      ("psnr_t1", "psnr_naive_decoder", "psnr_naive_synthesis")]
+                       for c in results["catastrophic"]])
     if results.get("adapter_size"):
         a = results["adapter_size"]
-        out += [f"### Adapter size ({a['pair']}; against the base codec on the target test "
-                "set; source unchanged)", "",
-                "| form | K | parameters added | target BD-rate % | target BD-PSNR dB | "
-                "share of K=16 gain | source BD-rate % |", "|---|---|---|---|---|---|---|"]
-        for r in a["rows"]:
-            out.append(f"| {r['form']} | {r['k'] or '-'} | {r['params_added']:,} | "
-                       f"{_f(r['target_bd_rate'])} | {_f(r['target']['bd_psnr'], '{:+.2f}')} | "
-                       f"{_f(r['fraction_of_k16_gain'], '{:.0%}')} | "
-                       f"{_f(r['source_bd_rate'], '{:+.2f}')} |")
-        out += ["", f"Smallest keeping 90% of the K=16 gain (by BD-PSNR): "
-                f"{a['smallest_keeping_90pct']}", ""]
+        out += _table(f"Adapter size ({a['pair']}; against the base codec on the target test "
+                      "set; source unchanged)",
+                      ["form", "K", "parameters added", "target BD-rate %", "target BD-PSNR dB",
+                       "share of K=16 gain", "source BD-rate %"],
+                      [[r["form"], r["k"] or "-", f"{r['params_added']:,}",
+                        _f(r["target_bd_rate"]), _f(r["target"]["bd_psnr"], "{:+.2f}"),
+                        _f(r["fraction_of_k16_gain"], "{:.0%}"),
+                        _f(r["source_bd_rate"], "{:+.2f}")] for r in a["rows"]])
+        out[-1:] = ["", f"Smallest keeping 90% of the K=16 gain (by BD-PSNR): "
+                    f"{a['smallest_keeping_90pct']}", ""]
     p = results["parameters"]
-    out += ["### Table 3: parameters (ours = paper)", "",
-            "| model | filters | encoder | entropy model | decoder | total |",
-            "|---|---|---|---|---|---|"]
+    rows = []
     for name, filters in (("base", 64), ("cawf", 80)):
         c, ref = p[name], p["paper"][name]
-        cells = [f"{c[k]:,}" + ("" if c[k] == ref[k] else f" (paper {ref[k]:,})")
-                 for k in ("encoder", "entropy_model", "decoder", "total")]
-        out.append(f"| {'CAwF' if name == 'cawf' else 'base'} | {filters} | "
-                   + " | ".join(cells) + " |")
-    out += ["", f"The CAwF adapter file stores {p['cawf_adapter_stored']:,} custom parameters; "
-            f"selective fine tuning tunes {p['selective_tuned']:,} "
-            f"({p['selective_tuned'] / p['base']['total']:.1%} of the base).", ""]
+        rows.append(["CAwF" if name == "cawf" else "base", filters] + [
+            f"{c[k]:,}" + ("" if c[k] == ref[k] else f" (paper {ref[k]:,})")
+            for k in ("encoder", "entropy_model", "decoder", "total")])
+    out += _table("Table 3: parameters (ours = paper)",
+                  ["model", "filters", "encoder", "entropy model", "decoder", "total"], rows)
+    out[-1:] = ["", f"The CAwF adapter file stores {p['cawf_adapter_stored']:,} custom "
+                f"parameters; selective fine tuning tunes {p['selective_tuned']:,} "
+                f"({p['selective_tuned'] / p['base']['total']:.1%} of the base).", ""]
     return "\n".join(out)
 
 
