@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -36,14 +35,14 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from nicodec import container, image, metrics, package
-from nicodec.adapt import adapted_codec, package_tensors, safe_bd, trainable
+from nicodec.adapt import adapted_codec, package_tensors, trainable
 from nicodec.codec import Codec
 from nicodec.container import format_id
 from nicodec.data import CropSampler, MixedSampler, REPO_ROOT, list_images, split_dir
 from nicodec.errors import NicodecError
-from nicodec.evaluate import baseline_curve, codec_point
+from nicodec.evaluate import baseline_curve, codec_point, compare
 from nicodec.network import Adapter, FactorizedPrior, count_parameters, widen
-from nicodec.registry import Registry, content_id, pick_device
+from nicodec.registry import Registry, content_hash, content_id, pick_device
 from nicodec.train import TrainConfig, train
 
 TABLE1_PAIRS = (("photo", "astro"), ("photo", "screen"))
@@ -109,14 +108,6 @@ def test_images(domain: str, count: int) -> list[tuple[str, np.ndarray]]:
     return [(f.name, image.load(f).rgb) for f in files]
 
 
-def tensors_digest(net: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(net.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 class Lab:
     """Trains (or loads) jobs and measures codecs, caching both under ``work``."""
 
@@ -127,7 +118,8 @@ class Lab:
                                 if e.get("domain", "photo") == "photo")
         self._codecs: dict = {}
         self._info: dict = {}
-        self._tests: dict = {}
+        self._tests: dict = {}  # domain -> test images
+        self._train_pixels: dict = {}  # (domain, n) -> training images
         self.train_seconds = 0.0
         (self.work / "jobs").mkdir(parents=True, exist_ok=True)
         (self.work / "eval").mkdir(parents=True, exist_ok=True)
@@ -198,11 +190,11 @@ class Lab:
                           crop=self.scale.crop, lr=self.scale.lr, seed=quality,
                           log_every=max(1, self.scale.steps // 4))
         frozen = net.base if job.method == "cawf" else None
-        before = tensors_digest(frozen) if frozen is not None else None
+        before = content_hash(frozen.state_dict()) if frozen is not None else None
         t0 = time.time()
         stats = train(net, sampler, cfg, device=self.device, console_log=False)
         seconds = time.time() - t0
-        if frozen is not None and tensors_digest(frozen) != before:
+        if frozen is not None and content_hash(frozen.state_dict()) != before:
             raise RuntimeError(f"{job.name}: CAwF training changed the base parameters")
         self.train_seconds += seconds
         tensors = package_tensors(net, "cawf" if job.method == "cawf" else "naive")
@@ -223,10 +215,10 @@ class Lab:
 
     def _pixels(self, domain: str, n: int | str) -> list[np.ndarray]:
         """Training images in memory, loaded once per run (screen has ~500)."""
-        key = ("train", domain, n)
-        if key not in self._tests:
-            self._tests[key] = CropSampler.from_files(training_files(domain, n)).images
-        return self._tests[key]
+        if (domain, n) not in self._train_pixels:
+            self._train_pixels[domain, n] = CropSampler.from_files(
+                training_files(domain, n)).images
+        return self._train_pixels[domain, n]
 
     # ------------------------------------------------------------------ measuring
     def tests(self, domain: str) -> list[tuple[str, np.ndarray]]:
@@ -284,9 +276,8 @@ def _slim_curve(curve: dict) -> dict:
 
 def bd(ref: dict, test: dict) -> dict:
     """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``ref``; None where undefined."""
-    args = ([p["bpp"] for p in ref["points"]], [p["psnr"] for p in ref["points"]],
-            [p["bpp"] for p in test["points"]], [p["psnr"] for p in test["points"]])
-    return {"bd_rate": safe_bd(metrics.bd_rate, *args), "bd_psnr": safe_bd(metrics.bd_psnr, *args)}
+    (row,) = compare([ref, test])
+    return {"bd_rate": row["bd_rate"], "bd_psnr": row["bd_psnr"]}
 
 
 def identical_curves(a: dict, b: dict) -> bool:
