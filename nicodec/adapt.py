@@ -29,6 +29,8 @@ from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parame
 from nicodec.train import TrainConfig, train
 
 MIN_IMAGES = 2  # at least one to train on and one to hold out
+# Learning rate per method (--lr overrides it).
+DEFAULT_LR = {"cawf": 5e-4, "selective": 5e-4, "naive": 5e-4}
 
 
 def trainable(method: str, base: FactorizedPrior, k: int) -> nn.Module:
@@ -109,7 +111,7 @@ def adapted_codec(net: nn.Module, method: str, tensors: dict, base_id: str, qual
 
 def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
           qualities=(1, 2, 3, 4), steps: int = 1000, holdout: float = 0.2,
-          device: str = "cpu", batch: int = 8, crop: int = 128, lr: float = 5e-4,
+          device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
           log=print, progress: bool = True) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
@@ -119,6 +121,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     package.check_name(name)
     if method not in package.METHODS:
         raise NicodecError(f"unknown method {method!r} (use {', '.join(package.METHODS)})")
+    lr = DEFAULT_LR[method] if lr is None else lr
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)
     reg = reg or registry.Registry()
@@ -127,7 +130,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     sampler = CropSampler.from_files(train_files, crop=crop)
     log(f"adapting '{name}' ({method}{f', K={k}' if method == 'cawf' else ''}) on "
         f"{len(train_files)} images, holding out {len(held_files)}; qualities "
-        f"{', '.join(map(str, qualities))}; {steps} steps each on {device}")
+        f"{', '.join(map(str, qualities))}; {steps} steps each at lr {lr:g} on {device}")
     results, rows = {}, []
     for entry in entries:
         quality = entry["quality"]
@@ -140,7 +143,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         codec = adapted_codec(net, method, tensors, entry["id"], quality, entry["lambda"],
                               name, device)
         before, after = held_out(base_codec, held), held_out(codec, held)
-        info = {"base_id": entry["id"], "lambda": entry["lambda"], "steps": steps,
+        info = {"base_id": entry["id"], "lambda": entry["lambda"], "steps": steps, "lr": lr,
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(net.adapter if method == "cawf" else net)}
         results[quality] = ({k_: v.cpu() for k_, v in tensors.items()}, info)

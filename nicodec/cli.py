@@ -249,10 +249,12 @@ def _qualities(ctx, param, value):
 @click.option("--holdout", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
               help="fraction of the images held out for evaluation")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True),
+              help="learning rate [default: 5e-4]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="write the adaptation file here instead of installing it")
 @DEVICE
-def adapt(folder, name, method, k, qualities, steps, holdout, batch, output, device):
+def adapt(folder, name, method, k, qualities, steps, holdout, batch, lr, output, device):
     """Adapt the codec to the images under FOLDER without forgetting (CAwF by default)."""
     from rich.table import Table
 
@@ -265,7 +267,7 @@ def adapt(folder, name, method, k, qualities, steps, holdout, batch, output, dev
         raise NicodecError(f"an adaptation named {name!r} is installed already; remove it "
                            f"first ('nicodec models remove {name}') or pick another name")
     res = run_adapt(Path(folder), name=name, method=method, k=k, qualities=qualities,
-                    steps=steps, holdout=holdout, device=dev, batch=batch,
+                    steps=steps, holdout=holdout, device=dev, batch=batch, lr=lr,
                     out_path=Path(output) if output else None, reg=reg,
                     log=lambda m: out.print(m, markup=False))
     t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")

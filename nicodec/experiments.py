@@ -43,7 +43,7 @@ from nicodec.errors import NicodecError
 from nicodec.evaluate import baseline_curve, codec_point, compare
 from nicodec.network import Adapter, FactorizedPrior, count_parameters, widen
 from nicodec.registry import Registry, content_hash, content_id, pick_device
-from nicodec.train import TrainConfig, train
+from nicodec.train import TrainConfig, TrainingDiverged, train
 
 TABLE1_PAIRS = (("photo", "astro"), ("photo", "screen"))
 TABLE1_SIZES = (10, 25, 50)
@@ -52,6 +52,9 @@ TABLE2_PAIRS = (("photo", "astro"), ("photo", "screen"), ("astro", "screen"),
 SIZE_STUDY_PAIR = ("photo", "astro")
 SIZE_STUDY_KS = (2, 4, 8, 16)
 ALL = "all"  # every training image of a domain
+ADAPTER_METHODS = ("cawf", "affine")
+LR_SWEEP_PAIR = ("astro", "screen")
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,23 @@ class Scale:
     steps: int = 400
     crop: int = 64
     batch: int = 8
-    lr: float = 3e-4
+    lr: float = 3e-4  # full codecs fine-tuned on one domain (naive, selective, scratch, t1)
+    adapter_lr: float = 1e-3  # adapters (cawf, affine): new parameters, base frozen
+    joint_lr: float = 1e-4  # the joint reference, which must keep the source as well
     test_images: int = 15
+
+    def lr_for(self, method: str) -> float:
+        """The learning rate of ``method`` (each chosen by the lr-sweep section)."""
+        if method in ADAPTER_METHODS:
+            return self.adapter_lr
+        return self.joint_lr if method == "joint" else self.lr
+
+    def tag_for(self, lr: float) -> str:
+        return f"s{self.steps}c{self.crop}b{self.batch}lr{lr:g}"
 
     @property
     def tag(self) -> str:
-        return f"s{self.steps}c{self.crop}b{self.batch}lr{self.lr:g}"
+        return self.tag_for(self.lr)
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,8 @@ class Job:
 
     method: naive | selective | scratch | cawf | affine | joint;  init: the domain whose t1
     codec it starts from;  data: the domains it trains on;  n: number of training images
-    (ALL or an int, the first n of a fixed shuffle: 10 of 25 of 50).
+    (ALL or an int, the first n of a fixed shuffle: 10 of 25 of 50);  lr: None for the
+    scale's learning rate of the method (:meth:`Scale.lr_for`).
     """
 
     method: str
@@ -83,6 +98,7 @@ class Job:
     data: tuple[str, ...]
     n: int | str = ALL
     k: int = 16
+    lr: float | None = None
 
     @property
     def name(self) -> str:
@@ -147,8 +163,15 @@ class Lab:
         torch.manual_seed(quality)
         return trainable(job.method, base, job.k).to(self.device)
 
+    def lr(self, job: Job) -> float:
+        return self.scale.lr_for(job.method) if job.lr is None else job.lr
+
+    def tag(self, job: Job) -> str:
+        """Scale and learning rate: with the job's name, what its files are called."""
+        return self.scale.tag_for(self.lr(job))
+
     def _path(self, job: Job, quality: int) -> Path:
-        return self.work / "jobs" / f"{job.name}_{self.scale.tag}-q{quality}.safetensors"
+        return self.work / "jobs" / f"{job.name}_{self.tag(job)}-q{quality}.safetensors"
 
     def codec(self, job: Job, quality: int) -> Codec:
         key = (job, quality)
@@ -157,6 +180,10 @@ class Lab:
         path = self._path(job, quality)
         net = self._build(job, quality)
         stored = "cawf" if job.method == "cawf" else "full"
+        diverged = json.loads(path.with_suffix(".json").read_text()).get(
+            "diverged_at_step") if path.with_suffix(".json").exists() else None
+        if diverged:  # known from an earlier run: do not train it again
+            raise TrainingDiverged(diverged, self.lr(job))
         if path.exists():
             tensors = load_file(str(path))
             weights = {k: v for k, v in tensors.items()
@@ -187,12 +214,19 @@ class Lab:
                     for d in job.data]
         sampler = samplers[0] if len(samplers) == 1 else MixedSampler(samplers)
         cfg = TrainConfig(lam=lam, steps=self.scale.steps, batch=self.scale.batch,
-                          crop=self.scale.crop, lr=self.scale.lr, seed=quality,
+                          crop=self.scale.crop, lr=self.lr(job), seed=quality,
                           log_every=max(1, self.scale.steps // 4))
         frozen = net.base if job.method == "cawf" else None
         before = content_hash(frozen.state_dict()) if frozen is not None else None
         t0 = time.time()
-        stats = train(net, sampler, cfg, device=self.device, console_log=False)
+        try:
+            stats = train(net, sampler, cfg, device=self.device, console_log=False)
+        except TrainingDiverged as e:
+            path.with_suffix(".json").write_text(json.dumps(
+                {"job": job.name, "quality": quality, "lr": cfg.lr,
+                 "diverged_at_step": e.step}, indent=1))
+            self.log(f"  {job.name} q{quality} diverged at step {e.step} (lr {cfg.lr:g})")
+            raise
         seconds = time.time() - t0
         if frozen is not None and content_hash(frozen.state_dict()) != before:
             raise RuntimeError(f"{job.name}: CAwF training changed the base parameters")
@@ -236,11 +270,11 @@ class Lab:
         tmp.replace(path)
         return value
 
-    def curve(self, label: str, codec_of, domain: str) -> dict:
+    def curve(self, label: str, codec_of, domain: str, tag: str | None = None) -> dict:
         """RD curve over the four qualities: {"name", "points": [{bpp, psnr}, ...]}."""
         def measure(q):
             c = codec_of(q)
-            key = f"{label}_{self.scale.tag}-q{q}_{domain}{self.scale.test_images}"
+            key = f"{label}_{tag or self.scale.tag}-q{q}_{domain}{self.scale.test_images}"
             return self._cached(key, lambda: _slim(codec_point(c, self.tests(domain), label,
                                                                with_ms_ssim=False)))
         return {"name": label, "points": [measure(q) for q in self.qualities]}
@@ -252,7 +286,7 @@ class Lab:
             for q in self.qualities]}
 
     def job_curve(self, job: Job, domain: str) -> dict:
-        return self.curve(job.name, lambda q: self.codec(job, q), domain)
+        return self.curve(job.name, lambda q: self.codec(job, q), domain, self.tag(job))
 
     def t1_curve(self, domain: str, on: str) -> dict:
         job = t1_job(domain)
@@ -363,7 +397,7 @@ def catastrophic(lab: Lab, pair: tuple[str, str]) -> dict:
                                            if out["decoder"] else None),
                     "undecodable": out["undecodable"],
                     "psnr_naive_synthesis": float(np.mean(out["synthesis"]))}
-        key = f"catastrophic_{naive.name}_{lab.scale.tag}-q{q}_{src}{lab.scale.test_images}"
+        key = f"catastrophic_{naive.name}_{lab.tag(naive)}-q{q}_{src}{lab.scale.test_images}"
         per_q.append(lab._cached(key, measure))
     mean = {k: _mean_or_none([r[k] for r in per_q])
             for k in ("psnr_t1", "psnr_naive_decoder", "psnr_naive_synthesis")}
@@ -430,6 +464,49 @@ def table1(lab: Lab, pair: tuple[str, str]) -> dict:
             rows.append({"method": method, "n": n, **bd(ref, curves[job.name])})
     return {"pair": f"{src}->{tgt}", "reference": ref["name"], "rows": rows,
             "curves": curves}
+
+
+def lr_sweep(lab: Lab, pair: tuple[str, str] = LR_SWEEP_PAIR) -> dict:
+    """How each learning rate of :data:`LR_GRID` serves naive, CAwF and joint training on
+    one pair, at the study's scale: BD-rate / BD-PSNR on the target test set against the
+    study's joint reference and against t1 (joint: on both test sets). This is where
+    ``Scale.lr`` and ``Scale.adapter_lr`` come from."""
+    src, tgt = pair
+    joint_init = _joint_init(pair)
+    study_joint = Job("joint", *joint_init)
+    refs = {d: lab.job_curve(study_joint, d) for d in (src, tgt)}
+    t1 = lab.t1_curve(src, tgt)
+    rows = []
+    for method in ("naive", "cawf", "joint"):
+        for lr in LR_GRID:
+            job = (Job("joint", *joint_init, lr=lr) if method == "joint"
+                   else Job(method, src, (tgt,), lr=lr))
+            row = {"method": method, "lr": lr, "study": lr == lab.scale.lr_for(method)}
+            try:
+                curve = lab.job_curve(job, tgt)
+            except TrainingDiverged as e:
+                rows.append({**row, "diverged_at_step": e.step})
+                continue
+            row |= {"target_vs_joint": bd(refs[tgt], curve), "target_vs_t1": bd(t1, curve)}
+            if method == "joint":
+                row["source_vs_joint"] = bd(refs[src], lab.job_curve(job, src))
+            rows.append(row)
+    for method in ("naive", "cawf", "joint"):
+        mine = [r for r in rows if r["method"] == method]
+        best = max(mine, key=_sweep_score)
+        for r in mine:
+            r["best"] = r is best
+    return {"pair": f"{src}->{tgt}", "grid": list(LR_GRID), "rows": rows}
+
+
+def _sweep_score(row: dict) -> float:
+    """What a learning rate is chosen by: BD-PSNR on what the model is for, the target test
+    set (joint: the mean over the source and target test sets)."""
+    if "diverged_at_step" in row:
+        return -np.inf
+    scores = [row["target_vs_joint"]["bd_psnr"]] + (
+        [row["source_vs_joint"]["bd_psnr"]] if "source_vs_joint" in row else [])
+    return -np.inf if None in scores else float(np.mean(scores))
 
 
 def parameters() -> dict:
@@ -571,6 +648,8 @@ def summary(results: dict) -> dict:
                          for r in results.get("adapter_size", {}).get("rows", [])],
         "table1": [{"pair": t["pair"], **r} for t in results.get("table1", [])
                    for r in t["rows"]],
+        "lr_sweep": [{"pair": results["lr_sweep"]["pair"], **r}
+                     for r in results.get("lr_sweep", {}).get("rows", [])],
     }
 
 
@@ -648,6 +727,19 @@ def markdown(results: dict) -> str:
                         _f(r["source_bd_rate"], "{:+.2f}")] for r in a["rows"]])
         out[-1:] = ["", f"Smallest keeping 90% of the K=16 gain (by BD-PSNR): "
                     f"{a['smallest_keeping_90pct']}", ""]
+    if results.get("lr_sweep"):
+        w = results["lr_sweep"]
+        out += _table(f"Learning rates ({w['pair']}, target test set, against the study's "
+                      "joint model; * = the study's, best = the sweep's choice)",
+                      ["method", "lr", "vs joint: BD-rate % (BD-PSNR dB)",
+                       "vs t1: BD-rate % (BD-PSNR dB)", "joint on the source"],
+                      [[r["method"], f"{r['lr']:g}" + (" *" if r["study"] else "")
+                        + (" best" if r["best"] else "")] + (
+                          [f"diverged (step {r['diverged_at_step']})"] * 2 + ["-"]
+                          if "diverged_at_step" in r else
+                          [_bd_cell(r["target_vs_joint"]), _bd_cell(r["target_vs_t1"]),
+                           _bd_cell(r["source_vs_joint"]) if "source_vs_joint" in r else "-"])
+                       for r in w["rows"]])
     p = results["parameters"]
     rows = []
     for name, filters in (("base", 64), ("cawf", 80)):
@@ -663,7 +755,8 @@ def markdown(results: dict) -> str:
     return "\n".join(out)
 
 
-SECTIONS = ("table2-photo", "catastrophic", "adapter-size", "table2-domains", "table1")
+SECTIONS = ("table2-photo", "catastrophic", "adapter-size", "table2-domains", "table1",
+            "lr-sweep")
 
 
 def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
@@ -709,6 +802,8 @@ def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
             results["adapter_size"] = adapter_size(lab)
         elif section == "table1":
             results["table1"] = [table1(lab, p) for p in chosen(TABLE1_PAIRS)]
+        elif section == "lr-sweep":
+            results["lr_sweep"] = lr_sweep(lab)
         write()
     if "table2" in results:  # keep the paper's pair order whatever the section order
         results["table2"].sort(key=lambda t: [f"{a}->{b}" for a, b in TABLE2_PAIRS]
@@ -725,7 +820,12 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="learning rate of naive, selective and scratch training")
+    p.add_argument("--adapter-lr", type=float, default=d.adapter_lr,
+                   help="learning rate of the adapters (cawf, affine)")
+    p.add_argument("--joint-lr", type=float, default=d.joint_lr,
+                   help="learning rate of the joint reference model")
     p.add_argument("--test-images", type=int, default=d.test_images)
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections, in order, from {', '.join(SECTIONS)}")
@@ -739,7 +839,7 @@ def main(argv=None) -> None:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
-    scale = Scale(a.steps, a.crop, a.batch, a.lr, a.test_images)
+    scale = Scale(a.steps, a.crop, a.batch, a.lr, a.adapter_lr, a.joint_lr, a.test_images)
     only_pairs = None if a.pairs is None else {x.strip() for x in a.pairs.split(",")}
     known = {f"{x}->{y}" for x, y in TABLE2_PAIRS}
     if only_pairs is not None and not only_pairs <= known:

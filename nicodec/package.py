@@ -9,7 +9,7 @@ One safetensors file per adaptation NAME, holding one entry per quality:
   own content hash; it replaces the base codec and cannot decode the base's bitstreams.
 
 The metadata (safetensors' string map) carries ``nicodec=package``, the name, method, K,
-date and a JSON ``qualities`` map: quality -> {id, base_id, lambda, steps, train_images}.
+date and a JSON ``qualities`` map: quality -> {id, base_id, lambda, steps, lr, train_images}.
 :func:`validate` checks every key, shape, dtype, table and hash against what the method
 implies before anything is used. Safetensors holds tensors only: nothing is unpickled.
 """

@@ -23,6 +23,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
 from nicodec.data import CropSampler
+from nicodec.errors import NicodecError
+
+
+class TrainingDiverged(NicodecError):
+    """The loss stopped being a finite number: this learning rate is too high."""
+
+    def __init__(self, step: int, lr: float):
+        super().__init__(f"training diverged at step {step} (the loss is no longer a finite "
+                         f"number) at learning rate {lr:g}; try a lower --lr")
+        self.step, self.lr = step, lr
 
 
 @dataclass
@@ -123,6 +133,7 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
         sampler.rng = np.random.default_rng(cfg.seed + start)
     stats = {"loss": float("nan"), "bpp": float("nan"), "psnr": float("nan")}
     acc = []
+    lr = cfg.lr
     t0 = time.time()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"),
@@ -136,6 +147,8 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
             x = torch.from_numpy(sampler.batch(cfg.batch)).to(device)
             out = model(x)
             loss, bpp, mse = rd_loss(out, x, cfg.lam)
+            if not math.isfinite(loss_value := loss.item()):
+                raise TrainingDiverged(step + 1, lr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip:
@@ -145,7 +158,7 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
             aux_opt.zero_grad(set_to_none=True)
             aux_loss.backward()
             aux_opt.step()
-            acc.append((loss.item(), bpp.item(), mse.item()))
+            acc.append((loss_value, bpp.item(), mse.item()))
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 l, b, m = np.mean(acc, axis=0)
                 acc.clear()
@@ -155,5 +168,8 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
             if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
                 save_checkpoint(ckpt, model, opt, aux_opt, step + 1,
                                 {"config": asdict(cfg), "elapsed_s": time.time() - t0, **stats})
+    # A NaN step shows in the next step's loss; the last step can only be seen here.
+    if not all(bool(torch.isfinite(p).all()) for p in main):
+        raise TrainingDiverged(cfg.steps, lr)
     model.eval()
     return stats

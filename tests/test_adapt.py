@@ -202,3 +202,12 @@ def test_adapt_refuses_too_few_or_unreadable_images(env, tmp_path):
     assert r.exit_code == 1 and "a.png" in r.stderr
     with pytest.raises(NicodecError):
         package.check_name("photo")
+
+
+def test_a_diverging_learning_rate_is_one_error_line_and_no_file(env, folder):
+    r = run("adapt", folder, "--name", "boom", "--qualities", "1", "--steps", "30",
+            "--batch", "2", "--lr", "1e12")
+    assert r.exit_code == 1
+    assert r.stderr.count("\n") == 1 and "training diverged at step" in r.stderr
+    assert "try a lower --lr" in r.stderr and "Traceback" not in r.output
+    assert not (registry.user_adapters_dir() / "boom.safetensors").exists()

@@ -94,6 +94,45 @@ def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
     assert again["table2"][0]["rows"] == results["table2"][0]["rows"]
 
 
+def test_each_method_trains_at_its_own_learning_rate(env, monkeypatch, tmp_path):
+    _fake_data(tmp_path, monkeypatch)
+    monkeypatch.setattr(experiments, "LR_GRID", (1e-4, 1e-3, 1e12))
+    scale = experiments.Scale(steps=3, crop=64, batch=2, lr=1e-4, adapter_lr=1e-3,
+                              test_images=2)
+    results = experiments.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
+                              sections=["lr-sweep"], log=lambda *a: None)
+    rows = results["lr_sweep"]["rows"]
+    assert [(r["method"], r["lr"]) for r in rows] == [
+        (m, lr) for m in ("naive", "cawf", "joint") for lr in (1e-4, 1e-3, 1e12)]
+    assert [r["study"] for r in rows] == [True, False, False, False, True, False,
+                                          True, False, False]
+    # An absurd learning rate diverges: recorded as such, and not trained again on a rerun.
+    assert all("diverged_at_step" in r for r in rows if r["lr"] == 1e12)
+    assert not any("diverged_at_step" in r for r in rows if r["lr"] < 1)
+    for method in ("naive", "cawf", "joint"):
+        (best,) = [r for r in rows if r["method"] == method and r["best"]]
+        assert best["lr"] < 1
+    again = experiments.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
+                            sections=["lr-sweep"], log=lambda *a: None)
+    assert again["train_seconds_this_run"] == 0
+    assert again["lr_sweep"]["rows"] == rows
+    # The study's joint model is its own reference: exactly 0 on both test sets.
+    study_joint = rows[6]
+    assert study_joint["target_vs_joint"]["bd_psnr"] == 0.0
+    assert study_joint["source_vs_joint"]["bd_psnr"] == 0.0
+    # Each job was trained at the learning rate its files are named after.
+    for info in (tmp_path / "work" / "jobs").glob("*.json"):
+        recorded = json.loads(info.read_text())
+        assert ("diverged_at_step" in recorded) == (recorded["lr"] == 1e12)
+        assert info.name.endswith(f"lr{recorded['lr']:g}-q{recorded['quality']}.json")
+    trained = {p.name.split("_s3")[0] + f"@{json.loads(p.read_text())['lr']:g}"
+               for p in (tmp_path / "work" / "jobs").glob("*-q1.json")}
+    assert {"cawf_k16_astro_screen_nall@0.0001", "cawf_k16_astro_screen_nall@0.001",
+            "naive_photo_astro_nall@0.0001"} <= trained  # astro's t1 at the study's lr only
+    assert "naive_photo_astro_nall@0.001" not in trained
+    assert "lr_sweep" in json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
 def test_parameter_counts_match_the_papers_table_3():
     p = experiments.parameters()
     assert p["base"] == p["paper"]["base"]
