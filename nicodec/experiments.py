@@ -55,6 +55,7 @@ ALL = "all"  # every training image of a domain
 ADAPTER_METHODS = ("cawf", "affine")
 LR_SWEEP_PAIR = ("astro", "screen")
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
+SEEDS = (1, 2)  # repeats of the Table 2 naive and CAwF jobs, beside the study's seed 0
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class Job:
     method: naive | selective | scratch | cawf | affine | joint;  init: the domain whose t1
     codec it starts from;  data: the domains it trains on;  n: number of training images
     (ALL or an int, the first n of a fixed shuffle: 10 of 25 of 50);  lr: None for the
-    scale's learning rate of the method (:meth:`Scale.lr_for`).
+    scale's learning rate of the method (:meth:`Scale.lr_for`);  seed: 0 for the study's
+    runs, others to repeat a job with another initialisation and crop order.
     """
 
     method: str
@@ -99,11 +101,17 @@ class Job:
     n: int | str = ALL
     k: int = 16
     lr: float | None = None
+    seed: int = 0
 
     @property
     def name(self) -> str:
         extra = f"_k{self.k}" if self.method == "cawf" else ""
-        return f"{self.method}{extra}_{self.init}_{'+'.join(self.data)}_n{self.n}"
+        seed = f"_seed{self.seed}" if self.seed else ""
+        return f"{self.method}{extra}_{self.init}_{'+'.join(self.data)}_n{self.n}{seed}"
+
+    def seed_for(self, quality: int) -> int:
+        """Random seed of one quality's training (seed 0: the quality itself)."""
+        return quality + 1000 * self.seed
 
 
 def t1_job(domain: str) -> Job | None:
@@ -150,7 +158,7 @@ class Lab:
     def _build(self, job: Job, quality: int) -> nn.Module:
         """The untrained network of ``job`` (from its t1 codec), on the device."""
         if job.method == "scratch":
-            torch.manual_seed(quality)
+            torch.manual_seed(job.seed_for(quality))
             return FactorizedPrior().to(self.device)
         base = self.t1(job.init, quality).net
         if job.method == "joint":
@@ -160,7 +168,7 @@ class Lab:
             for name, p in net.named_parameters():
                 p.requires_grad_(name.startswith(("a_affine", "s_affine", "entropy_bottleneck")))
             return net.to(self.device)
-        torch.manual_seed(quality)
+        torch.manual_seed(job.seed_for(quality))
         return trainable(job.method, base, job.k).to(self.device)
 
     def lr(self, job: Job) -> float:
@@ -210,11 +218,12 @@ class Lab:
     def _train(self, job: Job, quality: int, net: nn.Module, path: Path) -> dict:
         lam = self.reg.find_base(quality=quality)["lambda"]
         files = {d: training_files(d, job.n) for d in job.data}
-        samplers = [CropSampler(self._pixels(d, job.n), crop=self.scale.crop, seed=quality)
+        samplers = [CropSampler(self._pixels(d, job.n), crop=self.scale.crop,
+                                 seed=job.seed_for(quality))
                     for d in job.data]
         sampler = samplers[0] if len(samplers) == 1 else MixedSampler(samplers)
         cfg = TrainConfig(lam=lam, steps=self.scale.steps, batch=self.scale.batch,
-                          crop=self.scale.crop, lr=self.lr(job), seed=quality,
+                          crop=self.scale.crop, lr=self.lr(job), seed=job.seed_for(quality),
                           log_every=max(1, self.scale.steps // 4))
         frozen = net.base if job.method == "cawf" else None
         before = content_hash(frozen.state_dict()) if frozen is not None else None
@@ -466,6 +475,32 @@ def table1(lab: Lab, pair: tuple[str, str]) -> dict:
             "curves": curves}
 
 
+def seeds(lab: Lab, pair: tuple[str, str]) -> dict:
+    """How much of the target gap between CAwF and naive fine tuning is chance: both trained
+    again with other seeds (initialisation of new parameters, crop order), BD-rate on the
+    target test set against the same joint reference."""
+    src, tgt = pair
+    ref = lab.job_curve(Job("joint", *_joint_init(pair)), tgt)
+    per_seed = []
+    for seed in (0,) + SEEDS:
+        r = {m: bd(ref, lab.job_curve(Job(m, src, (tgt,), seed=seed), tgt))
+             for m in ("naive", "cawf")}
+        rates = (r["naive"]["bd_rate"], r["cawf"]["bd_rate"])
+        per_seed.append({"seed": seed, **r,
+                         "gap": None if None in rates else rates[1] - rates[0]})
+    gaps = [p["gap"] for p in per_seed]
+    return {"pair": f"{src}->{tgt}", "per_seed": per_seed,
+            "gap_mean": _mean_or_none(gaps), "gap_sd": _sd_or_none(gaps),
+            **{f"{m}_bd_psnr_sd": _sd_or_none([p[m]["bd_psnr"] for p in per_seed])
+               for m in ("naive", "cawf")}}
+
+
+def _sd_or_none(values):
+    """Sample standard deviation of the values that exist (None below two)."""
+    values = [v for v in values if v is not None]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
 def lr_sweep(lab: Lab, pair: tuple[str, str] = LR_SWEEP_PAIR) -> dict:
     """How each learning rate of :data:`LR_GRID` serves naive, CAwF and joint training on
     one pair, at the study's scale: BD-rate / BD-PSNR on the target test set against the
@@ -496,7 +531,19 @@ def lr_sweep(lab: Lab, pair: tuple[str, str] = LR_SWEEP_PAIR) -> dict:
         best = max(mine, key=_sweep_score)
         for r in mine:
             r["best"] = r is best
-    return {"pair": f"{src}->{tgt}", "grid": list(LR_GRID), "rows": rows}
+    # Chosen on this pair's test set (there is no separate validation split), so the other
+    # pairs are the out-of-sample check: CAwF at the full codecs' lr and at its own.
+    others = []
+    for p in TABLE2_PAIRS:
+        if p == pair:
+            continue
+        t1_p = lab.t1_curve(p[0], p[1])
+        for lr in sorted({lab.scale.lr, lab.scale.adapter_lr}):
+            curve = lab.job_curve(Job("cawf", p[0], (p[1],), lr=lr), p[1])
+            others.append({"pair": f"{p[0]}->{p[1]}", "method": "cawf", "lr": lr,
+                           "study": lr == lab.scale.adapter_lr, "target_vs_t1": bd(t1_p, curve)})
+    return {"pair": f"{src}->{tgt}", "grid": list(LR_GRID), "rows": rows,
+            "other_pairs": others}
 
 
 def _sweep_score(row: dict) -> float:
@@ -628,6 +675,14 @@ def findings(results: dict) -> list[dict]:
         if f is not None:
             f["old_bitstreams_lose_db"] = loss
             f["old_bitstreams_lose_5db"] = loss >= 5
+    for sd in results.get("seeds", []):
+        f = next((f for f in out if f["pair"] == sd["pair"]), None)
+        if f is not None:
+            n = sum(p["gap"] is not None for p in sd["per_seed"])
+            f |= {"target_gap_seeds": n, "target_gap_mean": sd["gap_mean"],
+                  "target_gap_sd": sd["gap_sd"],
+                  "cawf_within_5_points_on_mean": (None if sd["gap_mean"] is None
+                                                   else sd["gap_mean"] <= 5)}
     return out
 
 
@@ -650,6 +705,11 @@ def summary(results: dict) -> dict:
                    for r in t["rows"]],
         "lr_sweep": [{"pair": results["lr_sweep"]["pair"], **r}
                      for r in results.get("lr_sweep", {}).get("rows", [])],
+        "seeds": [{"pair": sd["pair"], "seed": p["seed"],
+                   "naive_bd_rate": p["naive"]["bd_rate"], "cawf_bd_rate": p["cawf"]["bd_rate"],
+                   "naive_bd_psnr": p["naive"]["bd_psnr"], "cawf_bd_psnr": p["cawf"]["bd_psnr"],
+                   "gap": p["gap"]}
+                  for sd in results.get("seeds", []) for p in sd["per_seed"]],
     }
 
 
@@ -676,12 +736,26 @@ def markdown(results: dict) -> str:
         out += _table("The paper's findings on our numbers",
                       ["pair", "naive: source change (BD-rate % vs t1)", "CAwF: source change",
                        "target gap, CAwF - naive (points, vs joint)",
+                       "same, mean ± sd over seeds",
                        "old bitstreams, naive decoder (dB lost)"],
                       [[f["pair"], _f(f["naive_source_change"]),
                         _f(f["cawf_source_change"], "{:+.2f}"),
                         _f(f["target_gap_cawf_minus_naive"]),
+                        (f"{_f(f['target_gap_mean'])} ± {_f(f['target_gap_sd'], '{:.1f}')} "
+                         f"({f['target_gap_seeds']})" if "target_gap_mean" in f else "-"),
                         _f(f.get("old_bitstreams_lose_db"), "{:.1f}")]
                        for f in findings(results)])
+    if results.get("seeds"):
+        out += _table("Target gap across seeds (BD-rate % on the target test set against the "
+                      "joint codec; gap = CAwF - naive, points)",
+                      ["pair", "seed", "t2 naive", "t2 CAwF", "gap"],
+                      [[sd["pair"], p["seed"], _bd_cell(p["naive"]), _bd_cell(p["cawf"]),
+                        _f(p["gap"])] for sd in results["seeds"] for p in sd["per_seed"]])
+        out[-1:] = [""] + [f"- {sd['pair']}: gap {_f(sd['gap_mean'])} ± "
+                           f"{_f(sd['gap_sd'], '{:.1f}')} points (mean ± sd over seeds); "
+                           f"BD-PSNR sd naive {_f(sd['naive_bd_psnr_sd'], '{:.2f}')} dB, CAwF "
+                           f"{_f(sd['cawf_bd_psnr_sd'], '{:.2f}')} dB"
+                           for sd in results["seeds"]] + [""]
     if results.get("table1"):
         out += _table("Table 1: few target images (BD-rate % / BD-PSNR dB on the target test "
                       "set, against naive fine tuning on all target images)",
@@ -740,6 +814,11 @@ def markdown(results: dict) -> str:
                           [_bd_cell(r["target_vs_joint"]), _bd_cell(r["target_vs_t1"]),
                            _bd_cell(r["source_vs_joint"]) if "source_vs_joint" in r else "-"])
                        for r in w["rows"]])
+        out[-1:] = ["", "CAwF's learning rate on the other pairs (target test set, against t1):",
+                    ""]
+        out += _table(None, ["pair", "lr", "BD-rate % (BD-PSNR dB)"],
+                      [[r["pair"], f"{r['lr']:g}" + (" *" if r["study"] else ""),
+                        _bd_cell(r["target_vs_t1"])] for r in w["other_pairs"]])
     p = results["parameters"]
     rows = []
     for name, filters in (("base", 64), ("cawf", 80)):
@@ -756,7 +835,7 @@ def markdown(results: dict) -> str:
 
 
 SECTIONS = ("table2-photo", "catastrophic", "adapter-size", "table2-domains", "table1",
-            "lr-sweep")
+            "lr-sweep", "seeds")
 
 
 def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
@@ -804,6 +883,11 @@ def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
             results["table1"] = [table1(lab, p) for p in chosen(TABLE1_PAIRS)]
         elif section == "lr-sweep":
             results["lr_sweep"] = lr_sweep(lab)
+        elif section == "seeds":
+            results["seeds"] = []
+            for pair in chosen(TABLE2_PAIRS):
+                results["seeds"].append(seeds(lab, pair))
+                write()
         write()
     if "table2" in results:  # keep the paper's pair order whatever the section order
         results["table2"].sort(key=lambda t: [f"{a}->{b}" for a, b in TABLE2_PAIRS]

@@ -131,6 +131,33 @@ def test_each_method_trains_at_its_own_learning_rate(env, monkeypatch, tmp_path)
             "naive_photo_astro_nall@0.0001"} <= trained  # astro's t1 at the study's lr only
     assert "naive_photo_astro_nall@0.001" not in trained
     assert "lr_sweep" in json.loads((tmp_path / "out" / "summary.json").read_text())
+    others = results["lr_sweep"]["other_pairs"]
+    assert [(r["pair"], r["lr"]) for r in others] == [
+        (p, lr) for p in ("photo->astro", "photo->screen", "screen->astro")
+        for lr in (1e-4, 1e-3)]
+
+
+def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp_path):
+    _fake_data(tmp_path, monkeypatch)
+    monkeypatch.setattr(experiments, "SEEDS", (1,))
+    scale = experiments.Scale(steps=2, crop=64, batch=2, test_images=2)
+    results = experiments.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
+                              sections=["table2-photo", "seeds"], log=lambda *a: None,
+                              only_pairs={"photo->astro"})
+    (sd,) = results["seeds"]
+    assert [p["seed"] for p in sd["per_seed"]] == [0, 1]
+    # seed 0 is the study's own run: the same numbers as Table 2
+    t2 = {(r["method"], r["domain"]): r for r in results["table2"][0]["rows"]}
+    assert sd["per_seed"][0]["cawf"]["bd_psnr"] == t2["cawf", "astro"]["bd_psnr"]
+    assert sd["per_seed"][0]["naive"]["bd_psnr"] == t2["naive", "astro"]["bd_psnr"]
+    jobs = {p.name.split("_s2c")[0] for p in (tmp_path / "work" / "jobs").glob("*-q1.json")}
+    assert {"naive_photo_astro_nall_seed1", "cawf_k16_photo_astro_nall_seed1"} <= jobs
+    seed1 = tmp_path / "work" / "jobs"
+    a = json.loads(next(seed1.glob("cawf_k16_photo_astro_nall_s2*-q1.json")).read_text())
+    b = json.loads(next(seed1.glob("cawf_k16_photo_astro_nall_seed1_s2*-q1.json")).read_text())
+    assert a["loss"] != b["loss"]  # another initialisation and crop order
+    (f,) = experiments.summary(results)["findings"]
+    assert f["target_gap_seeds"] in (0, 1, 2) and "target_gap_mean" in f
 
 
 def test_parameter_counts_match_the_papers_table_3():
