@@ -186,12 +186,12 @@ class Lab:
         if key in self._codecs:
             return self._codecs[key]
         path = self._path(job, quality)
-        net = self._build(job, quality)
-        stored = "cawf" if job.method == "cawf" else "full"
         diverged = json.loads(path.with_suffix(".json").read_text()).get(
             "diverged_at_step") if path.with_suffix(".json").exists() else None
         if diverged:  # known from an earlier run: do not train it again
             raise TrainingDiverged(diverged, self.lr(job))
+        net = self._build(job, quality)
+        stored = "cawf" if job.method == "cawf" else "full"
         if path.exists():
             tensors = load_file(str(path))
             weights = {k: v for k, v in tensors.items()
@@ -505,7 +505,7 @@ def lr_sweep(lab: Lab, pair: tuple[str, str] = LR_SWEEP_PAIR) -> dict:
     """How each learning rate of :data:`LR_GRID` serves naive, CAwF and joint training on
     one pair, at the study's scale: BD-rate / BD-PSNR on the target test set against the
     study's joint reference and against t1 (joint: on both test sets). This is where
-    ``Scale.lr`` and ``Scale.adapter_lr`` come from."""
+    ``Scale.lr``, ``Scale.adapter_lr`` and ``Scale.joint_lr`` come from."""
     src, tgt = pair
     joint_init = _joint_init(pair)
     study_joint = Job("joint", *joint_init)
