@@ -152,12 +152,17 @@ def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp
     assert sd["per_seed"][0]["naive"]["bd_psnr"] == t2["naive", "astro"]["bd_psnr"]
     jobs = {p.name.split("_s2c")[0] for p in (tmp_path / "work" / "jobs").glob("*-q1.json")}
     assert {"naive_photo_astro_nall_seed1", "cawf_k16_photo_astro_nall_seed1"} <= jobs
-    seed1 = tmp_path / "work" / "jobs"
-    a = json.loads(next(seed1.glob("cawf_k16_photo_astro_nall_s2*-q1.json")).read_text())
-    b = json.loads(next(seed1.glob("cawf_k16_photo_astro_nall_seed1_s2*-q1.json")).read_text())
+    jobs_dir = tmp_path / "work" / "jobs"
+    a = json.loads(next(jobs_dir.glob("cawf_k16_photo_astro_nall_s2*-q1.json")).read_text())
+    b = json.loads(next(jobs_dir.glob("cawf_k16_photo_astro_nall_seed1_s2*-q1.json")).read_text())
     assert a["loss"] != b["loss"]  # another initialisation and crop order
+    for p in sd["per_seed"]:
+        naive, cawf = p["naive"]["bd_rate"], p["cawf"]["bd_rate"]
+        assert p["gap"] == (None if naive is None or cawf is None else cawf - naive)
     (f,) = experiments.summary(results)["findings"]
-    assert f["target_gap_seeds"] in (0, 1, 2) and "target_gap_mean" in f
+    defined = [p["gap"] for p in sd["per_seed"] if p["gap"] is not None]
+    assert f["target_gap_seeds"] == len(defined)
+    assert f["target_gap_mean"] == (pytest.approx(np.mean(defined)) if defined else None)
 
 
 def test_parameter_counts_match_the_papers_table_3():
