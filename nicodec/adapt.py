@@ -29,8 +29,7 @@ from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parame
 from nicodec.train import TrainConfig, train
 
 MIN_IMAGES = 2  # at least one to train on and one to hold out
-# Learning rate per method (--lr overrides it).
-DEFAULT_LR = {"cawf": 5e-4, "selective": 5e-4, "naive": 5e-4}
+DEFAULT_LR = 5e-4  # every method; what the shipped adapters were trained with
 
 
 def trainable(method: str, base: FactorizedPrior, k: int) -> nn.Module:
@@ -121,7 +120,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     package.check_name(name)
     if method not in package.METHODS:
         raise NicodecError(f"unknown method {method!r} (use {', '.join(package.METHODS)})")
-    lr = DEFAULT_LR[method] if lr is None else lr
+    lr = DEFAULT_LR if lr is None else lr
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)
     reg = reg or registry.Registry()

@@ -186,10 +186,10 @@ class Lab:
         if key in self._codecs:
             return self._codecs[key]
         path = self._path(job, quality)
-        diverged = json.loads(path.with_suffix(".json").read_text()).get(
-            "diverged_at_step") if path.with_suffix(".json").exists() else None
-        if diverged:  # known from an earlier run: do not train it again
-            raise TrainingDiverged(diverged, self.lr(job))
+        sidecar = path.with_suffix(".json")
+        info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        if "diverged_at_step" in info:  # known from an earlier run: do not train it again
+            raise TrainingDiverged(info["diverged_at_step"], self.lr(job))
         net = self._build(job, quality)
         stored = "cawf" if job.method == "cawf" else "full"
         if path.exists():
@@ -197,7 +197,6 @@ class Lab:
             weights = {k: v for k, v in tensors.items()
                        if not k.startswith(package.TABLE_PREFIX)}
             (net.adapter if stored == "cawf" else net).load_state_dict(weights, strict=False)
-            info = json.loads(path.with_suffix(".json").read_text())
         else:
             info = self._train(job, quality, net, path)
             tensors = load_file(str(path))
