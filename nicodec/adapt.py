@@ -156,4 +156,6 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         curves = [[r[key] for r in rows] for key in ("base_bpp", "base_psnr", "bpp", "psnr")]
         summary["bd_rate"] = safe_bd(metrics.bd_rate, *curves)
         summary["bd_psnr"] = safe_bd(metrics.bd_psnr, *curves)
+        if summary["bd_rate"] is None:
+            summary["bd_rate_bound"] = safe_bd(metrics.bd_rate_bound, *curves)
     return summary

@@ -278,16 +278,25 @@ def adapt(folder, name, method, k, qualities, steps, holdout, batch, lr, output,
                   f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
                   res["meta"]["qualities"][r["quality"]]["id"])
     out.print(t)
-    bd, bdp = res.get("bd_rate"), res.get("bd_psnr")
-    out.print("BD-rate against the base codec: " + (f"{bd:+.2f} %" if bd is not None else
-              "n/a (needs two or more qualities whose PSNR ranges overlap by 0.5 dB)") +
-              ("" if bdp is None else f"; BD-PSNR {bdp:+.2f} dB"))
+    out.print("BD-rate against the base codec: " + _bd_text(res) +
+              ("" if res.get("bd_psnr") is None else f"; BD-PSNR {res['bd_psnr']:+.2f} dB"),
+              markup=False)
     if output and Path(output).resolve().parent == reg.dir.resolve():
         command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         registry.record_package(Path(output), command, reg.dir)
         out.print(f"recorded {Path(output).name} in {reg.dir / 'manifest.json'}", markup=False)
     out.print(f"saved {res['path']}; use it with: nicodec encode IMG --domain {name}",
               markup=False)
+
+
+def _bd_text(res: dict) -> str:
+    """'+1.23 %', or a bound ('<= -38.58 % (bound: ...)'), or 'n/a'."""
+    if res.get("bd_rate") is not None:
+        return f"{res['bd_rate']:+.2f} %"
+    if res.get("bd_rate_bound") is not None:
+        return (f"<= {res['bd_rate_bound']:+.2f} % (a bound: the curves do not overlap, the "
+                f"new one lies wholly above)")
+    return "n/a (needs two or more qualities whose PSNR ranges overlap by 0.5 dB)"
 
 
 @main.command("eval")
@@ -336,9 +345,8 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
                               "-" if im["ms_ssim"] is None else f"{im['ms_ssim']:.4f}")
     out.print(t)
     for cmp_ in res["comparisons"]:
-        bd, bdp = cmp_["bd_rate"], cmp_["bd_psnr"]
-        out.print(f"BD-rate of {cmp_['test']} vs {cmp_['reference']}: " +
-                  (f"{bd:+.2f} %" if bd is not None else "n/a") +
+        bdp = cmp_["bd_psnr"]
+        out.print(f"BD-rate of {cmp_['test']} vs {cmp_['reference']}: " + _bd_text(cmp_) +
                   ("  (BD-PSNR n/a)" if bdp is None else f"  (BD-PSNR {bdp:+.3f} dB)") +
                   (f"  [{cmp_['note']}]" if "note" in cmp_ else ""), markup=False)
     if json_path:

@@ -81,7 +81,9 @@ def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]],
 
 def compare(curves: list[dict]) -> list[dict]:
     """BD-rate and BD-PSNR of every curve against the first one; each is None (with a note
-    saying why) when the curves do not overlap enough for it, independently of the other."""
+    saying why) when the curves do not overlap enough for it, independently of the other.
+    Where BD-rate is None because the test curve lies above the reference's PSNR range,
+    ``bd_rate_bound`` holds an upper bound on it."""
     ref = curves[0]
     out = []
     for c in curves[1:]:
@@ -95,6 +97,14 @@ def compare(curves: list[dict]) -> list[dict]:
             except ValueError as e:
                 row[key] = None
                 notes.append(str(e))
+        if row["bd_rate"] is None:
+            try:  # the test curve may lie wholly above: then a bound still says something
+                row["bd_rate_bound"] = metrics.bd_rate_bound(*args)
+                notes.append("bd_rate_bound: the test curve starts above the reference's "
+                             "PSNR range, so its BD-rate is at most this (see "
+                             "metrics.bd_rate_bound)")
+            except ValueError:
+                pass
         if notes:
             row["note"] = "; ".join(notes)
         out.append(row)

@@ -76,6 +76,50 @@ def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test, method: str = BD_METHOD) -
     return float((math.exp((a2 - a1) / (hi - lo)) - 1) * 100)
 
 
+def _pareto(rate: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points (sorted by PSNR) that no other point beats with less rate and more PSNR."""
+    keep = [i for i in range(len(rate))
+            if not any(rate[j] <= rate[i] and dist[j] >= dist[i] and j != i
+                       and (rate[j], dist[j]) != (rate[i], dist[i])
+                       for j in range(len(rate)))]
+    return rate[keep], dist[keep]
+
+
+def bd_rate_bound(rate_ref, psnr_ref, rate_test, psnr_test, method: str = BD_METHOD) -> float:
+    """Upper bound on the BD-rate (%) of a test curve that starts above the reference's PSNR
+    range, where :func:`bd_rate` is undefined (e.g. an adapter that beats the base codec at
+    every quality by more than the base's whole PSNR span).
+
+    The average is over the reference's PSNR range [lo, hi] (hi capped at the test's best
+    PSNR). At a PSNR p below the test curve's lowest point, the test codec's rate is taken as
+    the rate of its cheapest point, which already reaches more than p: no codec needs more
+    bits for a lower quality, so the true test rate there can only be lower and the true
+    BD-rate only more negative. Above the test's lowest point its curve is interpolated as
+    in :func:`bd_rate`. The reference keeps only its undominated points (a point another one
+    beats in both rate and PSNR is one its user would never pick), which can only make it
+    cheaper and the bound more cautious. Raises ValueError where :func:`bd_rate` is defined,
+    where the test curve does not start above ``lo`` and where [lo, hi] is under
+    MIN_OVERLAP_DB.
+    """
+    r1, d1 = _pareto(*_check(rate_ref, psnr_ref))
+    r2, d2 = _check(rate_test, psnr_test)
+    if min(d1.max(), d2.max()) - max(d1.min(), d2.min()) >= MIN_OVERLAP_DB:
+        raise ValueError("the curves overlap enough for a BD-rate; use bd_rate")
+    lo, hi = d1.min(), min(d1.max(), d2.max())
+    if d2.min() <= lo:
+        raise ValueError("no bound: the test curve does not start above the reference's "
+                         "lowest PSNR")
+    if hi - lo < MIN_OVERLAP_DB:
+        raise ValueError(f"the reference's PSNR range below the test's best is "
+                         f"{max(hi - lo, 0):.2f} dB (a bound needs {MIN_OVERLAP_DB} dB)")
+    mid = min(d2.min(), hi)  # [lo, mid]: flat at the cheapest test point; [mid, hi]: curve
+    a2 = math.log(r2.min()) * (mid - lo)
+    if hi > mid:
+        a2 += _integral(d2, np.log(r2), mid, hi, method)
+    a1 = _integral(d1, np.log(r1), lo, hi, method)
+    return float((math.exp((a2 - a1) / (hi - lo)) - 1) * 100)
+
+
 def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test, method: str = BD_METHOD) -> float:
     """Bjøntegaard delta PSNR (dB) of the test curve against the reference at equal rate."""
     r1, d1 = _check(rate_ref, psnr_ref)

@@ -77,6 +77,73 @@ def test_bd_rate_refuses_barely_overlapping_curves():
         metrics.bd_rate(RATE, PSNR, RATE, [p + 8.8 for p in PSNR])
 
 
+# A reference whose rate doubles per dB: log r = log 0.1 + (p - 30) log 2 on [30, 33].
+DOUBLING_RATE = [0.1, 0.2, 0.4, 0.8]
+DOUBLING_PSNR = [30.0, 31.0, 32.0, 33.0]
+
+
+def _one_db_better(psnrs):
+    """Points of the curve that reaches every PSNR 1 dB cheaper than the doubling one."""
+    return [0.1 * 2 ** (p - 31) for p in psnrs], list(psnrs)
+
+
+@METHODS
+def test_bd_rate_bound_of_a_curve_wholly_above(method):
+    """Test points from 33.5 dB on: over the reference's [30, 33] the bound prices the test
+    codec at its cheapest point, 0.1 * 2**2.5, against the reference's geometric mean rate
+    0.1 * 2**1.5: +100 %. The curve those points come from is really 1 dB better, -50 %;
+    the bound is above it, as a bound must be."""
+    rate, psnr = _one_db_better([33.5, 34.0, 35.0, 36.0])
+    bound = metrics.bd_rate_bound(DOUBLING_RATE, DOUBLING_PSNR, rate, psnr, method)
+    assert bound == pytest.approx(100, rel=1e-6)
+    full_rate, full_psnr = _one_db_better([30.0, 31.0, 32.0, 33.0, 34.0])
+    true = metrics.bd_rate(DOUBLING_RATE, DOUBLING_PSNR, full_rate, full_psnr, method)
+    assert true == pytest.approx(-50, rel=1e-6)
+    assert true < bound
+
+
+def test_bd_rate_bound_of_a_much_better_codec_is_strongly_negative():
+    """The cheapest test point costs as much as the reference's cheapest: the bound is the
+    mean of log(0.1 / r_ref) over [30, 33], 2**-1.5 - 1 = -64.6 %."""
+    bound = metrics.bd_rate_bound(DOUBLING_RATE, DOUBLING_PSNR, [0.1, 0.3], [40.0, 42.0])
+    assert bound == pytest.approx((2 ** -1.5 - 1) * 100, rel=1e-6)
+
+
+def test_bd_rate_bound_ignores_dominated_reference_points():
+    """A reference point beaten in both rate and PSNR by another can only make the reference
+    look costlier; the bound leaves it out, so adding one changes nothing."""
+    rate, psnr = [0.1, 0.3], [40.0, 42.0]
+    plain = metrics.bd_rate_bound(DOUBLING_RATE, DOUBLING_PSNR, rate, psnr)
+    with_bad = metrics.bd_rate_bound(DOUBLING_RATE + [0.7], DOUBLING_PSNR + [31.5], rate, psnr)
+    assert with_bad == pytest.approx(plain, rel=1e-9)
+
+
+def test_bd_rate_bound_refuses_what_bd_rate_can_measure():
+    with pytest.raises(ValueError, match="use bd_rate"):
+        metrics.bd_rate_bound(DOUBLING_RATE, DOUBLING_PSNR, DOUBLING_RATE,
+                              [p + 0.2 for p in DOUBLING_PSNR])
+    with pytest.raises(ValueError, match="does not start above"):  # a worse codec: none
+        metrics.bd_rate_bound(DOUBLING_RATE, DOUBLING_PSNR, DOUBLING_RATE,
+                              [p - 5 for p in DOUBLING_PSNR])
+    with pytest.raises(ValueError, match="needs 0.5 dB"):  # a reference span too short
+        metrics.bd_rate_bound([0.1, 0.2], [30.0, 30.3], [0.1, 0.2], [31.0, 32.0])
+
+
+def test_compare_gives_the_bound_where_bd_rate_is_undefined():
+    from nicodec.evaluate import compare
+
+    ref = {"name": "ref", "points": [{"bpp": r, "psnr": p}
+                                     for r, p in zip(DOUBLING_RATE, DOUBLING_PSNR)]}
+    above = {"name": "test", "points": [{"bpp": r, "psnr": p}
+                                        for r, p in zip([0.1, 0.3], [40.0, 42.0])]}
+    (row,) = compare([ref, above])
+    assert row["bd_rate"] is None
+    assert row["bd_rate_bound"] == pytest.approx((2 ** -1.5 - 1) * 100, rel=1e-6)
+    assert "bd_rate_bound" in row["note"]
+    (same,) = compare([ref, ref])
+    assert same["bd_rate"] == pytest.approx(0, abs=1e-9) and "bd_rate_bound" not in same
+
+
 def test_compare_keeps_bd_psnr_when_bd_rate_is_refused():
     """A flat reference (as the photo codec on screenshots) overlaps a better curve too little
     in PSNR for a BD-rate, but the BD-PSNR at equal rate is still defined and reported."""
@@ -89,3 +156,11 @@ def test_compare_keeps_bd_psnr_when_bd_rate_is_refused():
     (row,) = compare([flat, better])
     assert row["bd_rate"] is None and "BD-PSNR" in row["note"]
     assert row["bd_psnr"] == pytest.approx(2)
+
+
+def test_bd_text_says_when_a_figure_is_only_a_bound():
+    from nicodec.cli import _bd_text
+
+    assert _bd_text({"bd_rate": -12.345}) == "-12.35 %"
+    assert _bd_text({"bd_rate": None, "bd_rate_bound": -38.576}).startswith("<= -38.58 % (a bound")
+    assert _bd_text({"bd_rate": None}).startswith("n/a")
