@@ -139,11 +139,10 @@ def test_each_method_trains_at_its_own_learning_rate(env, monkeypatch, tmp_path)
 
 def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp_path):
     _fake_data(tmp_path, monkeypatch)
-    monkeypatch.setattr(experiments, "SEEDS", (1,))
     scale = experiments.Scale(steps=2, crop=64, batch=2, test_images=2)
     results = experiments.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
                               sections=["table2-photo", "seeds"], log=lambda *a: None,
-                              only_pairs={"photo->astro"})
+                              only_pairs={"photo->astro"}, seed_count=2)
     (sd,) = results["seeds"]
     assert [p["seed"] for p in sd["per_seed"]] == [0, 1]
     # seed 0 is the study's own run: the same numbers as Table 2
