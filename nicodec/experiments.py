@@ -489,10 +489,21 @@ def seeds(lab: Lab, pair: tuple[str, str], count: int = SEEDS) -> dict:
         per_seed.append({"seed": seed, **r,
                          "gap": None if None in rates else rates[1] - rates[0]})
     gaps = [p["gap"] for p in per_seed]
+    psnr_gaps = [None if None in (p["cawf"]["bd_psnr"], p["naive"]["bd_psnr"])
+                 else p["cawf"]["bd_psnr"] - p["naive"]["bd_psnr"] for p in per_seed]
     return {"pair": f"{src}->{tgt}", "per_seed": per_seed,
             "gap_mean": _mean_or_none(gaps), "gap_sd": _sd_or_none(gaps),
+            "gap_se": _se_or_none(gaps),
+            # the same comparison in dB at equal rate, which small PSNR steps do not inflate
+            "bd_psnr_gap_mean": _mean_or_none(psnr_gaps), "bd_psnr_gap_se": _se_or_none(psnr_gaps),
             **{f"{m}_bd_psnr_sd": _sd_or_none([p[m]["bd_psnr"] for p in per_seed])
                for m in ("naive", "cawf")}}
+
+
+def _se_or_none(values):
+    """Standard error of the mean of the values that exist (None below two)."""
+    sd = _sd_or_none(values)
+    return None if sd is None else sd / np.sqrt(sum(v is not None for v in values))
 
 
 def _sd_or_none(values):
@@ -680,7 +691,8 @@ def findings(results: dict) -> list[dict]:
         if f is not None:
             n = sum(p["gap"] is not None for p in sd["per_seed"])
             f |= {"target_gap_seeds": n, "target_gap_mean": sd["gap_mean"],
-                  "target_gap_sd": sd["gap_sd"],
+                  "target_gap_sd": sd["gap_sd"], "target_gap_se": sd["gap_se"],
+                  "target_bd_psnr_gap_mean": sd["bd_psnr_gap_mean"],
                   "cawf_within_5_points_on_mean": (None if sd["gap_mean"] is None
                                                    else sd["gap_mean"] <= 5)}
     return out
@@ -752,7 +764,10 @@ def markdown(results: dict) -> str:
                       [[sd["pair"], p["seed"], _bd_cell(p["naive"]), _bd_cell(p["cawf"]),
                         _f(p["gap"])] for sd in results["seeds"] for p in sd["per_seed"]])
         out[-1:] = [""] + [f"- {sd['pair']}: gap {_f(sd['gap_mean'])} ± "
-                           f"{_f(sd['gap_sd'], '{:.1f}')} points (mean ± sd over seeds); "
+                           f"{_f(sd['gap_sd'], '{:.1f}')} points (mean ± sd over seeds; "
+                           f"standard error of the mean {_f(sd['gap_se'], '{:.1f}')}); "
+                           f"in BD-PSNR CAwF - naive {_f(sd['bd_psnr_gap_mean'], '{:+.2f}')} ± "
+                           f"{_f(sd['bd_psnr_gap_se'], '{:.2f}')} dB (mean ± se); "
                            f"BD-PSNR sd naive {_f(sd['naive_bd_psnr_sd'], '{:.2f}')} dB, CAwF "
                            f"{_f(sd['cawf_bd_psnr_sd'], '{:.2f}')} dB"
                            for sd in results["seeds"]] + [""]

@@ -162,6 +162,12 @@ def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp
     defined = [p["gap"] for p in sd["per_seed"] if p["gap"] is not None]
     assert f["target_gap_seeds"] == len(defined)
     assert f["target_gap_mean"] == (pytest.approx(np.mean(defined)) if defined else None)
+    if len(defined) == 2:
+        assert f["target_gap_se"] == pytest.approx(np.std(defined, ddof=1) / np.sqrt(2))
+    psnr_gaps = [p["cawf"]["bd_psnr"] - p["naive"]["bd_psnr"] for p in sd["per_seed"]
+                 if None not in (p["cawf"]["bd_psnr"], p["naive"]["bd_psnr"])]
+    assert f["target_bd_psnr_gap_mean"] == (pytest.approx(np.mean(psnr_gaps)) if psnr_gaps
+                                            else None)
 
 
 def test_parameter_counts_match_the_papers_table_3():
