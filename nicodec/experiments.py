@@ -55,7 +55,7 @@ ALL = "all"  # every training image of a domain
 ADAPTER_METHODS = ("cawf", "affine")
 LR_SWEEP_PAIR = ("astro", "screen")
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
-SEEDS = 3  # runs of each Table 2 naive and CAwF job in the seeds section, seed 0 included
+SEEDS = 7  # runs of each Table 2 naive and CAwF job in the seeds section, seed 0 included
 
 
 @dataclass(frozen=True)
