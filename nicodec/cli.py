@@ -290,12 +290,12 @@ def adapt(folder, name, method, k, qualities, steps, holdout, batch, lr, output,
 
 
 def _bd_text(res: dict) -> str:
-    """'+1.23 %', or a bound ('<= -38.58 % (bound: ...)'), or 'n/a'."""
+    """'+1.23 %', or a bound ('<= -38.58 % (a bound: ...)'), or 'n/a'."""
     if res.get("bd_rate") is not None:
         return f"{res['bd_rate']:+.2f} %"
     if res.get("bd_rate_bound") is not None:
-        return (f"<= {res['bd_rate_bound']:+.2f} % (a bound: the curves do not overlap, the "
-                f"new one lies wholly above)")
+        return (f"<= {res['bd_rate_bound']:+.2f} % (a bound: too little PSNR overlap for a "
+                f"BD-rate, and the new curve starts above the other)")
     return "n/a (needs two or more qualities whose PSNR ranges overlap by 0.5 dB)"
 
 

@@ -82,7 +82,7 @@ def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]],
 def compare(curves: list[dict]) -> list[dict]:
     """BD-rate and BD-PSNR of every curve against the first one; each is None (with a note
     saying why) when the curves do not overlap enough for it, independently of the other.
-    Where BD-rate is None because the test curve lies above the reference's PSNR range,
+    Where BD-rate is None and the test curve starts above the reference's lowest PSNR,
     ``bd_rate_bound`` holds an upper bound on it."""
     ref = curves[0]
     out = []
@@ -100,8 +100,8 @@ def compare(curves: list[dict]) -> list[dict]:
         if row["bd_rate"] is None:
             try:  # the test curve may lie wholly above: then a bound still says something
                 row["bd_rate_bound"] = metrics.bd_rate_bound(*args)
-                notes.append("bd_rate_bound: the test curve starts above the reference's "
-                             "PSNR range, so its BD-rate is at most this (see "
+                notes.append("bd_rate_bound: an upper bound on the BD-rate, as the test "
+                             "curve starts above the reference's lowest PSNR (see "
                              "metrics.bd_rate_bound)")
             except ValueError:
                 pass
