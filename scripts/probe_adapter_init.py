@@ -25,6 +25,7 @@ import torch
 from nicodec import experiments
 from nicodec.adapt import trainable
 from nicodec.data import REPO_ROOT
+from nicodec.entropy import TOTAL
 from nicodec.experiments import Job, Lab, Scale, bd
 
 STUDY = REPO_ROOT / "runs" / "experiments"
@@ -63,14 +64,15 @@ def work_dir(variant: str) -> Path:
 
 
 @torch.no_grad()
-def custom_bit_share(codec, images, n_base: int) -> float:
+def custom_bit_share(codec, images) -> float:
     """Share of the coded bits (ideal, under the frozen tables) in the custom channels."""
+    n_base = codec.net.base.n
     custom = total = 0.0
     for _, rgb in images:
         q = codec.latents(rgb)
         for c in range(q.shape[0]):
             idx, _ = codec.coder.symbols(c, q[c].reshape(-1))
-            bits = float(-np.log2(codec.coder.freq[c][idx] / 2 ** 20).sum())
+            bits = float(-np.log2(codec.coder.freq[c][idx] / TOTAL).sum())
             total += bits
             custom += bits if c >= n_base else 0.0
     return custom / total
@@ -84,7 +86,7 @@ def main(variant, src, tgt, seeds, out):
     for seed in [int(s) for s in seeds.split(",")]:
         job = Job("cawf", src, (tgt,), seed=seed)
         r = bd(ref, lab.job_curve(job, tgt))
-        share = {q: custom_bit_share(lab.codec(job, q), lab.tests(tgt), 64)
+        share = {q: custom_bit_share(lab.codec(job, q), lab.tests(tgt))
                  for q in lab.qualities}
         rows.append({"seed": seed, **r, "custom_bit_share": share})
         print(f"{variant} {src}->{tgt} seed {seed}: BD-rate {r['bd_rate']:+.2f} %, BD-PSNR "
