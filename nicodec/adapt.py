@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nicodec import image, metrics, package, registry
+from nicodec import image, package, registry
 from nicodec.codec import Codec
 from nicodec.data import CropSampler, list_images
 from nicodec.entropy import LatentCoder, build_tables
@@ -78,14 +78,6 @@ def read_folder(folder: Path) -> list[Path]:
     for f in files:
         image.load(f)  # raises a clear NicodecError on an unreadable file
     return files
-
-
-def safe_bd(fn, *curves) -> float | None:
-    """metrics.bd_rate / bd_psnr, or None when the curves do not overlap enough."""
-    try:
-        return fn(*curves)
-    except ValueError:
-        return None
 
 
 def held_out(codec: Codec, imgs: list[np.ndarray]) -> dict:
@@ -153,9 +145,11 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
                         entries=results)
     summary = {"path": path, "meta": meta, "rows": rows, "held_out": len(held_files)}
     if len(rows) >= 2:
-        curves = [[r[key] for r in rows] for key in ("base_bpp", "base_psnr", "bpp", "psnr")]
-        summary["bd_rate"] = safe_bd(metrics.bd_rate, *curves)
-        summary["bd_psnr"] = safe_bd(metrics.bd_psnr, *curves)
-        if summary["bd_rate"] is None:
-            summary["bd_rate_bound"] = safe_bd(metrics.bd_rate_bound, *curves)
+        from nicodec.evaluate import compare
+
+        (row,) = compare([{"name": "base", "points": [{"bpp": r["base_bpp"],
+                                                      "psnr": r["base_psnr"]} for r in rows]},
+                          {"name": name, "points": [{"bpp": r["bpp"], "psnr": r["psnr"]}
+                                                    for r in rows]}])
+        summary |= {k: v for k, v in row.items() if k.startswith("bd_")}
     return summary

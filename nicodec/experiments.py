@@ -502,8 +502,8 @@ def seeds(lab: Lab, pair: tuple[str, str], count: int = SEEDS) -> dict:
 
 def _se_or_none(values):
     """Standard error of the mean of the values that exist (None below two)."""
-    sd = _sd_or_none(values)
-    return None if sd is None else sd / np.sqrt(sum(v is not None for v in values))
+    values = [v for v in values if v is not None]
+    return None if len(values) < 2 else _sd_or_none(values) / np.sqrt(len(values))
 
 
 def _sd_or_none(values):
