@@ -72,10 +72,21 @@ class TransformCoder(nn.Module):
     """Training interface shared by every codec network: subclasses provide ``analysis``,
     ``synthesis`` and ``entropy_bottleneck``."""
 
-    def forward(self, x: torch.Tensor) -> dict:
-        """Training pass with the uniform-noise proxy: reconstruction and likelihoods."""
+    def forward(self, x: torch.Tensor, round_for_synthesis: bool = False) -> dict:
+        """Training pass: reconstruction and likelihoods under the uniform-noise proxy.
+
+        ``round_for_synthesis``: the synthesis gets the latents rounded as at test time,
+        ``round(y - median) + median``, with a straight-through gradient, while the rate
+        keeps the noise proxy ("mixed quantization", Minnen & Singh 2020). Noise is
+        independent from one position to the next; rounding error is not, and on a
+        near-constant channel it is one offset over the whole image, which the noise
+        proxy never shows the decoder.
+        """
         y = self.analysis(x)
         y_tilde, likelihoods = self.entropy_bottleneck(y)
+        if round_for_synthesis:
+            medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+            y_tilde = y + (torch.round(y - medians) + medians - y).detach()
         return {"x_hat": self.synthesis(y_tilde), "likelihoods": likelihoods}
 
     def aux_loss(self) -> torch.Tensor:

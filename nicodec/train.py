@@ -45,6 +45,7 @@ class TrainConfig:
     lr_drop_at: float = 0.8  # fraction of steps after which lr is divided by 3
     aux_lr: float = 1e-3
     clip: float = 1.0
+    round_for_synthesis: bool = False  # see TransformCoder.forward
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 500
@@ -145,7 +146,7 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
             for g in opt.param_groups:
                 g["lr"] = lr
             x = torch.from_numpy(sampler.batch(cfg.batch)).to(device)
-            out = model(x)
+            out = model(x, round_for_synthesis=cfg.round_for_synthesis)
             loss, bpp, mse = rd_loss(out, x, cfg.lam)
             if not math.isfinite(loss_value := loss.item()):
                 raise TrainingDiverged(step + 1, lr)
