@@ -32,10 +32,13 @@ MIN_IMAGES = 2  # at least one to train on and one to hold out
 DEFAULT_LR = 5e-4  # every method; what the shipped adapters were trained with
 
 
-def trainable(method: str, base: FactorizedPrior, k: int) -> nn.Module:
-    """The network to train for ``method``, initialised from ``base`` (which is not modified)."""
+def trainable(method: str, base: FactorizedPrior, k: int,
+              channel_affine: bool = False) -> nn.Module:
+    """The network to train for ``method``, initialised from ``base`` (which is not modified).
+
+    ``channel_affine``: CAwF only, see :class:`~nicodec.network.Adapter`."""
     if method == "cawf":
-        return AdaptedCodec(base, Adapter(base, k))
+        return AdaptedCodec(base, Adapter(base, k, channel_affine=channel_affine))
     state = {k_: v for k_, v in base.state_dict().items()
              if not k_.startswith("entropy_bottleneck._")}
     net = FactorizedPrior(affine=method == "selective")
@@ -104,7 +107,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
           qualities=(1, 2, 3, 4), steps: int = 1000, holdout: float = 0.2,
           device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
-          log=print, progress: bool = True) -> dict:
+          log=print, progress: bool = True, channel_affine: bool = False) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
     Returns {"path", "meta", "rows"} where rows hold held-out bpp/PSNR of base and adapted.
@@ -112,6 +115,8 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     package.check_name(name)
     if method not in package.METHODS:
         raise NicodecError(f"unknown method {method!r} (use {', '.join(package.METHODS)})")
+    if channel_affine and method != "cawf":
+        raise NicodecError("--channel-affine applies to CAwF adapters only")
     lr = DEFAULT_LR if lr is None else lr
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)
@@ -119,14 +124,16 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     entries = [reg.find_base(quality=q) for q in qualities]  # fail early if one is missing
     held = [image.load(f).rgb for f in held_files]
     sampler = CropSampler.from_files(train_files, crop=crop)
-    log(f"adapting '{name}' ({method}{f', K={k}' if method == 'cawf' else ''}) on "
+    form = (f", K={k}" + (" + channel affine" if channel_affine else "")
+            if method == "cawf" else "")
+    log(f"adapting '{name}' ({method}{form}) on "
         f"{len(train_files)} images, holding out {len(held_files)}; qualities "
         f"{', '.join(map(str, qualities))}; {steps} steps each at lr {lr:g} on {device}")
     results, rows = {}, []
     for entry in entries:
         quality = entry["quality"]
         base_codec = reg.codec(quality=quality, device=device)
-        net = trainable(method, base_codec.net, k).to(device)
+        net = trainable(method, base_codec.net, k, channel_affine).to(device)
         cfg = TrainConfig(lam=entry["lambda"], steps=steps, batch=batch, crop=crop, lr=lr,
                           log_every=max(1, min(50, steps // 4)))
         stats = train(net, sampler, cfg, device=device, console_log=progress)

@@ -243,6 +243,10 @@ def _qualities(ctx, param, value):
               show_default=True)
 @click.option("--custom-filters", "k", type=click.IntRange(1, 64), default=16,
               show_default=True, help="CAwF: extra filters per conv layer")
+@click.option("--channel-affine", is_flag=True,
+              help="CAwF: also a per-channel scale and bias after every convolution "
+                   "(+1,126 parameters at K=16; closer to naive fine tuning on astro, see "
+                   "docs/experiments.md)")
 @click.option("--qualities", default="1,2,3,4", show_default=True, callback=_qualities)
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
               help="training steps per quality")
@@ -254,7 +258,8 @@ def _qualities(ctx, param, value):
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="write the adaptation file here instead of installing it")
 @DEVICE
-def adapt(folder, name, method, k, qualities, steps, holdout, batch, lr, output, device):
+def adapt(folder, name, method, k, channel_affine, qualities, steps, holdout, batch, lr,
+          output, device):
     """Adapt the codec to the images under FOLDER without forgetting (CAwF by default)."""
     from rich.table import Table
 
@@ -269,7 +274,7 @@ def adapt(folder, name, method, k, qualities, steps, holdout, batch, lr, output,
     res = run_adapt(Path(folder), name=name, method=method, k=k, qualities=qualities,
                     steps=steps, holdout=holdout, device=dev, batch=batch, lr=lr,
                     out_path=Path(output) if output else None, reg=reg,
-                    log=lambda m: out.print(m, markup=False))
+                    log=lambda m: out.print(m, markup=False), channel_affine=channel_affine)
     t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")
     for col in ("quality", "base bpp", "base PSNR", f"{name} bpp", f"{name} PSNR", "ID"):
         t.add_column(col, justify="right")

@@ -3,8 +3,9 @@
 One safetensors file per adaptation NAME, holding one entry per quality:
 
 * ``method = cawf``: the CAwF adapter's custom parameters only (``q<Q>.p.*``,
-  ``q<Q>.entropy_bottleneck.*``) plus its frozen tables (``q<Q>.tables.*``). Its ID is the
-  content hash of those tensors; it names the base model it extends (``base_id``).
+  ``q<Q>.entropy_bottleneck.*``, and with ``adapt --channel-affine`` also
+  ``q<Q>.a_affine.*`` / ``q<Q>.s_affine.*``) plus its frozen tables (``q<Q>.tables.*``). Its
+  ID is the content hash of those tensors; it names the base model it extends (``base_id``).
 * ``method = selective | naive``: a complete new codec (``q<Q>.g_a.*`` ...), whose ID is its
   own content hash; it replaces the base codec and cannot decode the base's bitstreams.
 
@@ -90,14 +91,20 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
-def expected_module(method: str, k: int, base: FactorizedPrior | None) -> torch.nn.Module:
+def has_channel_affine(weights: dict) -> bool:
+    """Whether one quality's CAwF tensors include the optional channel affine."""
+    return any(key.startswith(("a_affine.", "s_affine.")) for key in weights)
+
+
+def expected_module(method: str, k: int, base: FactorizedPrior | None,
+                    channel_affine: bool = False) -> torch.nn.Module:
     if method == "cawf":
-        return Adapter(base or FactorizedPrior(), k)
+        return Adapter(base or FactorizedPrior(), k, channel_affine=channel_affine)
     return FactorizedPrior(affine=method == "selective")
 
 
-def _expected_shapes(method: str, k: int) -> dict[str, tuple]:
-    module = expected_module(method, k, None)
+def _expected_shapes(method: str, k: int, channel_affine: bool = False) -> dict[str, tuple]:
+    module = expected_module(method, k, None, channel_affine)
     shapes = {key: (tuple(v.shape), v.dtype) for key, v in module.state_dict().items()
               if "entropy_bottleneck._" not in key}
     return shapes
@@ -121,12 +128,16 @@ def validate(path: Path, installed_bases: set[str],
         raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
     tensors, _ = load_verified(path, sha256)
     channels = 64 + (k if method == "cawf" else 0)
-    shapes = _expected_shapes(method, k)
+    shapes_of = {False: _expected_shapes(method, k)}
     seen = set()
     for quality, info in meta["qualities"].items():
         qt = quality_tensors(tensors, quality)
         seen |= {f"q{quality}.{key}" for key in qt}
         weights = {key: v for key, v in qt.items() if not key.startswith(TABLE_PREFIX)}
+        affine = method == "cawf" and has_channel_affine(weights)
+        if affine not in shapes_of:
+            shapes_of[affine] = _expected_shapes(method, k, channel_affine=True)
+        shapes = shapes_of[affine]
         if set(weights) != set(shapes):
             extra, missing = set(weights) - set(shapes), set(shapes) - set(weights)
             raise NicodecError(f"{where}: quality {quality} tensors do not match a {method} "

@@ -339,7 +339,8 @@ class Registry:
         weights = {k: v for k, v in qt.items() if not k.startswith(TABLE_PREFIX)}
         if meta["method"] == "cawf":
             base, _ = self.load_base(self.find_base(model_id=info["base_id"]), device)
-            adapter = Adapter(base, meta["k"])
+            adapter = Adapter(base, meta["k"],
+                              channel_affine=package.has_channel_affine(weights))
             adapter.load_state_dict(weights, strict=False)
             net = AdaptedCodec(base, adapter.to(device)).eval()
             base_id, adapter_id = int(info["base_id"], 16), int(info["id"], 16)

@@ -211,3 +211,43 @@ def test_a_diverging_learning_rate_is_one_error_line_and_no_file(env, folder):
     assert r.stderr.count("\n") == 1 and "training diverged at step" in r.stderr
     assert "try a lower --lr" in r.stderr and "Traceback" not in r.output
     assert not (registry.user_adapters_dir() / "boom.safetensors").exists()
+
+
+def test_channel_affine_adapter_round_trips_and_leaves_the_base_alone(env, folder):
+    img = smooth_image(40, 56, seed=9)
+    Image.fromarray(img).save(env / "p.png")
+    assert run("encode", env / "p.png", "-o", env / "before.nic").exit_code == 0
+    r = run("adapt", folder, "--name", "scaled", "--channel-affine", "--custom-filters", 2,
+            "--qualities", "3", "--steps", 3, "--batch", 2)
+    assert r.exit_code == 0, r.output
+    assert "channel affine" in r.output
+    path = registry.user_adapters_dir() / "scaled.safetensors"
+    tensors = load_file(str(path))
+    assert any(k.startswith("q3.a_affine.") for k in tensors)
+    src = folder / "nested" / "t0.png"
+    assert run("encode", src, "-o", env / "s.nic", "--domain", "scaled", "-q", 3).exit_code == 0
+    r = run("decode", env / "s.nic", "-o", env / "s.png")
+    assert r.exit_code == 0, r.output
+    assert Image.open(env / "s.png").size == (80, 64)
+    assert run("encode", env / "p.png", "-o", env / "after.nic").exit_code == 0
+    assert (env / "after.nic").read_bytes() == (env / "before.nic").read_bytes()
+
+
+def test_channel_affine_is_all_or_nothing_in_a_package(env, folder, tmp_path):
+    res = adapt(folder, name="half", k=2, qualities=(1,), steps=2, batch=2, crop=64,
+                progress=False, log=lambda m: None, channel_affine=True,
+                out_path=tmp_path / "half.safetensors")
+    with safe_open(str(res["path"]), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del tensors["q1.s_affine.3.beta"]
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(NicodecError, match="missing"):
+        package.validate(tmp_path / "bad.safetensors", registry.Registry().base_ids())
+
+
+def test_channel_affine_needs_cawf(env, folder):
+    r = run("adapt", folder, "--name", "x", "--method", "naive", "--channel-affine",
+            "--steps", 1)
+    assert r.exit_code != 0 and "CAwF adapters only" in r.output
+    assert "Traceback" not in r.output

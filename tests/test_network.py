@@ -73,3 +73,28 @@ def test_round_for_synthesis_decodes_test_time_latents_with_a_straight_through_g
     ((out["x_hat"] - x) ** 2).mean().backward()
     assert net.g_a[0].weight.grad is not None and net.g_a[0].weight.grad.abs().sum() > 0
 
+
+def test_channel_affine_adapter_starts_as_the_plain_adapter_and_trains_its_scales():
+    base = FactorizedPrior()
+    torch.manual_seed(1)
+    plain = Adapter(base, k=4)
+    torch.manual_seed(1)
+    affine = Adapter(base, k=4, channel_affine=True)
+    # the optional parameters draw no random numbers: everything else starts the same
+    assert all(torch.equal(v, affine.state_dict()[k]) for k, v in plain.state_dict().items())
+    extra = set(affine.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith(("a_affine.", "s_affine.")) for k in extra)
+    assert count_parameters(Adapter(base, 16, channel_affine=True)) \
+        - count_parameters(Adapter(base, 16)) == 1_126
+    x = torch.rand(1, 3, 32, 48)
+    a, b = AdaptedCodec(base, plain).eval(), AdaptedCodec(base, affine).eval()
+    with torch.no_grad():
+        assert torch.equal(a.analysis(x), b.analysis(x))
+        affine.s_affine[3].beta += 0.25  # the output layer's bias, on every pixel
+        y = torch.round(a.analysis(x))
+        assert torch.allclose(b.synthesis(y) - a.synthesis(y), torch.full_like(x, 0.25),
+                              atol=1e-5)
+    out = AdaptedCodec(base, affine).train()(x)
+    out["x_hat"].mean().backward()
+    assert affine.a_affine[0].alpha.grad is not None
+    assert all(p.grad is None for p in base.parameters())
