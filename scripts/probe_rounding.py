@@ -150,19 +150,20 @@ def main(quality, ste_seeds, out):
         d = channel_detail(lab.codec(Job("cawf", SRC, (TGT,), seed=seed), quality), rgb, ch)
         result["worst_image"]["per_cawf_seed"][seed] = d
         best = max(d["psnr_by_centre_offset"], key=lambda r: r[1])
+        here = cawf[seed]["per_image_psnr"][worst]
         print(f"  seed {seed}: centre {d['centre']:.2f}, latent median "
               f"{d['latent_percentiles_5_25_50_75_95'][2]:.2f}, +0.1 moves the mean by "
-              f"{d['decoded_mean_shift_per_0.1']:+.2f}; PSNR {cawf[seed]['per_image_psnr'][worst]:.2f}"
-              f" dB, {best[1]:.2f} dB with the centre moved {best[0]:+.1f}", flush=True)
+              f"{d['decoded_mean_shift_per_0.1']:+.2f}; PSNR {here:.2f} dB, {best[1]:.2f} dB "
+              f"with the centre moved {best[0]:+.1f}", flush=True)
     lab_ste = ste_lab()
     result["ste"] = {}
     for seed in [int(s) for s in ste_seeds.split(",")]:
         p = point(lab_ste, Job("cawf", SRC, (TGT,), seed=seed), quality)
         result["ste"][seed] = p
+        study = cawf[seed]["per_image_psnr"][worst]
         print(f"CAwF seed {seed} trained with rounded latents into the synthesis: "
               f"{p['bpp']:.4f} bpp, {p['psnr']:.2f} dB; on {name}: "
-              f"{p['per_image_psnr'][worst]:.2f} dB (study: {cawf[seed]['per_image_psnr'][worst]:.2f})",
-              flush=True)
+              f"{p['per_image_psnr'][worst]:.2f} dB (study: {study:.2f})", flush=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1))
 
