@@ -107,16 +107,18 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
           qualities=(1, 2, 3, 4), steps: int = 1000, holdout: float = 0.2,
           device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
-          log=print, progress: bool = True, channel_affine: bool = False) -> dict:
+          log=print, progress: bool = True, channel_affine: bool | None = None) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
     Returns {"path", "meta", "rows"} where rows hold held-out bpp/PSNR of base and adapted.
+    ``channel_affine`` (CAwF): None means on for CAwF (see :class:`~nicodec.network.Adapter`).
     """
     package.check_name(name)
     if method not in package.METHODS:
         raise NicodecError(f"unknown method {method!r} (use {', '.join(package.METHODS)})")
     if channel_affine and method != "cawf":
         raise NicodecError("--channel-affine applies to CAwF adapters only")
+    channel_affine = method == "cawf" if channel_affine is None else channel_affine
     lr = DEFAULT_LR if lr is None else lr
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)

@@ -243,10 +243,10 @@ def _qualities(ctx, param, value):
               show_default=True)
 @click.option("--custom-filters", "k", type=click.IntRange(1, 64), default=16,
               show_default=True, help="CAwF: extra filters per conv layer")
-@click.option("--channel-affine", is_flag=True,
-              help="CAwF: also a per-channel scale and bias after every convolution "
-                   "(+1,126 parameters at K=16; closer to naive fine tuning on astro, see "
-                   "docs/experiments.md)")
+@click.option("--channel-affine/--no-channel-affine", default=None,
+              help="CAwF: also a per-channel scale and bias after every widened convolution "
+                   "(+1,126 parameters at K=16) [default: on]; --no-channel-affine gives the "
+                   "paper's adapter (docs/experiments.md compares them)")
 @click.option("--qualities", default="1,2,3,4", show_default=True, callback=_qualities)
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
               help="training steps per quality")

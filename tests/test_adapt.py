@@ -217,7 +217,7 @@ def test_channel_affine_adapter_round_trips_and_leaves_the_base_alone(env, folde
     img = smooth_image(40, 56, seed=9)
     Image.fromarray(img).save(env / "p.png")
     assert run("encode", env / "p.png", "-o", env / "before.nic").exit_code == 0
-    r = run("adapt", folder, "--name", "scaled", "--channel-affine", "--custom-filters", 2,
+    r = run("adapt", folder, "--name", "scaled", "--custom-filters", 2,  # on by default
             "--qualities", "3", "--steps", 3, "--batch", 2)
     assert r.exit_code == 0, r.output
     assert "channel affine" in r.output
@@ -251,3 +251,14 @@ def test_channel_affine_needs_cawf(env, folder):
             "--steps", 1)
     assert r.exit_code != 0 and "CAwF adapters only" in r.output
     assert "Traceback" not in r.output
+
+
+def test_no_channel_affine_gives_the_papers_adapter(env, folder, tmp_path):
+    out = tmp_path / "paper.safetensors"
+    r = run("adapt", folder, "--name", "paper", "--no-channel-affine", "--custom-filters", 2,
+            "--qualities", "1", "--steps", 2, "--batch", 2, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "channel affine" not in r.output
+    keys = load_file(str(out)).keys()
+    assert any(k.startswith("q1.p.") for k in keys)
+    assert not any("affine" in k for k in keys)
