@@ -3,7 +3,7 @@
 One safetensors file per adaptation NAME, holding one entry per quality:
 
 * ``method = cawf``: the CAwF adapter's custom parameters only (``q<Q>.p.*``,
-  ``q<Q>.entropy_bottleneck.*``, and with ``adapt --channel-affine`` also
+  ``q<Q>.entropy_bottleneck.*``, and unless trained with ``--no-channel-affine`` also
   ``q<Q>.a_affine.*`` / ``q<Q>.s_affine.*``) plus its frozen tables (``q<Q>.tables.*``). Its
   ID is the content hash of those tensors; it names the base model it extends (``base_id``).
 * ``method = selective | naive``: a complete new codec (``q<Q>.g_a.*`` ...), whose ID is its
