@@ -30,7 +30,7 @@ models: install data
 	NIC=$(BIN)/nicodec scripts/train_adapters.sh
 
 # The paper's tables and figures at our scale: docs/results/ and docs/experiments.md
-# (about 4 hours on 2 CPU cores; GPU when present; resumes from runs/experiments/).
+# (about 5 hours on 2 CPU cores; GPU when present; resumes from runs/experiments/).
 experiments: install data
 	$(PYTHON) -m nicodec.experiments
 

@@ -13,9 +13,11 @@ Models (paper section 4, in our words):
   photo codec naively fine-tuned on all of that domain's training images (at our scale a
   model trained from scratch on them would be far worse than this).
 * ``naive`` / ``selective`` / ``scratch``: full new codecs (see :mod:`nicodec.adapt`).
-* ``cawf`` (K custom filters) and ``affine`` (a lighter adapter: per-channel scale and bias
-  after every convolution plus its own entropy model, everything of the base frozen): the
-  base stays frozen, so the source domain is coded by the unchanged base codec.
+* ``cawf`` (K custom filters, the paper's adapter), ``cawf+affine`` (the same plus a
+  per-channel scale and bias after every widened convolution: ``nicodec adapt
+  --channel-affine``) and ``affine`` (a lighter adapter: per-channel scale and bias after
+  every convolution plus its own entropy model, everything of the base frozen): the base
+  stays frozen, so the source domain is coded by the unchanged base codec.
 * ``joint``: the Table 2 reference, an 80-filter codec trained on both domains, started from
   :func:`nicodec.network.widen` of the source's t1 codec.
 """
@@ -52,7 +54,9 @@ TABLE2_PAIRS = (("photo", "astro"), ("photo", "screen"), ("astro", "screen"),
 SIZE_STUDY_PAIR = ("photo", "astro")
 SIZE_STUDY_KS = (2, 4, 8, 16)
 ALL = "all"  # every training image of a domain
-ADAPTER_METHODS = ("cawf", "affine")
+CAWF_AFFINE = "cawf+affine"
+CAWF_FORMS = ("cawf", CAWF_AFFINE)  # adapters stored as CAwF adapter files
+ADAPTER_METHODS = (*CAWF_FORMS, "affine")
 LR_SWEEP_PAIR = ("astro", "screen")
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
 SEEDS = 7  # runs of each Table 2 naive and CAwF job in the seeds section, seed 0 included
@@ -88,11 +92,11 @@ class Scale:
 class Job:
     """One trained network per quality.
 
-    method: naive | selective | scratch | cawf | affine | joint;  init: the domain whose t1
-    codec it starts from;  data: the domains it trains on;  n: number of training images
-    (ALL or an int, the first n of a fixed shuffle: 10 of 25 of 50);  lr: None for the
-    scale's learning rate of the method (:meth:`Scale.lr_for`);  seed: 0 for the study's
-    runs, others to repeat a job with another initialisation and crop order.
+    method: naive | selective | scratch | cawf | cawf+affine | affine | joint;  init: the
+    domain whose t1 codec it starts from;  data: the domains it trains on;  n: number of
+    training images (ALL or an int, the first n of a fixed shuffle: 10 of 25 of 50);
+    lr: None for the scale's learning rate of the method (:meth:`Scale.lr_for`);  seed: 0
+    for the study's runs, others to repeat a job with another initialisation and crop order.
     """
 
     method: str
@@ -105,7 +109,7 @@ class Job:
 
     @property
     def name(self) -> str:
-        extra = f"_k{self.k}" if self.method == "cawf" else ""
+        extra = f"_k{self.k}" if self.method in CAWF_FORMS else ""
         seed = f"_seed{self.seed}" if self.seed else ""
         return f"{self.method}{extra}_{self.init}_{'+'.join(self.data)}_n{self.n}{seed}"
 
@@ -169,6 +173,8 @@ class Lab:
                 p.requires_grad_(name.startswith(("a_affine", "s_affine", "entropy_bottleneck")))
             return net.to(self.device)
         torch.manual_seed(job.seed_for(quality))
+        if job.method == CAWF_AFFINE:
+            return trainable("cawf", base, job.k, channel_affine=True).to(self.device)
         return trainable(job.method, base, job.k).to(self.device)
 
     def lr(self, job: Job) -> float:
@@ -191,7 +197,7 @@ class Lab:
         if "diverged_at_step" in info:  # known from an earlier run: do not train it again
             raise TrainingDiverged(info["diverged_at_step"], self.lr(job))
         net = self._build(job, quality)
-        stored = "cawf" if job.method == "cawf" else "full"
+        stored = "cawf" if job.method in CAWF_FORMS else "full"
         if path.exists():
             tensors = load_file(str(path))
             weights = {k: v for k, v in tensors.items()
@@ -224,7 +230,7 @@ class Lab:
         cfg = TrainConfig(lam=lam, steps=self.scale.steps, batch=self.scale.batch,
                           crop=self.scale.crop, lr=self.lr(job), seed=job.seed_for(quality),
                           log_every=max(1, self.scale.steps // 4))
-        frozen = net.base if job.method == "cawf" else None
+        frozen = net.base if job.method in CAWF_FORMS else None
         before = content_hash(frozen.state_dict()) if frozen is not None else None
         t0 = time.time()
         try:
@@ -239,7 +245,7 @@ class Lab:
         if frozen is not None and content_hash(frozen.state_dict()) != before:
             raise RuntimeError(f"{job.name}: CAwF training changed the base parameters")
         self.train_seconds += seconds
-        tensors = package_tensors(net, "cawf" if job.method == "cawf" else "naive")
+        tensors = package_tensors(net, "cawf" if job.method in CAWF_FORMS else "naive")
         trainable_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
         info = {"job": job.name, "quality": quality, "lambda": lam, "steps": cfg.steps,
                 "crop": cfg.crop, "batch": cfg.batch, "lr": cfg.lr,
@@ -328,30 +334,36 @@ def identical_curves(a: dict, b: dict) -> bool:
 
 
 # ---------------------------------------------------------------------- experiments
+TABLE2_METHODS = ("t1", "naive", *CAWF_FORMS, "jpeg2000")
+
+
 def table2(lab: Lab, pair: tuple[str, str]) -> dict:
-    """Forgetting (paper Table 2): t1, t2 naive, t2 CAwF and JPEG 2000 on source and target,
-    BD-rate against the jointly trained 80-filter codec."""
+    """Forgetting (paper Table 2): t1, t2 naive, t2 CAwF (the paper's, and with the channel
+    affine) and JPEG 2000 on source and target, BD-rate against the jointly trained
+    80-filter codec."""
     src, tgt = pair
     joint = Job("joint", *_joint_init(pair))
-    naive, cawf = Job("naive", src, (tgt,)), Job("cawf", src, (tgt,))
+    naive = Job("naive", src, (tgt,))
+    adapters = {m: Job(m, src, (tgt,)) for m in CAWF_FORMS}
     rows, curves = [], {}
     for domain in (src, tgt):
         ref = lab.job_curve(joint, domain)
         t1 = lab.t1_curve(src, domain)
-        if domain == src:
-            # CAwF codes the source domain with the base codec it was trained on top of:
-            # measured again, uncached, once the adapter is trained.
-            _check_base_unchanged(lab, cawf, src)
-            cawf_curve = lab.fresh_curve("cawf_source", lambda q: lab.t1(src, q), src)
-        else:
-            cawf_curve = lab.job_curve(cawf, domain)
-        c = {"joint": ref, "t1": t1, "naive": lab.job_curve(naive, domain), "cawf": cawf_curve,
-             "jpeg2000": lab.jpeg2000(domain)}
+        c = {"joint": ref, "t1": t1, "naive": lab.job_curve(naive, domain)}
+        for method, job in adapters.items():
+            if domain == src:
+                # CAwF codes the source domain with the base codec it was trained on top
+                # of: measured again, uncached, once the adapter is trained.
+                _check_base_unchanged(lab, job, src)
+                c[method] = lab.fresh_curve(f"{method}_source", lambda q: lab.t1(src, q), src)
+            else:
+                c[method] = lab.job_curve(job, domain)
+        c["jpeg2000"] = lab.jpeg2000(domain)
         curves[domain] = c
-        for method in ("t1", "naive", "cawf", "jpeg2000"):
+        for method in TABLE2_METHODS:
             row = {"pair": f"{src}->{tgt}", "method": method, "domain": domain,
                    **bd(ref, c[method])}
-            if method in ("naive", "cawf"):  # what the argument rests on: change from t1
+            if method in ("naive", *CAWF_FORMS):  # what the argument rests on: change from t1
                 row["vs_t1"] = bd(t1, c[method])
             rows.append(row)
     return {"pair": f"{src}->{tgt}", "rows": rows, "curves": curves}
@@ -475,29 +487,41 @@ def table1(lab: Lab, pair: tuple[str, str]) -> dict:
 
 
 def seeds(lab: Lab, pair: tuple[str, str], count: int = SEEDS) -> dict:
-    """How much of the target gap between CAwF and naive fine tuning is chance: both trained
-    again with other seeds (initialisation of new parameters, crop order), BD-rate on the
-    target test set against the same joint reference. Seeds 0 .. count-1; seed 0 is the
-    study's own run."""
+    """How much of the target gap between CAwF (both forms) and naive fine tuning is chance:
+    all trained again with other seeds (initialisation of new parameters, crop order),
+    BD-rate on the target test set against the same joint reference. Seeds 0 .. count-1;
+    seed 0 is the study's own run."""
     src, tgt = pair
     ref = lab.job_curve(Job("joint", *_joint_init(pair)), tgt)
     per_seed = []
     for seed in range(count):
         r = {m: bd(ref, lab.job_curve(Job(m, src, (tgt,), seed=seed), tgt))
-             for m in ("naive", "cawf")}
-        rates = (r["naive"]["bd_rate"], r["cawf"]["bd_rate"])
-        per_seed.append({"seed": seed, **r,
-                         "gap": None if None in rates else rates[1] - rates[0]})
-    gaps = [p["gap"] for p in per_seed]
-    psnr_gaps = [None if None in (p["cawf"]["bd_psnr"], p["naive"]["bd_psnr"])
-                 else p["cawf"]["bd_psnr"] - p["naive"]["bd_psnr"] for p in per_seed]
-    return {"pair": f"{src}->{tgt}", "per_seed": per_seed,
-            "gap_mean": _mean_or_none(gaps), "gap_sd": _sd_or_none(gaps),
-            "gap_se": _se_or_none(gaps),
-            # the same comparison in dB at equal rate, which small PSNR steps do not inflate
-            "bd_psnr_gap_mean": _mean_or_none(psnr_gaps), "bd_psnr_gap_se": _se_or_none(psnr_gaps),
-            **{f"{m}_bd_psnr_sd": _sd_or_none([p[m]["bd_psnr"] for p in per_seed])
-               for m in ("naive", "cawf")}}
+             for m in ("naive", *CAWF_FORMS)}
+        gaps = {f"gap{_suffix(m)}": _difference(r[m]["bd_rate"], r["naive"]["bd_rate"])
+                for m in CAWF_FORMS}
+        per_seed.append({"seed": seed, **r, **gaps})
+    out = {"pair": f"{src}->{tgt}", "per_seed": per_seed}
+    for m in CAWF_FORMS:
+        gaps = [p[f"gap{_suffix(m)}"] for p in per_seed]
+        psnr_gaps = [_difference(p[m]["bd_psnr"], p["naive"]["bd_psnr"]) for p in per_seed]
+        out |= {f"gap{_suffix(m)}_mean": _mean_or_none(gaps),
+                f"gap{_suffix(m)}_sd": _sd_or_none(gaps),
+                f"gap{_suffix(m)}_se": _se_or_none(gaps),
+                # the same comparison in dB at equal rate, which small PSNR steps do not
+                # inflate
+                f"bd_psnr_gap{_suffix(m)}_mean": _mean_or_none(psnr_gaps),
+                f"bd_psnr_gap{_suffix(m)}_se": _se_or_none(psnr_gaps)}
+    return out | {f"{m}_bd_psnr_sd": _sd_or_none([p[m]["bd_psnr"] for p in per_seed])
+                  for m in ("naive", *CAWF_FORMS)}
+
+
+def _suffix(method: str) -> str:
+    """Key suffix of a CAwF form's numbers: "" for the paper's CAwF, "_cawf_affine" else."""
+    return "" if method == "cawf" else "_" + method.replace("+", "_")
+
+
+def _difference(a, b):
+    return None if a is None or b is None else a - b
 
 
 def _se_or_none(values):
@@ -581,6 +605,8 @@ def parameters() -> dict:
     selective = trainable("selective", base, 0)
     return {"base": parts(base), "cawf": parts(wide),
             "cawf_adapter_stored": count_parameters(Adapter(base, 16)),
+            "cawf_affine_adapter_stored": count_parameters(Adapter(base, 16,
+                                                                   channel_affine=True)),
             "selective_tuned": sum(p.numel() for p in selective.parameters()
                                    if p.requires_grad),
             "paper": {"base": {"encoder": 324736, "entropy_model": 6208, "decoder": 324675,
@@ -598,7 +624,8 @@ def figure3(result: dict, path: Path) -> None:
 
     domains = list(result["curves"])
     fig, axes = plt.subplots(1, len(domains), figsize=(11, 4.2), dpi=100)
-    styles = {"t1": "o-", "naive": "s-", "cawf": "^-", "joint": "d:", "jpeg2000": "x--"}
+    styles = {"t1": "o-", "naive": "s-", "cawf": "^-", CAWF_AFFINE: "v-", "joint": "d:",
+              "jpeg2000": "x--"}
     for ax, domain in zip(axes, domains):
         for method, curve in result["curves"][domain].items():
             pts = sorted(curve["points"], key=lambda p: p["bpp"])
@@ -670,15 +697,17 @@ def findings(results: dict) -> list[dict]:
         src, tgt = t["pair"].split("->")
         row = {(r["method"], r["domain"]): r for r in t["rows"]}
         naive_src = row["naive", src]["vs_t1"]["bd_rate"]
-        cawf_src = row["cawf", src]["vs_t1"]["bd_rate"]
-        naive_tgt, cawf_tgt = row["naive", tgt]["bd_rate"], row["cawf", tgt]["bd_rate"]
-        gap = None if naive_tgt is None or cawf_tgt is None else cawf_tgt - naive_tgt
-        out.append({"pair": t["pair"],
-                    "naive_source_change": naive_src,
-                    "naive_forgets": None if naive_src is None else naive_src >= 5,
-                    "cawf_source_change": cawf_src, "cawf_keeps_source": cawf_src == 0.0,
-                    "target_gap_cawf_minus_naive": gap,
-                    "cawf_within_5_points": None if gap is None else gap <= 5})
+        f = {"pair": t["pair"], "naive_source_change": naive_src,
+             "naive_forgets": None if naive_src is None else naive_src >= 5}
+        for m in CAWF_FORMS:
+            key = m.replace("+", "_")  # cawf, cawf_affine
+            src_change = row[m, src]["vs_t1"]["bd_rate"]
+            gap = _difference(row[m, tgt]["bd_rate"], row["naive", tgt]["bd_rate"])
+            f |= {f"{key}_source_change": src_change,
+                  f"{key}_keeps_source": src_change == 0.0,
+                  f"target_gap_{key}_minus_naive": gap,
+                  f"{key}_within_5_points": None if gap is None else gap <= 5}
+        out.append(f)
     for c in results.get("catastrophic", []):
         loss = c["psnr_t1"] - (c["psnr_naive_decoder"] if c["psnr_naive_decoder"] is not None
                                else 0.0)
@@ -688,13 +717,16 @@ def findings(results: dict) -> list[dict]:
             f["old_bitstreams_lose_5db"] = loss >= 5
     for sd in results.get("seeds", []):
         f = next((f for f in out if f["pair"] == sd["pair"]), None)
-        if f is not None:
-            n = sum(p["gap"] is not None for p in sd["per_seed"])
-            f |= {"target_gap_seeds": n, "target_gap_mean": sd["gap_mean"],
-                  "target_gap_sd": sd["gap_sd"], "target_gap_se": sd["gap_se"],
-                  "target_bd_psnr_gap_mean": sd["bd_psnr_gap_mean"],
-                  "cawf_within_5_points_on_mean": (None if sd["gap_mean"] is None
-                                                   else sd["gap_mean"] <= 5)}
+        if f is None:
+            continue
+        for m in CAWF_FORMS:
+            x, key = _suffix(m), m.replace("+", "_")
+            n = sum(p[f"gap{x}"] is not None for p in sd["per_seed"])
+            mean = sd[f"gap{x}_mean"]
+            f |= {f"target_gap{x}_seeds": n, f"target_gap{x}_mean": mean,
+                  f"target_gap{x}_sd": sd[f"gap{x}_sd"], f"target_gap{x}_se": sd[f"gap{x}_se"],
+                  f"target_bd_psnr_gap{x}_mean": sd[f"bd_psnr_gap{x}_mean"],
+                  f"{key}_within_5_points_on_mean": None if mean is None else mean <= 5}
     return out
 
 
@@ -718,9 +750,9 @@ def summary(results: dict) -> dict:
         "lr_sweep": [{"pair": results["lr_sweep"]["pair"], **r}
                      for r in results.get("lr_sweep", {}).get("rows", [])],
         "seeds": [{"pair": sd["pair"], "seed": p["seed"],
-                   "naive_bd_rate": p["naive"]["bd_rate"], "cawf_bd_rate": p["cawf"]["bd_rate"],
-                   "naive_bd_psnr": p["naive"]["bd_psnr"], "cawf_bd_psnr": p["cawf"]["bd_psnr"],
-                   "gap": p["gap"]}
+                   **{f"{m.replace('+', '_')}_{k}": p[m][k] for m in ("naive", *CAWF_FORMS)
+                      for k in ("bd_rate", "bd_psnr")},
+                   **{f"gap{_suffix(m)}": p[f"gap{_suffix(m)}"] for m in CAWF_FORMS}}
                   for sd in results.get("seeds", []) for p in sd["per_seed"]],
     }
 
@@ -741,36 +773,52 @@ def _table(title: str | None, header: list[str], rows) -> list[str]:
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
 
 
+def _seed_gap(f: dict, x: str) -> str:
+    """'mean ± se (n)' of a finding's seed gap, '-' without a seeds section."""
+    if f"target_gap{x}_mean" not in f:
+        return "-"
+    return (f"{_f(f[f'target_gap{x}_mean'])} ± {_f(f[f'target_gap{x}_se'], '{:.1f}')} "
+            f"({f[f'target_gap{x}_seeds']})")
+
+
 def markdown(results: dict) -> str:
     """The tables of docs/experiments.md, generated from the results."""
     out = [f"Scale: {json.dumps(results['scale'])}; BD interpolation: {metrics.BD_METHOD}", ""]
     if results.get("table2"):
-        out += _table("The paper's findings on our numbers",
-                      ["pair", "naive: source change (BD-rate % vs t1)", "CAwF: source change",
+        out += _table("The paper's findings on our numbers (CAwF: the paper's adapter; "
+                      "+affine: with the channel affine)",
+                      ["pair", "naive: source change (BD-rate % vs t1)",
+                       "CAwF / +affine: source change",
                        "target gap, CAwF - naive (points, vs joint)",
-                       "same, mean ± sd over seeds",
+                       "same, mean ± se over seeds", "+affine - naive", "same, mean ± se",
                        "old bitstreams, naive decoder (dB lost)"],
                       [[f["pair"], _f(f["naive_source_change"]),
-                        _f(f["cawf_source_change"], "{:+.2f}"),
-                        _f(f["target_gap_cawf_minus_naive"]),
-                        (f"{_f(f['target_gap_mean'])} ± {_f(f['target_gap_sd'], '{:.1f}')} "
-                         f"({f['target_gap_seeds']})" if "target_gap_mean" in f else "-"),
+                        f"{_f(f['cawf_source_change'], '{:+.2f}')} / "
+                        f"{_f(f['cawf_affine_source_change'], '{:+.2f}')}",
+                        _f(f["target_gap_cawf_minus_naive"]), _seed_gap(f, ""),
+                        _f(f["target_gap_cawf_affine_minus_naive"]),
+                        _seed_gap(f, "_cawf_affine"),
                         _f(f.get("old_bitstreams_lose_db"), "{:.1f}")]
                        for f in findings(results)])
     if results.get("seeds"):
         out += _table("Target gap across seeds (BD-rate % on the target test set against the "
-                      "joint codec; gap = CAwF - naive, points)",
-                      ["pair", "seed", "t2 naive", "t2 CAwF", "gap"],
+                      "joint codec; gap = adapter - naive, points)",
+                      ["pair", "seed", "t2 naive", "t2 CAwF", "gap", "t2 CAwF+affine", "gap"],
                       [[sd["pair"], p["seed"], _bd_cell(p["naive"]), _bd_cell(p["cawf"]),
-                        _f(p["gap"])] for sd in results["seeds"] for p in sd["per_seed"]])
-        out[-1:] = [""] + [f"- {sd['pair']}: gap {_f(sd['gap_mean'])} ± "
-                           f"{_f(sd['gap_sd'], '{:.1f}')} points (mean ± sd over seeds; "
-                           f"standard error of the mean {_f(sd['gap_se'], '{:.1f}')}); "
-                           f"in BD-PSNR CAwF - naive {_f(sd['bd_psnr_gap_mean'], '{:+.2f}')} ± "
-                           f"{_f(sd['bd_psnr_gap_se'], '{:.2f}')} dB (mean ± se); "
-                           f"BD-PSNR sd naive {_f(sd['naive_bd_psnr_sd'], '{:.2f}')} dB, CAwF "
-                           f"{_f(sd['cawf_bd_psnr_sd'], '{:.2f}')} dB"
-                           for sd in results["seeds"]] + [""]
+                        _f(p["gap"]), _bd_cell(p[CAWF_AFFINE]), _f(p["gap_cawf_affine"])]
+                       for sd in results["seeds"] for p in sd["per_seed"]])
+        out[-1:] = [""] + [f"- {sd['pair']}, {name}: gap {_f(sd[f'gap{x}_mean'])} ± "
+                           f"{_f(sd[f'gap{x}_sd'], '{:.1f}')} points (mean ± sd over seeds; "
+                           f"standard error of the mean {_f(sd[f'gap{x}_se'], '{:.1f}')}); "
+                           f"in BD-PSNR {name} - naive "
+                           f"{_f(sd[f'bd_psnr_gap{x}_mean'], '{:+.2f}')} ± "
+                           f"{_f(sd[f'bd_psnr_gap{x}_se'], '{:.2f}')} dB (mean ± se); "
+                           f"BD-PSNR sd naive {_f(sd['naive_bd_psnr_sd'], '{:.2f}')} dB, "
+                           f"{name} {_f(sd[f'{m}_bd_psnr_sd'], '{:.2f}')} dB"
+                           for sd in results["seeds"]
+                           for m, name, x in (("cawf", "CAwF", ""),
+                                              (CAWF_AFFINE, "CAwF+affine", "_cawf_affine"))]
+        out += [""]
     if results.get("table1"):
         out += _table("Table 1: few target images (BD-rate % / BD-PSNR dB on the target test "
                       "set, against naive fine tuning on all target images)",
@@ -786,16 +834,17 @@ def markdown(results: dict) -> str:
                                                    if r["domain"] == domain])
         out += _table("Table 2: forgetting (BD-rate % against the joint 80-filter codec; "
                       "BD-PSNR dB in brackets)",
-                      ["pair", "domain", "t1", "t2 naive", "t2 CAwF", "JPEG 2000"], rows)
+                      ["pair", "domain", "t1", "t2 naive", "t2 CAwF", "t2 CAwF+affine",
+                       "JPEG 2000"], rows)
         rows = []
         for t in results["table2"]:
             by = {(r["method"], r["domain"]): r for r in t["rows"]}
             for (method, domain), r in by.items():
                 if method == "naive":
-                    rows.append([t["pair"], domain, _bd_cell(r["vs_t1"]),
-                                 _bd_cell(by["cawf", domain]["vs_t1"])])
+                    rows.append([t["pair"], domain, _bd_cell(r["vs_t1"])]
+                                + [_bd_cell(by[m, domain]["vs_t1"]) for m in CAWF_FORMS])
         out[-1:] = ["", "Against t1 on the same domain (BD-rate %, BD-PSNR dB):", ""]
-        out += _table(None, ["pair", "domain", "t2 naive", "t2 CAwF"], rows)
+        out += _table(None, ["pair", "domain", "t2 naive", "t2 CAwF", "t2 CAwF+affine"], rows)
     if results.get("catastrophic"):
         out += _table("Catastrophic forgetting: source test set, t1 bitstreams "
                       "(mean PSNR dB over qualities)",
@@ -844,7 +893,8 @@ def markdown(results: dict) -> str:
     out += _table("Table 3: parameters (ours = paper)",
                   ["model", "filters", "encoder", "entropy model", "decoder", "total"], rows)
     out[-1:] = ["", f"The CAwF adapter file stores {p['cawf_adapter_stored']:,} custom "
-                f"parameters; selective fine tuning tunes {p['selective_tuned']:,} "
+                f"parameters ({p['cawf_affine_adapter_stored']:,} with the channel affine); "
+                f"selective fine tuning tunes {p['selective_tuned']:,} "
                 f"({p['selective_tuned'] / p['base']['total']:.1%} of the base).", ""]
     return "\n".join(out)
 

@@ -72,7 +72,20 @@ def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
     rows = {(r["pair"], r["method"], r["domain"]): r for t in results["table2"]
             for r in t["rows"]}
     assert rows[("photo->astro", "cawf", "photo")]["vs_t1"]["bd_psnr"] == 0.0
-    assert {r["method"] for r in summary["table2"]} == {"t1", "naive", "cawf", "jpeg2000"}
+    assert rows[("photo->astro", "cawf+affine", "photo")]["vs_t1"]["bd_psnr"] == 0.0
+    assert {r["method"] for r in summary["table2"]} == {"t1", "naive", "cawf", "cawf+affine",
+                                                        "jpeg2000"}
+    # the two CAwF forms are separate jobs; the channel affine is stored with the adapter
+    jobs = tmp_path / "work" / "jobs"
+    plain = next(jobs.glob("cawf_k16_photo_astro_nall_s2*-q1.safetensors"))
+    affine = next(jobs.glob("cawf+affine_k16_photo_astro_nall_s2*-q1.safetensors"))
+    from safetensors.torch import load_file
+    extra = set(load_file(str(affine))) - set(load_file(str(plain)))
+    assert extra and all(k.startswith(("a_affine.", "s_affine.")) for k in extra)
+    (f,) = [f for f in summary["findings"] if f["pair"] == "photo->astro"]
+    # both code the source with the untouched base (BD-rate may be undefined at toy scale)
+    assert f["cawf_affine_source_change"] in (0.0, None)
+    assert f["cawf_affine_keeps_source"] == f["cawf_keeps_source"]
     for row in summary["adapter_size"]:
         assert row["source_bd_rate"] in (0.0, None)
     assert all(r["source_identical"] for r in results["adapter_size"]["rows"])
@@ -150,7 +163,8 @@ def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp
     assert sd["per_seed"][0]["cawf"]["bd_psnr"] == t2["cawf", "astro"]["bd_psnr"]
     assert sd["per_seed"][0]["naive"]["bd_psnr"] == t2["naive", "astro"]["bd_psnr"]
     jobs = {p.name.split("_s2c")[0] for p in (tmp_path / "work" / "jobs").glob("*-q1.json")}
-    assert {"naive_photo_astro_nall_seed1", "cawf_k16_photo_astro_nall_seed1"} <= jobs
+    assert {"naive_photo_astro_nall_seed1", "cawf_k16_photo_astro_nall_seed1",
+            "cawf+affine_k16_photo_astro_nall_seed1"} <= jobs
     jobs_dir = tmp_path / "work" / "jobs"
     a = json.loads(next(jobs_dir.glob("cawf_k16_photo_astro_nall_s2*-q1.json")).read_text())
     b = json.loads(next(jobs_dir.glob("cawf_k16_photo_astro_nall_seed1_s2*-q1.json")).read_text())
@@ -158,6 +172,9 @@ def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp
     for p in sd["per_seed"]:
         naive, cawf = p["naive"]["bd_rate"], p["cawf"]["bd_rate"]
         assert p["gap"] == (None if naive is None or cawf is None else cawf - naive)
+        both = p["cawf+affine"]["bd_rate"]
+        assert p["gap_cawf_affine"] == (None if naive is None or both is None
+                                        else both - naive)
     (f,) = experiments.summary(results)["findings"]
     defined = [p["gap"] for p in sd["per_seed"] if p["gap"] is not None]
     assert f["target_gap_seeds"] == len(defined)
@@ -168,9 +185,15 @@ def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp
                  if None not in (p["cawf"]["bd_psnr"], p["naive"]["bd_psnr"])]
     assert f["target_bd_psnr_gap_mean"] == (pytest.approx(np.mean(psnr_gaps)) if psnr_gaps
                                             else None)
+    affine_gaps = [p["gap_cawf_affine"] for p in sd["per_seed"]
+                   if p["gap_cawf_affine"] is not None]
+    assert f["target_gap_cawf_affine_mean"] == (pytest.approx(np.mean(affine_gaps))
+                                                if affine_gaps else None)
+    assert "CAwF+affine" in (tmp_path / "out" / "experiments_tables.md").read_text()
 
 
 def test_parameter_counts_match_the_papers_table_3():
     p = experiments.parameters()
     assert p["base"] == p["paper"]["base"]
     assert p["cawf"] == p["paper"]["cawf"]
+    assert p["cawf_affine_adapter_stored"] - p["cawf_adapter_stored"] == 1_126
