@@ -146,6 +146,8 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         info = {"base_id": entry["id"], "lambda": entry["lambda"], "steps": steps, "lr": lr,
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(net.adapter if method == "cawf" else net)}
+        if method == "cawf":
+            info["channel_affine"] = channel_affine
         results[quality] = ({k_: v.cpu() for k_, v in tensors.items()}, info)
         rows.append({"quality": quality, "base_bpp": before["bpp"],
                      "base_psnr": before["psnr"], "bpp": after["bpp"], "psnr": after["psnr"]})

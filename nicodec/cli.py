@@ -386,6 +386,7 @@ def _list_models():
         size = meta["path"].stat().st_size / len(meta["qualities"])
         for q, info in sorted(meta["qualities"].items()):
             method = meta["method"] + (f" K={meta['k']}" if meta["method"] == "cawf" else "")
+            method += " +affine" if info.get("channel_affine") else ""
             params = info.get("parameters")
             t.add_row(meta["name"], str(q), info["id"], method,
                       f"{params:,}" if params else "-", f"{size / 1e6:.2f} MB",

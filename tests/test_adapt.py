@@ -224,6 +224,8 @@ def test_channel_affine_adapter_round_trips_and_leaves_the_base_alone(env, folde
     path = registry.user_adapters_dir() / "scaled.safetensors"
     tensors = load_file(str(path))
     assert any(k.startswith("q3.a_affine.") for k in tensors)
+    listing = run("models").output
+    assert "cawf K=2 +affine" in listing
     src = folder / "nested" / "t0.png"
     assert run("encode", src, "-o", env / "s.nic", "--domain", "scaled", "-q", 3).exit_code == 0
     r = run("decode", env / "s.nic", "-o", env / "s.png")
