@@ -79,7 +79,7 @@ def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test, method: str = BD_METHOD) -
 def _pareto(rate: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The points (sorted by PSNR) that no other point beats with less rate and more PSNR."""
     keep = [i for i in range(len(rate))
-            if not any(rate[j] <= rate[i] and dist[j] >= dist[i] and j != i
+            if not any(rate[j] <= rate[i] and dist[j] >= dist[i]
                        and (rate[j], dist[j]) != (rate[i], dist[i])
                        for j in range(len(rate)))]
     return rate[keep], dist[keep]

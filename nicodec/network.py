@@ -54,7 +54,8 @@ def entropy_bottleneck(channels: int) -> EntropyBottleneck:
 
 
 class ChannelAffine(nn.Module):
-    """Per-channel scale and bias ``z~ = alpha * z + beta`` (selective fine tuning, 2.2).
+    """Per-channel scale and bias ``z~ = alpha * z + beta`` (selective fine tuning, 2.2;
+    also the optional part of a CAwF :class:`Adapter`).
 
     Initialised to the identity, so inserting it does not change the function.
     """

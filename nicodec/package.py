@@ -18,6 +18,7 @@ implies before anything is used. Safetensors holds tensors only: nothing is unpi
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import re
 from pathlib import Path
@@ -103,7 +104,9 @@ def expected_module(method: str, k: int, base: FactorizedPrior | None,
     return FactorizedPrior(affine=method == "selective")
 
 
+@functools.lru_cache(maxsize=None)
 def _expected_shapes(method: str, k: int, channel_affine: bool = False) -> dict[str, tuple]:
+    """Key -> (shape, dtype) of one quality's weights (cached: read-only to callers)."""
     module = expected_module(method, k, None, channel_affine)
     shapes = {key: (tuple(v.shape), v.dtype) for key, v in module.state_dict().items()
               if "entropy_bottleneck._" not in key}
@@ -128,16 +131,12 @@ def validate(path: Path, installed_bases: set[str],
         raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
     tensors, _ = load_verified(path, sha256)
     channels = 64 + (k if method == "cawf" else 0)
-    shapes_of = {False: _expected_shapes(method, k)}
     seen = set()
     for quality, info in meta["qualities"].items():
         qt = quality_tensors(tensors, quality)
         seen |= {f"q{quality}.{key}" for key in qt}
         weights = {key: v for key, v in qt.items() if not key.startswith(TABLE_PREFIX)}
-        affine = method == "cawf" and has_channel_affine(weights)
-        if affine not in shapes_of:
-            shapes_of[affine] = _expected_shapes(method, k, channel_affine=True)
-        shapes = shapes_of[affine]
+        shapes = _expected_shapes(method, k, method == "cawf" and has_channel_affine(weights))
         if set(weights) != set(shapes):
             extra, missing = set(weights) - set(shapes), set(shapes) - set(weights)
             raise NicodecError(f"{where}: quality {quality} tensors do not match a {method} "
