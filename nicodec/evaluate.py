@@ -17,7 +17,7 @@ from nicodec.registry import Registry
 
 JPEG2000_BPPS = (0.08, 0.15, 0.25, 0.4, 0.6, 0.9, 1.3)
 QUALITY_SWEEP = (5, 10, 20, 35, 50, 70, 85, 95)
-BASELINES = ("jpeg2000", "jpeg", "webp")
+BASELINES = tuple(baselines.SETTINGS)  # jpeg2000, jpeg (4:2:0), jpeg444, webp
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
