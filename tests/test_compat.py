@@ -1,0 +1,65 @@
+"""Every file any release wrote decodes to exactly the pixels it decoded to then, and every
+user adapter made by an earlier release still imports, decodes and encodes.
+
+``tests/compat/<release>/`` holds, per release, ``.nic`` files with the PNG each decoded to
+and user adapters (``user-<name>.safetensors``). Files are added, never removed or changed.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from nicodec import container, registry
+from nicodec.cli import main
+
+COMPAT = Path(__file__).parent / "compat"
+FILES = sorted(COMPAT.glob("*/*.nic"))
+ADAPTERS = sorted(COMPAT.glob("*/user-*.safetensors"))
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture()
+def home(monkeypatch, tmp_path):
+    """The shipped registry, with every compat user adapter imported into a fresh home."""
+    monkeypatch.delenv("NICODEC_MODELS", raising=False)
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
+    for adapter in ADAPTERS:
+        r = run("models", "import", adapter)
+        assert r.exit_code == 0, r.output
+    return tmp_path
+
+
+def test_the_corpus_is_there():
+    assert len(FILES) >= 14 and len(ADAPTERS) >= 1
+
+
+@pytest.mark.parametrize("nic", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_old_file_decodes_to_its_png(home, nic):
+    out = home / (nic.stem + ".png")
+    r = run("decode", nic, "-o", out)
+    assert r.exit_code == 0, r.output
+    with Image.open(out) as got, Image.open(nic.with_suffix(".png")) as want:
+        assert got.mode == want.mode and got.size == want.size
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_an_old_user_adapter_encodes_on_its_own_base(home, adapter):
+    name = adapter.stem.removeprefix("user-")
+    old_file = next(adapter.parent.glob(f"user-{name}-q*.nic"))
+    old_header, _ = container.parse(old_file.read_bytes())
+    src = adapter.parent / f"user-{name}-q2.png"
+    new_file = home / "new.nic"
+    r = run("encode", src, "--domain", name, "-q", old_header.quality, "-o", new_file)
+    assert r.exit_code == 0, r.output
+    header, _ = container.parse(new_file.read_bytes())
+    # the adapter extends the base it was made on, whatever generation is newest now
+    assert (header.base_id, header.adapter_id) == (old_header.base_id, old_header.adapter_id)
+    r = run("decode", new_file, "-o", home / "new.png")
+    assert r.exit_code == 0, r.output
