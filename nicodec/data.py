@@ -3,8 +3,11 @@
 Three domains, each built from packages anyone can fetch without installing them:
 
 * ``photo`` (the source domain): general photographs from Debian wallpaper and game
-  packages plus the colour test photos bundled with the PyPI packages sporco and
-  scikit-image.
+  packages (the photographs of GCompris's activities are unpacked from its Qt resource
+  archives), plus the colour test photos bundled with the PyPI packages sporco,
+  scikit-image, scikit-learn and matplotlib. Only photographs: wallpapers that are
+  renders, gradients or logos are left out by name, and a picture that ships in several
+  packages is kept once (:func:`dedupe`).
 * ``astro``: true-RGB deep-sky images from Debian's ``stellarium-data``.
 * ``screen``: GUI screenshots (dialogs, preferences, menus, toolbox) from Debian's
   ``gimp-help-en``.
@@ -21,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +45,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 
 DEBIAN_PACKAGES = (
     "lomiri-wallpapers-16.04",
+    "lomiri-wallpapers-20.04",
+    "gcompris-qt-data",
     "mate-backgrounds",
     "plasma-workspace-wallpapers",
     "palapeli-data",
     "stellarium-data",
     "gimp-help-en",
 )
-PYPI_PACKAGES = ("sporco==0.2.2.post1", "scikit-image==0.26.0")
+# (pip spec, the wheel members to unpack)
+PYPI_PACKAGES = (
+    ("sporco==0.2.2.post1", "/data/"),
+    ("scikit-image==0.26.0", "/data/"),
+    ("scikit-learn==1.9.1", "sklearn/datasets/images/"),
+    ("matplotlib==3.11.2", "mpl-data/sample_data/"),
+)
 
 # The photographs among the KDE Plasma wallpapers (the others are vector artwork).
 PLASMA_PHOTOS = (
@@ -56,6 +69,17 @@ PLASMA_PHOTOS = (
 SPORCO_PHOTOS = ("kodim23", "monarch", "sail", "tulips", "barbara")
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
                   "motorcycle_left.png")
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+MPL_PHOTOS = ("grace_hopper.jpg",)
+# The one photograph among lomiri-wallpapers-20.04's four (the others are renders). Of the
+# other wallpaper packages checked, ukui-wallpapers, sway-backgrounds, gnome-backgrounds and
+# desktop-base hold renders and logos only.
+LOMIRI20_PHOTOS = ("Kleiber_by_Lukas_Baubkus.jpg",)
+# GCompris activities whose pictures are photographs (the others are drawings).
+GCOMPRIS_RCC = "gcompris-qt-data/usr/share/gcompris-qt/rcc"
+GCOMPRIS_PHOTO_ACTIVITIES = ("erase", "explore_monuments", "explore_world_animals",
+                             "explore_farm_animals", "explore_world_music", "clickgame")
+GCOMPRIS_MIN_SIDE = 300  # smaller pictures there are icons
 GIMP_SCREEN_DIRS = ("dialogs", "preferences", "menus", "toolbox")
 DOMAINS = ("photo", "astro", "screen")
 
@@ -80,7 +104,7 @@ def fetch(root: Path) -> None:
             tmp = target.with_suffix(".partial")
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
             tmp.rename(target)
-    for spec in PYPI_PACKAGES:
+    for spec, inside in PYPI_PACKAGES:
         name = spec.split("==")[0].replace("-", "_")
         if not any(wheels.glob(f"{name}-*.whl")):
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
@@ -90,8 +114,64 @@ def fetch(root: Path) -> None:
             whl = next(wheels.glob(f"{name}-*.whl"))
             with zipfile.ZipFile(whl) as z:
                 members = [m for m in z.namelist()
-                           if "/data/" in m and Path(m).suffix in IMAGE_SUFFIXES]
+                           if inside in m and Path(m).suffix in IMAGE_SUFFIXES]
                 z.extractall(target, members)
+    unpack_gcompris(pkgs)
+
+
+def rcc_files(data: bytes):
+    """Yield (path, bytes) of every file in a Qt resource archive (``.rcc``, versions 1-3).
+
+    Layout: a header (magic ``qres``, version, offsets of the tree, data and names), a
+    tree of 14-byte (v1) or 22-byte entries (name offset, flags; a directory: child count
+    and first child; a file: locale and data offset), names as UTF-16BE, and data as
+    length-prefixed blobs (flag 1: zlib with a 4-byte size prefix).
+    """
+    magic, version, tree, blobs, names = struct.unpack_from(">4sIIII", data)
+    if magic != b"qres":
+        raise ValueError("not a Qt resource archive")
+    entry_size = 14 if version == 1 else 22
+
+    def name(off: int) -> str:
+        (n,) = struct.unpack_from(">H", data, names + off)
+        return data[names + off + 6: names + off + 6 + 2 * n].decode("utf-16-be")
+
+    stack = [(0, "")]
+    while stack:
+        index, prefix = stack.pop()
+        off = tree + index * entry_size
+        name_off, flags = struct.unpack_from(">IH", data, off)
+        path = f"{prefix}/{name(name_off)}" if index else ""
+        if flags & 2:  # directory
+            count, first = struct.unpack_from(">II", data, off + 6)
+            stack += [(c, path.lstrip("/")) for c in range(first, first + count)]
+            continue
+        (data_off,) = struct.unpack_from(">I", data, off + 10)
+        (n,) = struct.unpack_from(">I", data, blobs + data_off)
+        blob = data[blobs + data_off + 4: blobs + data_off + 4 + n]
+        if flags & 1:
+            blob = zlib.decompress(blob[4:])
+        elif flags & 4:  # zstd: not used by the packaged archives
+            continue
+        yield path.lstrip("/"), blob
+
+
+def unpack_gcompris(pkgs: Path) -> None:
+    """Unpack the pictures of GCompris's photo activities from their resource archives into
+    ``pkgs/gcompris-photos/<activity>/...`` (idempotent)."""
+    target = pkgs / "gcompris-photos"
+    if target.exists():
+        return
+    tmp = target.with_suffix(".partial")
+    for activity in GCOMPRIS_PHOTO_ACTIVITIES:
+        rcc = pkgs / GCOMPRIS_RCC / f"{activity}.rcc"
+        for path, blob in rcc_files(rcc.read_bytes()):
+            if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+                rel = path.split(f"activities/{activity}/", 1)[-1]
+                dst = tmp / activity / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(blob)
+    tmp.rename(target)
 
 
 # --------------------------------------------------------------------------- selection
@@ -117,6 +197,15 @@ def candidates(domain: str, pkgs: Path) -> list[str]:
         out += (pkgs / "palapeli-data/usr/share/palapeli/collection").glob("*.jpg")
         out += [pkgs / f"sporco/sporco/data/{n}.png" for n in SPORCO_PHOTOS]
         out += [pkgs / f"scikit_image/skimage/data/{n}" for n in SKIMAGE_PHOTOS]
+        out += [pkgs / f"scikit_learn/sklearn/datasets/images/{n}" for n in SKLEARN_PHOTOS]
+        out += [pkgs / f"matplotlib/matplotlib/mpl-data/sample_data/{n}" for n in MPL_PHOTOS]
+        out += [pkgs / f"lomiri-wallpapers-20.04/usr/share/backgrounds/{n}"
+                for n in LOMIRI20_PHOTOS]
+        for p in (pkgs / "gcompris-photos").rglob("*"):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(p) as im:
+                    if min(im.size) >= GCOMPRIS_MIN_SIDE:
+                        out.append(p)
     elif domain == "astro":
         for p in (pkgs / "stellarium-data/usr/share/stellarium/nebulae/default").glob("*.png"):
             with Image.open(p) as im:
@@ -139,6 +228,41 @@ def make_split(files: list[str]) -> dict[str, list[str]]:
     ranked = sorted(files, key=lambda f: hashlib.sha256(f.encode()).hexdigest())
     n_test = min(30, max(10, round(0.2 * len(files))))
     return {"test": sorted(ranked[:n_test]), "train": sorted(ranked[n_test:])}
+
+
+def _dhash(path: Path) -> int:
+    """A 256-bit difference hash: which of horizontally adjacent cells of a 17x16 greyscale
+    thumbnail is brighter. Survives rescaling and recompression."""
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("L").resize((17, 16), Image.Resampling.BILINEAR), np.int16)
+    return int("".join("1" if b else "0" for b in (a[:, 1:] > a[:, :-1]).ravel()), 2)
+
+
+DUPLICATE_BITS = 24  # dHashes this close (of 256 bits) are the same picture
+
+
+def dedupe(files: list[str], pkgs: Path, keep: tuple[str, ...] = ()) -> list[str]:
+    """``files`` without pictures that repeat one in ``keep`` or an earlier file (the same
+    photo ships in several packages, at several sizes)."""
+    seen = [_dhash(pkgs / f) for f in keep]
+    out = []
+    for f in files:
+        h = _dhash(pkgs / f)
+        if all(bin(h ^ o).count("1") > DUPLICATE_BITS for o in seen):
+            seen.append(h)
+            out.append(f)
+    return out
+
+
+def extend_split(split: dict[str, list[str]], files: list[str],
+                 pkgs: Path) -> dict[str, list[str]]:
+    """A committed split plus the candidates it does not hold yet (new packages), which go
+    to training unless they repeat a picture already in the split. The test list never
+    changes, so results stay comparable."""
+    known = set(split["train"]) | set(split["test"])
+    new = dedupe([f for f in files if f not in known], pkgs,
+                 keep=tuple(split["test"] + split["train"]))
+    return {"test": split["test"], "train": sorted(split["train"] + new)}
 
 
 def prepared_name(rel: str) -> str:
@@ -167,10 +291,13 @@ def prepare(root: Path | None = None) -> dict[str, dict[str, int]]:
     SPLITS_DIR.mkdir(exist_ok=True)
     for domain in DOMAINS:
         split_file = SPLITS_DIR / f"{domain}.json"
+        found = candidates(domain, pkgs)
         if split_file.exists():
-            split = json.loads(split_file.read_text())
+            old = json.loads(split_file.read_text())
+            split = extend_split(old, found, pkgs)
         else:
-            split = make_split(candidates(domain, pkgs))
+            old, split = None, make_split(dedupe(found, pkgs))
+        if split != old:
             split_file.write_text(json.dumps(split, indent=1) + "\n")
         counts[domain] = {}
         for part in ("train", "test"):
