@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nicodec import image, package, registry
+from nicodec import distributed, image, package, registry
 from nicodec.codec import Codec
 from nicodec.data import CropSampler, list_images
 from nicodec.entropy import LatentCoder, build_tables
@@ -112,6 +112,9 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
 
     Returns {"path", "meta", "rows"} where rows hold held-out bpp/PSNR of base and adapted.
     ``channel_affine`` (CAwF): None means on for CAwF (see :class:`~nicodec.network.Adapter`).
+
+    Under torchrun every rank trains on its shard of the training images and rank 0 alone
+    evaluates, writes the package and returns the summary (the others return None).
     """
     package.check_name(name)
     if method not in package.METHODS:
@@ -124,8 +127,12 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     train_files, held_files = split_holdout(files, holdout)
     reg = reg or registry.Registry()
     entries = [reg.find_base(quality=q) for q in qualities]  # fail early if one is missing
-    held = [image.load(f).rgb for f in held_files]
-    sampler = CropSampler.from_files(train_files, crop=crop)
+    device = distributed.init(device)
+    main = distributed.is_main()
+    if not main:
+        log = _silent
+    held = [image.load(f).rgb for f in held_files] if main else []
+    sampler = CropSampler.from_files(distributed.shard(train_files), crop=crop)
     form = (f", K={k}" + (" + channel affine" if channel_affine else "")
             if method == "cawf" else "")
     log(f"adapting '{name}' ({method}{form}) on "
@@ -137,8 +144,11 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         base_codec = reg.codec(quality=quality, device=device)
         net = trainable(method, base_codec.net, k, channel_affine).to(device)
         cfg = TrainConfig(lam=entry["lambda"], steps=steps, batch=batch, crop=crop, lr=lr,
-                          log_every=max(1, min(50, steps // 4)))
+                          log_every=max(1, min(50, steps // 4)),
+                          label=f"q{quality} ({entries.index(entry) + 1}/{len(entries)})")
         stats = train(net, sampler, cfg, device=device, console_log=progress)
+        if not main:
+            continue
         tensors = package_tensors(net, method)
         codec = adapted_codec(net, method, tensors, entry["id"], quality, entry["lambda"],
                               name, device)
@@ -151,6 +161,9 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         results[quality] = ({k_: v.cpu() for k_, v in tensors.items()}, info)
         rows.append({"quality": quality, "base_bpp": before["bpp"],
                      "base_psnr": before["psnr"], "bpp": after["bpp"], "psnr": after["psnr"]})
+    if not main:
+        distributed.finish()
+        return None
     path = out_path or registry.user_adapters_dir() / f"{name}.safetensors"
     meta = package.save(path, name=name, method=method, k=k if method == "cawf" else 0,
                         entries=results)
@@ -163,4 +176,9 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
                           {"name": name, "points": [{"bpp": r["bpp"], "psnr": r["psnr"]}
                                                     for r in rows]}])
         summary |= {k: v for k, v in row.items() if k.startswith("bd_")}
+    distributed.finish()
     return summary
+
+
+def _silent(*_args) -> None:
+    """The log of ranks other than 0."""

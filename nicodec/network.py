@@ -69,12 +69,22 @@ class ChannelAffine(nn.Module):
         return z * self.alpha[:, None, None] + self.beta[:, None, None]
 
 
+def _autocast(x: torch.Tensor, dtype: torch.dtype | None):
+    """Autocast on ``x``'s device to ``dtype``; a no-op context for ``None``."""
+    return torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
+
+
 class TransformCoder(nn.Module):
     """Training interface shared by every codec network: subclasses provide ``analysis``,
     ``synthesis`` and ``entropy_bottleneck``."""
 
-    def forward(self, x: torch.Tensor, round_for_synthesis: bool = False) -> dict:
+    def forward(self, x: torch.Tensor, round_for_synthesis: bool = False,
+                transform_dtype: torch.dtype | None = None) -> dict:
         """Training pass: reconstruction and likelihoods under the uniform-noise proxy.
+
+        ``transform_dtype`` (e.g. ``torch.bfloat16``): run the analysis and synthesis
+        transforms under autocast in that precision (the fast training path); the latents,
+        the entropy model's likelihoods and ``x_hat`` stay float32, and so do the weights.
 
         ``round_for_synthesis``: the synthesis gets the latents rounded as at test time,
         ``round(y - median) + median``, with a straight-through gradient, while the rate
@@ -83,12 +93,16 @@ class TransformCoder(nn.Module):
         near-constant channel it is one offset over the whole image, which the noise
         proxy never shows the decoder.
         """
-        y = self.analysis(x)
+        with _autocast(x, transform_dtype):
+            y = self.analysis(x)
+        y = y.float()
         y_tilde, likelihoods = self.entropy_bottleneck(y)
         if round_for_synthesis:
             medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
             y_tilde = y + (torch.round(y - medians) + medians - y).detach()
-        return {"x_hat": self.synthesis(y_tilde), "likelihoods": likelihoods}
+        with _autocast(x, transform_dtype):
+            x_hat = self.synthesis(y_tilde)
+        return {"x_hat": x_hat.float(), "likelihoods": likelihoods}
 
     def aux_loss(self) -> torch.Tensor:
         """Loss that fits the entropy model's quantiles (CompressAI's aux loss)."""
