@@ -110,6 +110,49 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
     return result
 
 
+def training_throughput(domain: str, device: str, steps: int, warmup: int = 20) -> list[dict]:
+    """Steps/s and megapixels/s of the real training loop (base network, batch 8 of 128x128
+    crops, lambda of q3) on the fp32 path and on the fast path, measured after ``warmup``
+    steps (which include torch.compile's compilation)."""
+    from nicodec.network import FactorizedPrior
+    from nicodec.train import TrainConfig, fast_settings, train
+
+    files = data.list_images(data.split_dir(domain, "test"))
+    rows = []
+    for label, fast in (("fp32", False), ("fast", True)):
+        sampler = data.CropSampler.from_files(files, crop=128)
+        cfg = TrainConfig(lam=0.016, steps=warmup + steps, fast=fast, compile=fast,
+                          ckpt_every=warmup, log_every=warmup)
+        marks = {}
+        torch.manual_seed(0)
+        train(FactorizedPrior(), sampler, cfg, device=device, console_log=False,
+              on_checkpoint=lambda m, step, stats: marks.setdefault(step, time.perf_counter()))
+        seconds = marks[warmup + steps] - marks[warmup]
+        fmt, dtype, compiled = fast_settings(cfg, device, steps)
+        rows.append({"path": label, "steps_per_s": steps / seconds,
+                     "mpix_per_s": steps * cfg.batch * cfg.crop ** 2 / 1e6 / seconds,
+                     "ms_per_step": 1000 * seconds / steps,
+                     "settings": f"{'channels_last' if fmt == torch.channels_last else 'NCHW'}"
+                                 f", {'bf16' if dtype else 'fp32'} transforms"
+                                 f"{', torch.compile' if compiled else ''}"})
+    return rows
+
+
+def show_training(rows: list[dict]) -> None:
+    t = Table(title="training throughput: base network, batch 8 of 128x128 crops")
+    for col in ("path", "settings", "ms/step", "steps/s", "Mpixel/s", "speed-up"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r["path"], r["settings"], f"{r['ms_per_step']:.0f}",
+                  f"{r['steps_per_s']:.2f}", f"{r['mpix_per_s']:.3f}",
+                  f"{rows[0]['ms_per_step'] / r['ms_per_step']:.2f}x")
+    console.print(t)
+    from nicodec.train import bf16_is_fast
+
+    units = "yes (bf16 transforms)" if bf16_is_fast("cpu") else "no (fp32 transforms)"
+    console.print(f"CPU bf16 units (AMX or AVX512-BF16): {units}")
+
+
 def show(result: dict) -> None:
     t = Table(title=f"nicodec bench: {result['domain']} test set, {result['images']} images, "
                     f"{result['device']} ({result['threads']} threads), best of "
@@ -143,9 +186,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--train-steps", type=int, default=100,
+                    help="timed steps per training path (0: skip the training throughput)")
     args = ap.parse_args()
-    result = bench(args.domain, registry.pick_device(args.device), args.repeat, args.limit)
+    device = registry.pick_device(args.device)
+    result = bench(args.domain, device, args.repeat, args.limit)
     show(result)
+    if args.train_steps:
+        result["training"] = training_throughput(args.domain, device, args.train_steps)
+        show_training(result["training"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -17,7 +17,6 @@ from rich.markup import escape
 
 from nicodec.errors import NicodecError
 
-QUALITIES = {1: 0.002, 2: 0.008, 3: 0.016, 4: 0.032}
 _WIDTH = None if sys.stdout.isatty() else 120  # tables stay readable when piped
 out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -207,7 +206,8 @@ def info(file, as_json):
     reg = registry.Registry()
     base = next((m for m in reg.bases() if m["id"] == d["base_id"]), None)
     d["base_model"] = ({"installed": True, "domain": base["domain"], "quality": base["quality"],
-                        "lambda": base["lambda"], "file": base["file"]}
+                        "lambda": base["lambda"], "file": base["file"],
+                        "generation": registry.generation_of(base)}
                        if base else {"installed": False})
     d["adapter"] = reg.describe_adapter(d["adapter_id"]) if d["adapter_id"] else None
     if as_json:
@@ -217,7 +217,8 @@ def info(file, as_json):
             f"{d['height']}"), ("colour", "greyscale" if d["channels"] == 1 else "RGB"),
             ("quality", d["quality"]), ("bytes", f"{d['file_bytes']:,} ({d['bpp']:.4f} bpp)"),
             ("entropy coder", f"{d['coder']} {d['coder_version']}"),
-            ("base model", d["base_id"] + ("  installed: " + base["file"] if base
+            ("base model", d["base_id"] + (f"  generation {registry.generation_of(base)}, "
+                                           f"installed: {base['file']}" if base
                                            else "  NOT INSTALLED")),
             ("adapter", "none (base codec)" if not d["adapter_id"] else
              d["adapter_id"] + ("  installed: " + d["adapter"]["name"]
@@ -275,6 +276,8 @@ def adapt(folder, name, method, k, channel_affine, qualities, steps, holdout, ba
                     steps=steps, holdout=holdout, device=dev, batch=batch, lr=lr,
                     out_path=Path(output) if output else None, reg=reg,
                     log=lambda m: out.print(m, markup=False), channel_affine=channel_affine)
+    if res is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")
     for col in ("quality", "base bpp", "base PSNR", f"{name} bpp", f"{name} PSNR", "ID"):
         t.add_column(col, justify="right")
@@ -309,14 +312,22 @@ def _bd_text(res: dict) -> str:
 @click.option("--domain", "domains", multiple=True, default=["photo"], show_default=True,
               help="codec to evaluate (repeatable); 'all' = base + every installed adapter")
 @click.option("--baselines", default="jpeg2000", show_default=True,
-              help="comma-separated: jpeg2000, jpeg, webp (or 'none')")
+              help="comma-separated: jpeg2000, jpeg, jpeg444, webp (or 'none')")
 @click.option("--qualities", default="1,2,3,4", show_default=True, callback=_qualities)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="RD curves (PNG)")
 @click.option("--per-image", is_flag=True, help="also print every image's numbers")
 @DEVICE
 def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_image, device):
-    """Rate-distortion curves (bpp, PSNR, MS-SSIM) and BD-rates on the images in FOLDER."""
+    """Rate-distortion curves (bpp, PSNR, MS-SSIM) and BD-rates on the images in FOLDER.
+
+    \b
+    Baselines, as their users run them:
+      jpeg2000  OpenJPEG, irreversible 9/7, mct=1 (RGB->YCbCr), rate mode
+      jpeg      libjpeg 4:2:0, optimised Huffman tables
+      jpeg444   libjpeg 4:4:4, optimised Huffman tables
+      webp      libwebp lossy, method 6 (cwebp -m 6)
+    """
     import json
 
     from rich.table import Table
@@ -325,7 +336,7 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
 
     reg = registry.Registry()
     if "all" in domains:
-        domains = ["photo"] + [m["name"] for m in reg.packages()]
+        domains = ["photo"] + [m["name"] for m in reg.packages(newest_only=True)]
     for d in domains:
         if d != "photo":
             reg.find_package(d)
@@ -361,43 +372,70 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
         evaluate.plot(res["curves"], Path(plot_path), f"{folder_path.parent.name}/{folder_path.name}")
 
 
+ALL_GENERATIONS = click.option("--all", "show_all", is_flag=True,
+                               help="also list older model generations")
+
+
 @main.group(invoke_without_command=True, cls=Cli)
+@ALL_GENERATIONS
 @click.pass_context
-def models(ctx):
-    """List, export, import and remove models and adapters."""
+def models(ctx, show_all):
+    """List, export, import and remove models and adapters.
+
+    \b
+    Example:
+      nicodec models --all        # every generation, old ones included
+    """
     if ctx.invoked_subcommand is None:
-        _list_models()
+        _list_models(show_all)
 
 
-def _list_models():
+def _list_models(show_all: bool = False):
     from rich.table import Table
 
     from nicodec import registry
 
     reg = registry.Registry()
-    t = Table(title="installed models")
-    for col in ("name", "quality", "ID", "method", "parameters", "file size", "domain", "where"):
+    newest = max(reg.generations(), default=0)
+    shown = lambda gen: show_all or gen == newest or gen == 0  # noqa: E731
+    t = Table(title="installed models" + ("" if show_all else
+                                          f" (generation {newest}; --all for older ones)"))
+    for col in ("name", "quality", "ID", "generation", "method", "parameters", "file size",
+                "where"):
         t.add_column(col)
-    for m in reg.bases():
+    hidden = 0
+    for m in sorted(reg.bases(), key=lambda m: (-registry.generation_of(m), m["quality"])):
+        gen = registry.generation_of(m)
+        if not shown(gen):
+            hidden += 1
+            continue
         size = (reg.dir / m["file"]).stat().st_size
-        t.add_row("photo", str(m["quality"]), m["id"], "base", f"{m['parameters']:,}",
-                  f"{size / 1e6:.2f} MB", m["domain"], "shipped")
-    for meta in reg.packages():
+        t.add_row(m["domain"], str(m["quality"]), m["id"], str(gen), "base",
+                  f"{m['parameters']:,}", f"{size / 1e6:.2f} MB", "shipped")
+    for meta in sorted(reg.packages(), key=lambda m: (m["name"], -m["generation"])):
+        # a user's adapter on an old base is listed all the same: it is what encodes NAME
+        if not (shown(meta["generation"]) or not meta["shipped"]):
+            hidden += len(meta["qualities"])
+            continue
         size = meta["path"].stat().st_size / len(meta["qualities"])
         for q, info in sorted(meta["qualities"].items()):
             method = meta["method"] + (f" K={meta['k']}" if meta["method"] == "cawf" else "")
             method += " +affine" if info.get("channel_affine") else ""
             params = info.get("parameters")
-            t.add_row(meta["name"], str(q), info["id"], method,
-                      f"{params:,}" if params else "-", f"{size / 1e6:.2f} MB",
-                      meta["name"], "shipped" if meta["shipped"] else "user")
+            t.add_row(meta["name"], str(q), info["id"], str(meta["generation"] or "?"),
+                      method, f"{params:,}" if params else "-", f"{size / 1e6:.2f} MB",
+                      "shipped" if meta["shipped"] else "user")
     out.print(t)
+    if hidden:
+        out.print(f"{hidden} model(s) of older generations are installed too; they decode the "
+                  "files made with them (nicodec models --all)", markup=False)
 
 
 @models.command("list")
-def models_list():
+@ALL_GENERATIONS
+def models_list(show_all):
     """List base models and adapters (the default)."""
-    _list_models()
+    _list_models(show_all)
 
 
 @models.command("export")
@@ -446,48 +484,42 @@ def models_remove(name):
 @main.command()
 @click.option("--domain", default="photo", show_default=True, help="training domain")
 @click.option("-q", "--quality", type=click.IntRange(1, 4), required=True)
-@click.option("--steps", type=int, default=5000, show_default=True)
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--steps", type=int, default=5000, show_default=True,
+              help="the run's total length (a resumed run continues to it)")
+@click.option("--batch", type=int, default=8, show_default=True, help="crops per process")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--lr-drop-at", type=float, default=0.8, show_default=True,
+              help="fraction of the steps after which the learning rate is divided by 3")
 @click.option("--init", "init_from", type=click.Path(exists=True, dir_okay=False),
-              help="warm-start from these weights (safetensors) instead of random")
+              help="warm-start from a model file; a snapshot from runs/ resumes at its step")
+@click.option("--generation", type=int, default=None,
+              help="model generation to export as (default: the newest)")
 @click.option("--runs", type=click.Path(file_okay=False), default="runs", show_default=True,
-              help="checkpoint directory")
-@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
-              help="export here and update its manifest (default: the shipped models/)")
+              help="checkpoints, snapshots and the test-set curve")
+@click.option("--ckpt-every", type=int, default=2000, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-def train(domain, quality, steps, batch, lr, init_from, runs, models_dir, device):
-    """Train a base model for DOMAIN at QUALITY, then export it to the model registry."""
-    from safetensors.torch import load_file
+def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, runs,
+          ckpt_every, device):
+    """Train a base model for DOMAIN at QUALITY, then export it to the model registry.
 
-    from nicodec import data, registry
-    from nicodec.network import FactorizedPrior
-    from nicodec.train import TrainConfig, load_model_tensors
-    from nicodec.train import train as run_training
+    \b
+    Example (resumes from runs/ when interrupted):
+      nicodec train --domain photo -q 3 --steps 100000
+    On N processes or GPUs (PyTorch DDP; rank 0 writes):
+      torchrun --nproc_per_node N -m nicodec.cli train --domain photo -q 3 --steps 100000
+    """
+    from nicodec import basetrain, registry
 
-    dev = registry.pick_device(device)
-    lam = QUALITIES[quality]
-    files = data.list_images(data.split_dir(domain, "train"))
-    sampler = data.CropSampler.from_files(files, crop=128)
-    model = FactorizedPrior()
-    if init_from:
-        tensors = load_file(init_from)  # a model file (with tables) or a checkpoint
-        prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(registry.TABLE_PREFIX)}
-        load_model_tensors(model, tensors, prefix=prefix)
-    runs = Path(runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    ckpt = runs / f"{domain}-q{quality}.ckpt"
-    cfg = TrainConfig(lam=lam, steps=steps, batch=batch, lr=lr)
-    out.print(f"training {domain} q{quality} (lambda={lam}) on {len(files)} images, "
-              f"{steps} steps, batch {batch}, device {dev}")
-    stats = run_training(model, sampler, cfg, ckpt=ckpt, device=dev)
+    run = basetrain.BaseRun(domain=domain, quality=quality, steps=steps,
+                            generation=generation or registry.CURRENT_GENERATION, batch=batch,
+                            lr=lr, lr_drop_at=lr_drop_at,
+                            init=Path(init_from) if init_from else None, runs=Path(runs),
+                            ckpt_every=ckpt_every)
     command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    entry = registry.export_base(model.cpu(), domain=domain, quality=quality, lam=lam,
-                                 steps=steps, command=command, train_images=len(files),
-                                 models_dir=Path(models_dir) if models_dir else None)
-    out.print(f"exported {entry['file']} id {entry['id']}  "
-              f"(train bpp {stats['bpp']:.3f}, PSNR {stats['psnr']:.2f} dB)")
+    entry = basetrain.train_base(run, device=registry.pick_device(device), command=command,
+                                 log=out.print)
+    if entry is not None:
+        out.print(f"exported {entry['file']} id {entry['id']}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,20 @@ REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = "manifest.json"
 TABLE_PREFIX = "tables."
 TABLE_KEYS = ("median", "offset", "length", "freq")
+# Model generations: 1 = the models of nicodec 0.1; 2 = trained long on more photos. New
+# weights get new IDs and a new generation; every older generation stays shipped, so every
+# file ever written still decodes. Encoding uses the newest generation.
+CURRENT_GENERATION = 2
+
+
+def base_file_stem(domain: str, quality: int, generation: int) -> str:
+    """``photo-q3`` (generation 1, as 0.1 named them), ``photo-g2-q3`` after that."""
+    return f"{domain}-q{quality}" if generation == 1 else f"{domain}-g{generation}-q{quality}"
+
+
+def generation_of(entry: dict) -> int:
+    """A manifest entry's generation (entries written by 0.1 have none: 1)."""
+    return int(entry.get("generation", 1))
 
 
 def pick_device(choice: str = "auto") -> str:
@@ -92,7 +106,8 @@ def model_tensors(model: FactorizedPrior) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _atomic_save(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
+def save_model_file(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors model file atomically (a temporary file, then a rename)."""
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
@@ -113,25 +128,28 @@ def write_manifest(directory: Path, manifest: dict) -> None:
 
 
 def export_base(model: FactorizedPrior, *, domain: str, quality: int, lam: float, steps: int,
-                command: str, train_images: int, models_dir: Path | None = None) -> dict:
-    """Freeze the entropy tables, save ``<domain>-q<quality>.safetensors``, update manifest."""
-    directory = models_dir or REPO_MODELS
+                command: str, train_images: int, models_dir: Path | None = None,
+                generation: int = CURRENT_GENERATION) -> dict:
+    """Freeze the entropy tables, save ``<base_file_stem>.safetensors``, update manifest."""
+    directory = models_dir or globals()["models_dir"]()
     directory.mkdir(parents=True, exist_ok=True)
     tensors = model_tensors(model)
     mid = format_id(content_id(tensors))
     meta = {"nicodec": "base", "arch": "factorized+affine" if model.affine else "factorized",
             "domain": domain, "quality": str(quality), "lambda": repr(lam), "id": mid}
-    name = f"{domain}-q{quality}.safetensors"
-    _atomic_save(tensors, directory / name, meta)
+    name = base_file_stem(domain, quality, generation) + ".safetensors"
+    save_model_file(tensors, directory / name, meta)
     entry = {
         "file": name, "id": mid, "sha256": file_sha256(directory / name), "kind": "base",
+        "generation": generation,
         "arch": meta["arch"], "domain": domain, "quality": quality, "lambda": lam,
         "parameters": count_parameters(model), "steps": steps, "train_images": train_images,
         "command": command, "created": _dt.date.today().isoformat(),
     }
     manifest = read_manifest(directory)
     manifest["models"] = [m for m in manifest["models"] if m["file"] != name] + [entry]
-    manifest["models"].sort(key=lambda m: (m["domain"], m["quality"]))
+    manifest["models"].sort(key=lambda m: (m["kind"] != "base", generation_of(m), m["domain"],
+                                           m.get("quality", 0)))
     write_manifest(directory, manifest)
     return entry
 
@@ -199,18 +217,39 @@ class Registry:
     def base_ids(self) -> set[str]:
         return {m["id"] for m in self.bases()}
 
+    def generations(self) -> list[int]:
+        """The base-model generations installed, oldest first."""
+        return sorted({generation_of(m) for m in self.bases()})
+
+    def lambda_for(self, quality: int) -> float:
+        """The rate-distortion trade-off of a quality (the same in every generation)."""
+        for m in self.bases():
+            if m["quality"] == quality:
+                return float(m["lambda"])
+        raise NicodecError(f"no base model has quality {quality} (qualities: "
+                           f"{', '.join(map(str, self.qualities())) or 'none'})")
+
+    def qualities(self) -> list[int]:
+        return sorted({m["quality"] for m in self.bases()})
+
     def find_base(self, *, quality: int | None = None, domain: str = "photo",
-                  model_id: str | None = None) -> dict:
+                  model_id: str | None = None, generation: int | None = None) -> dict:
+        """A base model by ID, or by (domain, quality) in ``generation`` (default: the
+        newest generation that has it)."""
+        if model_id is None:
+            found = [m for m in self.bases() if m["domain"] == domain and
+                     m["quality"] == quality and generation in (None, generation_of(m))]
+            if found:
+                return max(found, key=generation_of)
         for m in self.bases():
             if model_id is not None and m["id"] == model_id:
-                return m
-            if model_id is None and m["domain"] == domain and m["quality"] == quality:
                 return m
         if model_id is not None:
             raise NicodecError(f"model {model_id} is not installed (known base models: "
                                f"{', '.join(m['id'] for m in self.bases()) or 'none'})")
-        raise NicodecError(f"no base model for domain {domain!r} at quality {quality} in "
-                           f"{self.dir}")
+        where = "" if generation is None else f" of generation {generation}"
+        raise NicodecError(f"no base model{where} for domain {domain!r} at quality {quality} "
+                           f"in {self.dir}")
 
     def load_base(self, entry: dict, device: str = "cpu") -> tuple[FactorizedPrior, LatentCoder]:
         key = (entry["id"], device)
@@ -225,10 +264,14 @@ class Registry:
         """Shipped packages (models/) and the user's own (NICODEC_HOME/adapters)."""
         return [self.dir, user_adapters_dir()]
 
-    def packages(self) -> list[dict]:
-        """Metadata of every installed adaptation package (cheap: headers only)."""
+    def packages(self, newest_only: bool = False) -> list[dict]:
+        """Metadata of every installed adaptation package (cheap: headers only); each has
+        ``generation``, that of the base models it was made on. A shipped name may exist in
+        several generations; ``newest_only`` keeps the newest of each name (what encoding
+        uses)."""
         if self._packages is None:
-            found: dict[str, dict] = {}
+            gens = {m["id"]: generation_of(m) for m in self.bases()}
+            found: list[dict] = []
             for d in self.package_dirs():
                 for path in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
                     try:
@@ -236,15 +279,25 @@ class Registry:
                     except NicodecError:
                         continue  # a base model file, or junk: not a package
                     meta["shipped"] = d == self.dir
-                    found.setdefault(meta["name"], meta)
-            self._packages = list(found.values())
-        return self._packages
+                    meta["generation"] = max(gens.get(i.get("base_id"), 0)
+                                             for i in meta["qualities"].values())
+                    found.append(meta)
+            self._packages = found
+        if not newest_only:
+            return self._packages
+        newest: dict[str, dict] = {}
+        for meta in self._packages:
+            if meta["name"] not in newest or \
+                    meta["generation"] > newest[meta["name"]]["generation"]:
+                newest[meta["name"]] = meta
+        return list(newest.values())
 
     def find_package(self, name: str) -> dict:
-        for meta in self.packages():
+        """The package ``--domain NAME`` encodes with: the newest generation of that name."""
+        for meta in self.packages(newest_only=True):
             if meta["name"] == name:
                 return meta
-        names = ", ".join(["photo"] + [m["name"] for m in self.packages()])
+        names = ", ".join(["photo"] + [m["name"] for m in self.packages(newest_only=True)])
         raise NicodecError(f"unknown domain {name!r}: no adapter of that name is installed "
                            f"(installed: {names}); import one with 'nicodec models import FILE'")
 
@@ -262,10 +315,13 @@ class Registry:
         return self._cache[key]
 
     # ----------------------------------------------------------------------- codecs
-    def codec(self, *, quality: int, domain: str = "photo", device: str = "cpu") -> Codec:
-        """The codec that ``encode --domain DOMAIN -q QUALITY`` uses."""
+    def codec(self, *, quality: int, domain: str = "photo", device: str = "cpu",
+              generation: int | None = None) -> Codec:
+        """The codec that ``encode --domain DOMAIN -q QUALITY`` uses (the newest generation
+        unless ``generation`` pins one; adapters: the newest of that name)."""
         if domain == "photo":
-            return self._base_codec(self.find_base(quality=quality, domain="photo"), device)
+            return self._base_codec(self.find_base(quality=quality, domain="photo",
+                                                   generation=generation), device)
         meta = self.find_package(domain)
         if quality not in meta["qualities"]:
             raise NicodecError(f"adapter {domain!r} has no quality {quality} (it has "
@@ -275,7 +331,7 @@ class Registry:
     def codecs(self, *, quality: int, device: str = "cpu") -> list[Codec]:
         """The base codec and every installed package that covers ``quality``."""
         out = [self.codec(quality=quality, device=device)]
-        for meta in self.packages():
+        for meta in self.packages(newest_only=True):
             if quality in meta["qualities"]:
                 out.append(self._package_codec(meta, quality, device))
         return out

@@ -1,0 +1,119 @@
+"""``nicodec train``: a base model trained on a domain's training set, from scratch or warm
+started, with a snapshot and a test-set point every ``ckpt_every`` steps, exported to the
+registry at the end.
+
+Long runs outlive a session. Each checkpoint writes, beside the Adam checkpoint in
+``runs/``:
+
+* ``<domain>-g<G>-q<Q>.safetensors``: a complete model file (weights and frozen tables,
+  metadata ``step``) that ``--init`` resumes from at that step with a fresh optimizer;
+* ``<domain>-g<G>-q<Q>.curve.jsonl``: one line per checkpoint, the test set's real bpp and
+  PSNR (encode and decode through the codec) and the training loss at that step.
+
+Under torchrun each rank trains on its shard of the images; rank 0 writes everything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nicodec import data, distributed, image, registry
+from nicodec.codec import Codec
+from nicodec.container import NO_ADAPTER
+from nicodec.entropy import LatentCoder
+from nicodec.network import FactorizedPrior
+from nicodec.train import TrainConfig, load_model_tensors, train
+
+
+@dataclass
+class BaseRun:
+    domain: str
+    quality: int
+    steps: int
+    generation: int = registry.CURRENT_GENERATION
+    batch: int = 8
+    lr: float = 1e-4
+    lr_drop_at: float = 0.8
+    init: Path | None = None
+    runs: Path = Path("runs")
+    ckpt_every: int = 2000
+    curve_images: int | None = None  # test images per curve point (None: all)
+
+    @property
+    def name(self) -> str:
+        return registry.base_file_stem(self.domain, self.quality, self.generation)
+
+
+def _init_weights(model: FactorizedPrior, path: Path) -> int:
+    """Load weights from a model file, a snapshot or an Adam checkpoint; returns the step
+    a snapshot was taken at (0 otherwise)."""
+    tensors, meta = registry.load_verified(path)
+    prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(registry.TABLE_PREFIX)}
+    load_model_tensors(model, tensors, prefix=prefix)
+    return int(meta.get("step", 0))
+
+
+def snapshot_codec(model: FactorizedPrior, quality: int, lam: float) -> tuple[Codec, dict]:
+    """A codec (and its model-file tensors) from a copy of a model in training."""
+    frozen = copy.deepcopy(model).cpu().eval()
+    tensors = registry.model_tensors(frozen)
+    coder = LatentCoder({k: tensors[registry.TABLE_PREFIX + k] for k in registry.TABLE_KEYS})
+    codec = Codec(net=frozen, coder=coder, base_id=registry.content_id(tensors),
+                  adapter_id=NO_ADAPTER, quality=quality, lam=lam, device="cpu")
+    return codec, tensors
+
+
+def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
+               progress: bool = True) -> dict:
+    """Train (or resume) ``run`` and export it to the registry; returns the manifest entry."""
+    from nicodec.evaluate import codec_point
+
+    device = distributed.init(device)
+    lam = registry.Registry().lambda_for(run.quality)
+    files = data.list_images(data.split_dir(run.domain, "train"))
+    sampler = data.CropSampler.from_files(distributed.shard(files), crop=128)
+    model = FactorizedPrior()
+    start = _init_weights(model, run.init) if run.init else 0
+    run.runs.mkdir(parents=True, exist_ok=True)
+    ckpt = run.runs / f"{run.name}.ckpt"
+    snapshot = run.runs / f"{run.name}.safetensors"
+    curve = run.runs / f"{run.name}.curve.jsonl"
+    tests = [(f.name, image.load(f).rgb)
+             for f in data.list_images(data.split_dir(run.domain, "test"))][:run.curve_images]
+    t0 = time.time()
+
+    def on_checkpoint(m: FactorizedPrior, step: int, stats: dict) -> None:
+        codec, tensors = snapshot_codec(m, run.quality, lam)
+        registry.save_model_file(tensors, snapshot, {"step": str(step), "lambda": repr(lam)})
+        point = codec_point(codec, tests, f"step {step}", with_ms_ssim=False)
+        row = {"step": step, "bpp": point["bpp"], "psnr": point["psnr"],
+               "train_loss": stats["loss"], "elapsed_s": round(time.time() - t0, 1)}
+        with curve.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"step {step}: test {row['bpp']:.4f} bpp {row['psnr']:.2f} dB "
+            f"(train loss {stats['loss']:.4f})")
+
+    cfg = TrainConfig(lam=lam, steps=run.steps, batch=run.batch, lr=run.lr,
+                      lr_drop_at=run.lr_drop_at, start=start, ckpt_every=run.ckpt_every,
+                      log_every=min(50, run.ckpt_every),
+                      label=f"{run.domain} q{run.quality}")
+    if distributed.is_main():
+        log(f"training {run.name} (lambda={lam}) on {len(files)} images in "
+            f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "
+            f"{run.batch} per process, lr {run.lr:g}, device {device}")
+    train(model, sampler, cfg, ckpt=ckpt, device=device, console_log=progress,
+          on_checkpoint=on_checkpoint)
+    entry = None
+    if distributed.is_main():
+        entry = registry.export_base(model.cpu(), domain=run.domain, quality=run.quality,
+                                     lam=lam, steps=run.steps, command=command,
+                                     train_images=len(files), generation=run.generation)
+    distributed.finish()
+    return entry
