@@ -1,0 +1,107 @@
+"""Model generations: encoding uses the newest, every generation decodes, an adapter made on
+an old generation keeps encoding on its own base, and adapt builds on the newest."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import smooth_image
+from nicodec import container, registry
+from nicodec.adapt import adapt
+from nicodec.cli import main
+from nicodec.network import FactorizedPrior
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def two_generations(tmp_path_factory):
+    """A registry with generations 1 and 2 of qualities 1 and 3 (seeded, untrained)."""
+    d = tmp_path_factory.mktemp("models")
+    for gen in (1, 2):
+        for quality in (1, 3):
+            torch.manual_seed(10 * gen + quality)
+            registry.export_base(FactorizedPrior(), domain="photo", quality=quality,
+                                 lam={1: 0.002, 3: 0.016}[quality], steps=0, command="test",
+                                 train_images=0, models_dir=d, generation=gen)
+    return d
+
+
+@pytest.fixture()
+def gens(two_generations, tmp_path, monkeypatch):
+    monkeypatch.setenv("NICODEC_MODELS", str(two_generations))
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
+    reg = registry.Registry()
+    ids = {(registry.generation_of(m), m["quality"]): m["id"] for m in reg.bases()}
+    return tmp_path, reg, ids
+
+
+@pytest.fixture()
+def png(tmp_path):
+    p = tmp_path / "img.png"
+    Image.fromarray(smooth_image(40, 56)).save(p)
+    return p
+
+
+def test_files_are_named_per_generation(gens):
+    _, reg, _ = gens
+    files = sorted(m["file"] for m in reg.bases())
+    assert files == ["photo-g2-q1.safetensors", "photo-g2-q3.safetensors",
+                     "photo-q1.safetensors", "photo-q3.safetensors"]
+    assert reg.generations() == [1, 2]
+
+
+def test_encode_uses_the_newest_generation_and_every_generation_decodes(gens, png):
+    tmp, reg, ids = gens
+    assert run("encode", png, "-q", 3, "-o", tmp / "new.nic").exit_code == 0
+    header, _ = container.parse((tmp / "new.nic").read_bytes())
+    assert container.format_id(header.base_id) == ids[(2, 3)]
+    old = reg.codec(quality=3, generation=1).encode(np.asarray(Image.open(png)))
+    assert container.format_id(container.parse(old)[0].base_id) == ids[(1, 3)]
+    (tmp / "old.nic").write_bytes(old)
+    for name in ("new", "old"):
+        r = run("decode", tmp / f"{name}.nic", "-o", tmp / f"{name}.png")
+        assert r.exit_code == 0, r.output
+    info = json.loads(run("info", tmp / "old.nic", "--json").stdout)
+    assert info["base_model"]["generation"] == 1
+    assert "generation 1" in run("info", tmp / "old.nic").stdout
+
+
+def test_models_folds_old_generations_unless_all(gens):
+    _, _, ids = gens
+    short, full = run("models").stdout, run("models", "--all").stdout
+    assert ids[(2, 3)] in short and ids[(1, 3)] not in short
+    assert "older generations" in short
+    assert ids[(2, 3)] in full and ids[(1, 3)] in full
+
+
+def test_an_adapter_on_an_old_generation_keeps_its_base_and_adapt_uses_the_newest(gens, png):
+    tmp, reg, ids = gens
+    folder = tmp / "target"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
+    new = adapt(folder, name="fresh", k=2, qualities=(3,), steps=2, batch=2, crop=32,
+                progress=False, log=lambda m: None)
+    assert new["meta"]["qualities"][3]["base_id"] == ids[(2, 3)]
+    # an adapter made while generation 1 was the newest (as 0.1's users made theirs)
+    old = adapt(folder, name="older", k=2, qualities=(3,), steps=2, batch=2, crop=32,
+                progress=False, log=lambda m: None, reg=_only_generation_1(reg))
+    assert old["meta"]["qualities"][3]["base_id"] == ids[(1, 3)]
+    assert run("encode", png, "--domain", "older", "-q", 3, "-o", tmp / "o.nic").exit_code == 0
+    header, _ = container.parse((tmp / "o.nic").read_bytes())
+    assert container.format_id(header.base_id) == ids[(1, 3)]
+    assert run("decode", tmp / "o.nic", "-o", tmp / "o.png").exit_code == 0
+
+
+def _only_generation_1(reg: registry.Registry) -> registry.Registry:
+    old = registry.Registry(reg.dir)
+    old.manifest = {**reg.manifest, "models": [m for m in reg.manifest["models"]
+                                               if registry.generation_of(m) == 1]}
+    return old
