@@ -313,7 +313,7 @@ def prepare(root: Path | None = None) -> dict[str, dict[str, int]]:
 
 def split_dir(domain: str, part: str) -> Path:
     d = data_dir() / domain / part
-    if not d.is_dir() or not any(d.glob("*.png")):
+    if not d.is_dir() or not list_images(d):
         raise NicodecError(f"no prepared images in {d}: run 'make data' first")
     return d
 
