@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nicodec import distributed, image, package, registry
+from nicodec import distributed, image, modelfile, package, registry
 from nicodec.codec import Codec
 from nicodec.data import CropSampler, list_images
 from nicodec.entropy import LatentCoder, build_tables
@@ -58,7 +58,7 @@ def package_tensors(net: nn.Module, method: str) -> dict[str, torch.Tensor]:
     module = net.adapter if method == "cawf" else net
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
                if "entropy_bottleneck._" not in k}
-    tensors |= {package.TABLE_PREFIX + k: v for k, v in build_tables(eb).items()}
+    tensors |= {modelfile.TABLE_PREFIX + k: v for k, v in build_tables(eb).items()}
     return tensors
 
 
@@ -96,8 +96,8 @@ def adapted_codec(net: nn.Module, method: str, tensors: dict, base_id: str, qual
     """The Codec of a freshly trained network, with the IDs its package will give it."""
     from nicodec.container import NO_ADAPTER
 
-    tables = {k: tensors[package.TABLE_PREFIX + k] for k in registry.TABLE_KEYS}
-    own = registry.content_id(tensors)
+    _, tables = modelfile.split_tables(tensors)
+    own = modelfile.content_id(tensors)
     ids = (int(base_id, 16), own) if method == "cawf" else (own, NO_ADAPTER)
     return Codec(net=net.eval(), coder=LatentCoder(tables), base_id=ids[0], adapter_id=ids[1],
                  quality=quality, lam=lam, device=device, name=name)
@@ -142,7 +142,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     for entry in entries:
         quality = entry["quality"]
         base_codec = reg.codec(quality=quality, device=device)
-        net = trainable(method, base_codec.net, k, channel_affine).to(device)
+        net = trainable(method, reg.base_network(entry, device), k, channel_affine).to(device)
         cfg = TrainConfig(lam=entry["lambda"], steps=steps, batch=batch, crop=crop, lr=lr,
                           log_every=max(1, min(50, steps // 4)),
                           label=f"q{quality} ({entries.index(entry) + 1}/{len(entries)})")

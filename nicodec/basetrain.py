@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from nicodec import data, distributed, image, registry
+from nicodec import data, distributed, image, modelfile, registry
 from nicodec.codec import Codec
 from nicodec.container import NO_ADAPTER
 from nicodec.entropy import LatentCoder
@@ -53,9 +53,9 @@ class BaseRun:
 def _init_weights(model: FactorizedPrior, path: Path) -> int:
     """Load weights from a model file, a snapshot or an Adam checkpoint; returns the step
     a snapshot was taken at (0 otherwise)."""
-    tensors, meta = registry.load_verified(path)
+    tensors, meta = modelfile.load(path)
     prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
-    tensors = {k: v for k, v in tensors.items() if not k.startswith(registry.TABLE_PREFIX)}
+    tensors, _ = modelfile.split_tables(tensors)
     load_model_tensors(model, tensors, prefix=prefix)
     return int(meta.get("step", 0))
 
@@ -64,8 +64,8 @@ def snapshot_codec(model: FactorizedPrior, quality: int, lam: float) -> tuple[Co
     """A codec (and its model-file tensors) from a copy of a model in training."""
     frozen = copy.deepcopy(model).cpu().eval()
     tensors = registry.model_tensors(frozen)
-    coder = LatentCoder({k: tensors[registry.TABLE_PREFIX + k] for k in registry.TABLE_KEYS})
-    codec = Codec(net=frozen, coder=coder, base_id=registry.content_id(tensors),
+    coder = LatentCoder(modelfile.split_tables(tensors)[1])
+    codec = Codec(net=frozen, coder=coder, base_id=modelfile.content_id(tensors),
                   adapter_id=NO_ADAPTER, quality=quality, lam=lam, device="cpu")
     return codec, tensors
 
@@ -91,7 +91,7 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
 
     def on_checkpoint(m: FactorizedPrior, step: int, stats: dict) -> None:
         codec, tensors = snapshot_codec(m, run.quality, lam)
-        registry.save_model_file(tensors, snapshot, {"step": str(step), "lambda": repr(lam)})
+        modelfile.save(tensors, snapshot, {"step": str(step), "lambda": repr(lam)})
         point = codec_point(codec, tests, f"step {step}", with_ms_ssim=False)
         row = {"step": step, "bpp": point["bpp"], "psnr": point["psnr"],
                "train_loss": stats["loss"], "elapsed_s": round(time.time() - t0, 1)}

@@ -28,7 +28,7 @@ from nicodec.evaluate import baseline_curve
 console = Console(highlight=False, width=160)
 
 
-def compressai_model(codec):
+def compressai_model(reg, entry: dict, device: str):
     """CompressAI's FactorizedPrior class loaded with the same weights."""
     from compressai.entropy_models import EntropyBottleneck
     from compressai.models import FactorizedPrior
@@ -37,10 +37,11 @@ def compressai_model(codec):
 
     cm = FactorizedPrior(64, 64)
     cm.entropy_bottleneck = EntropyBottleneck(64, filters=EB_FILTERS)
-    sd = {k: v for k, v in codec.net.state_dict().items() if not k.startswith("entropy_bottleneck._")}
+    sd = {k: v for k, v in reg.base_network(entry).state_dict().items()
+          if not k.startswith("entropy_bottleneck._")}
     torch.nn.Module.load_state_dict(cm, sd, strict=False)  # CompressAI wants buffers too
     cm.eval().update(force=True)
-    return cm.to(codec.device)
+    return cm.to(device)
 
 
 def timed(fn, repeat: int):
@@ -60,8 +61,8 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
     for entry in sorted(reg.bases(), key=lambda m: m["quality"]):
         if entry["domain"] != "photo":
             continue
-        codec = reg.codec(quality=entry["quality"], device=device)
-        cm = compressai_model(codec)
+        codec = reg.codec_by_id(entry["id"], device)
+        cm = compressai_model(reg, entry, device)
         acc = {k: [] for k in ("enc", "dec", "cai_enc", "cai_dec", "bpp", "psnr", "j2k_bpp",
                                "j2k_psnr")}
         payload_bytes = file_bytes = ideal_bits = 0.0

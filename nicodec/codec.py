@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from nicodec import container
 from nicodec.entropy import CODER_NAME, LatentCoder, coder_version
 from nicodec.errors import NicodecError
-from nicodec.network import DOWNSAMPLING
+from nicodec.inference import DOWNSAMPLING
 
 
 def latent_shape(width: int, height: int, channels: int) -> tuple[int, int, int]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import constriction
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyBottleneck
 
 from nicodec.errors import NicodecError
 
@@ -53,7 +52,7 @@ def quantize_frequencies(p: np.ndarray, total: int = TOTAL) -> np.ndarray:
 
 
 @torch.no_grad()
-def build_tables(eb: EntropyBottleneck) -> dict[str, torch.Tensor]:
+def build_tables(eb) -> dict[str, torch.Tensor]:
     """Freeze an EntropyBottleneck's per-channel densities into frequency tables.
 
     Table range per channel: CompressAI's quantile-based range (``update()``), i.e. the
@@ -82,7 +81,10 @@ def build_tables(eb: EntropyBottleneck) -> dict[str, torch.Tensor]:
     }
 
 
-def _double_copy(eb: EntropyBottleneck) -> EntropyBottleneck:
+def _double_copy(eb):
+    """A float64 copy of a CompressAI EntropyBottleneck (export time only)."""
+    from compressai.entropy_models import EntropyBottleneck
+
     clone = EntropyBottleneck(eb.channels, filters=eb.filters, tail_mass=eb.tail_mass)
     params = {k: v for k, v in eb.state_dict().items() if not k.startswith("_")}
     clone.load_state_dict(params, strict=False)

@@ -44,7 +44,8 @@ from nicodec.data import CropSampler, MixedSampler, REPO_ROOT, list_images, spli
 from nicodec.errors import NicodecError
 from nicodec.evaluate import baseline_curve, codec_point, compare
 from nicodec.network import Adapter, FactorizedPrior, count_parameters, widen
-from nicodec.registry import Registry, content_hash, content_id, generation_of, pick_device
+from nicodec.modelfile import TABLE_PREFIX, content_hash, content_id
+from nicodec.registry import Registry, generation_of, pick_device
 from nicodec.train import TrainConfig, TrainingDiverged, train
 
 TABLE1_PAIRS = (("photo", "astro"), ("photo", "screen"))
@@ -166,12 +167,20 @@ class Lab:
                                   generation=STUDY_GENERATION)
         return self.codec(job, quality)
 
+    def t1_network(self, domain: str, quality: int) -> nn.Module:
+        """The t=1 codec of ``domain`` as a trainable network."""
+        job = t1_job(domain)
+        if job is None:
+            entry = self.reg.find_base(quality=quality, generation=STUDY_GENERATION)
+            return self.reg.base_network(entry, self.device)
+        return self.codec(job, quality).net
+
     def _build(self, job: Job, quality: int) -> nn.Module:
         """The untrained network of ``job`` (from its t1 codec), on the device."""
         if job.method == "scratch":
             torch.manual_seed(job.seed_for(quality))
             return FactorizedPrior().to(self.device)
-        base = self.t1(job.init, quality).net
+        base = self.t1_network(job.init, quality)
         if job.method == "joint":
             return widen(copy.deepcopy(base).cpu(), job.k).to(self.device)
         if job.method == "affine":
@@ -208,7 +217,7 @@ class Lab:
         if path.exists():
             tensors = load_file(str(path))
             weights = {k: v for k, v in tensors.items()
-                       if not k.startswith(package.TABLE_PREFIX)}
+                       if not k.startswith(TABLE_PREFIX)}
             (net.adapter if stored == "cawf" else net).load_state_dict(weights, strict=False)
         else:
             info = self._train(job, quality, net, path)

@@ -24,17 +24,23 @@ from __future__ import annotations
 
 import math
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck
-from compressai.layers import GDN
+
+with warnings.catch_warnings():  # CompressAI 1.2 scripts a helper with torch.jit.script,
+    # which torch deprecates; the one known warning, silenced where it is raised
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated",
+                            category=FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck
+    from compressai.layers import GDN
+
+from nicodec import inference
+from nicodec.inference import DOWNSAMPLING, KERNEL, N_LAYERS, STRIDE  # noqa: F401
 
 N_FILTERS = 64
-KERNEL = 5
-STRIDE = 2
-N_LAYERS = 4
-DOWNSAMPLING = STRIDE ** N_LAYERS  # 16: images are padded to a multiple of this
 # Density filters of the factorized entropy model: 97 parameters per latent channel, the
 # count of the paper's Table 3 (6,208 for 64 channels, 7,760 for 80).
 EB_FILTERS = (3, 5, 5, 3)
@@ -173,13 +179,6 @@ def _gdn_eff(gdn: GDN) -> tuple[torch.Tensor, torch.Tensor]:
     return gdn.beta_reparam(gdn.beta), gdn.gamma_reparam(gdn.gamma)
 
 
-def _gdn_apply(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor,
-               inverse: bool) -> torch.Tensor:
-    """y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)  (inverse: multiply)."""
-    norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
-    return x * torch.sqrt(norm) if inverse else x * torch.rsqrt(norm)
-
-
 class Adapter(nn.Module):
     """CAwF custom parameters for one base codec: K extra filters per conv layer.
 
@@ -259,24 +258,21 @@ class Adapter(nn.Module):
 
     def wide_conv_weight(self, i: int, base_w: torch.Tensor, base_b: torch.Tensor):
         p = self.p
-        top = base_w if i == 0 else torch.cat([base_w, p[f"a{i}_bc"]], 1)
-        return torch.cat([top, p[f"a{i}_cb"]], 0), torch.cat([base_b, p[f"a{i}_cbias"]])
+        return inference.wide_conv(i, base_w, base_b, p[f"a{i}_cb"], p[f"a{i}_cbias"],
+                                   p[f"a{i}_bc"] if i else None)
 
     def wide_deconv_weight(self, i: int, base_w: torch.Tensor, base_b: torch.Tensor):
-        p = self.p
-        if i == N_LAYERS - 1:
-            return torch.cat([base_w, p[f"s{i}_cb"]], 0), base_b
-        left = torch.cat([base_w, p[f"s{i}_cb"][:, : self.n]], 0)
-        right = torch.cat([p[f"s{i}_bc"], p[f"s{i}_cb"][:, self.n:]], 0)
-        return torch.cat([left, right], 1), torch.cat([base_b, p[f"s{i}_cbias"]])
+        p, last = self.p, i == N_LAYERS - 1
+        return inference.wide_deconv(self.n, last, base_w, base_b, p[f"s{i}_cb"],
+                                     None if last else p[f"s{i}_bc"],
+                                     None if last else p[f"s{i}_cbias"])
 
     def wide_gdn(self, name: str, i: int, g: GDN):
         p = self.p
         beta_b, gamma_b = _gdn_eff(g)
-        beta = torch.cat([beta_b, g.beta_reparam(p[f"{name}{i}_beta"])])
-        top = torch.cat([gamma_b, g.gamma_reparam(p[f"{name}{i}_gamma_bc"])], 1)
-        gamma = torch.cat([top, g.gamma_reparam(p[f"{name}{i}_gamma_c"])], 0)
-        return beta, gamma
+        return inference.wide_gdn(beta_b, gamma_b, g.beta_reparam(p[f"{name}{i}_beta"]),
+                                  g.gamma_reparam(p[f"{name}{i}_gamma_bc"]),
+                                  g.gamma_reparam(p[f"{name}{i}_gamma_c"]))
 
 
 def _kaiming(shape) -> torch.Tensor:
@@ -314,7 +310,7 @@ class AdaptedCodec(TransformCoder):
                 i += 1
             else:
                 beta, gamma = ad.wide_gdn("gdn", j, m)
-                x = _gdn_apply(x, beta, gamma, inverse=False)
+                x = inference.gdn(x, beta, gamma, inverse=False)
                 j += 1
         return x
 
@@ -329,7 +325,7 @@ class AdaptedCodec(TransformCoder):
                 i += 1
             else:
                 beta, gamma = ad.wide_gdn("igdn", j, m)
-                x = _gdn_apply(x, beta, gamma, inverse=True)
+                x = inference.gdn(x, beta, gamma, inverse=True)
                 j += 1
         return x
 

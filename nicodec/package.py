@@ -23,19 +23,19 @@ import json
 import re
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import safe_open, save_file
+from typing import TYPE_CHECKING
 
+from nicodec import modelfile
 from nicodec.container import format_id
-from nicodec.entropy import TOTAL
 from nicodec.errors import NicodecError
-from nicodec.network import Adapter, FactorizedPrior
+from nicodec.modelfile import TABLE_PREFIX
+
+if TYPE_CHECKING:  # reading metadata needs no torch; validation imports it
+    import torch
 
 METHODS = ("cawf", "selective", "naive")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 RESERVED_NAMES = {"photo", "auto", "base"}
-TABLE_PREFIX = "tables."
 FORMAT = "1"
 
 
@@ -54,30 +54,26 @@ def quality_tensors(tensors: dict, quality: int) -> dict[str, torch.Tensor]:
 def save(path: Path, *, name: str, method: str, k: int,
          entries: dict[int, tuple[dict, dict]]) -> dict:
     """Write a package. ``entries``: quality -> (tensors, info); info gets its ``id``."""
-    from nicodec.registry import content_id
-
     tensors, qualities = {}, {}
     for quality, (qt, info) in sorted(entries.items()):
-        info = dict(info, id=format_id(content_id(qt)))
+        info = dict(info, id=format_id(modelfile.content_id(qt)))
         qualities[str(quality)] = info
         tensors |= {f"q{quality}.{key}": v.contiguous() for key, v in qt.items()}
     meta = {"nicodec": "package", "format": FORMAT, "name": name, "method": method,
             "k": str(k), "date": _dt.date.today().isoformat(),
             "qualities": json.dumps(qualities, sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    modelfile.save(tensors, path, meta)
     return read_meta(path)
 
 
 def read_meta(path: Path) -> dict:
     """The package's metadata (cheap: reads the header only), with ``qualities`` parsed."""
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
-        raise NicodecError(f"{path.name}: not a nicodec adaptation file ({e})") from None
+        meta = modelfile.read_metadata(path)
+    except NicodecError:
+        raise NicodecError(f"{path.name}: not a nicodec adaptation file (not a valid "
+                           "safetensors file)") from None
     if meta.get("nicodec") != "package":
         raise NicodecError(f"{path.name}: not a nicodec adaptation file (no package metadata)")
     if meta.get("format") != FORMAT:
@@ -97,8 +93,11 @@ def has_channel_affine(weights: dict) -> bool:
     return any(key.startswith(("a_affine.", "s_affine.")) for key in weights)
 
 
-def expected_module(method: str, k: int, base: FactorizedPrior | None,
+def expected_module(method: str, k: int, base=None,
                     channel_affine: bool = False) -> torch.nn.Module:
+    """The training module whose state a package of ``method`` stores (imports CompressAI)."""
+    from nicodec.network import Adapter, FactorizedPrior
+
     if method == "cawf":
         return Adapter(base or FactorizedPrior(), k, channel_affine=channel_affine)
     return FactorizedPrior(affine=method == "selective")
@@ -117,7 +116,9 @@ def validate(path: Path, installed_bases: set[str],
              sha256: str | None = None) -> tuple[dict, dict]:
     """Load and fully check a package (and its file hash, if given); returns (meta, tensors).
     Raises NicodecError."""
-    from nicodec.registry import content_id, load_verified
+    import torch
+
+    from nicodec.entropy import TOTAL
 
     meta = read_meta(path)
     where = f"{path.name}"
@@ -129,7 +130,7 @@ def validate(path: Path, installed_bases: set[str],
         raise NicodecError(f"{where}: custom filter count {k} out of range 1..64")
     if not meta["qualities"] or not set(meta["qualities"]) <= {1, 2, 3, 4}:
         raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
-    tensors, _ = load_verified(path, sha256)
+    tensors, _ = modelfile.load(path, sha256)
     channels = 64 + (k if method == "cawf" else 0)
     seen = set()
     for quality, info in meta["qualities"].items():
@@ -149,7 +150,7 @@ def validate(path: Path, installed_bases: set[str],
             if not torch.isfinite(v).all():
                 raise NicodecError(f"{where}: tensor {key} holds non-finite values")
         _check_tables(where, qt, channels)
-        if format_id(content_id(qt)) != info.get("id"):
+        if format_id(modelfile.content_id(qt)) != info.get("id"):
             raise NicodecError(f"{where}: quality {quality} content hash does not match its "
                                "ID (corrupt or modified file)")
         if method == "cawf" and info.get("base_id") not in installed_bases:
@@ -161,6 +162,10 @@ def validate(path: Path, installed_bases: set[str],
 
 
 def _check_tables(where: str, qt: dict, channels: int) -> None:
+    import torch
+
+    from nicodec.entropy import TOTAL
+
     try:
         median, offset = qt[TABLE_PREFIX + "median"], qt[TABLE_PREFIX + "offset"]
         length, freq = qt[TABLE_PREFIX + "length"], qt[TABLE_PREFIX + "freq"]

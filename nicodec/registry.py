@@ -11,29 +11,27 @@ count, training steps and the exact command that produced it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
-import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
-import safetensors.torch
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
-from nicodec.codec import Codec
+from nicodec import modelfile
 from nicodec.container import NO_ADAPTER, Header, format_id
-from nicodec.entropy import LatentCoder, build_tables
-from nicodec.errors import NicodecError
 from nicodec import package
-from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters
+from nicodec.errors import NicodecError
+from nicodec.modelfile import (TABLE_KEYS, TABLE_PREFIX, content_hash,  # noqa: F401 (API)
+                               content_id, file_sha256, split_tables)
+
+if TYPE_CHECKING:  # the catalog part of this module runs without torch (nicodec info)
+    from nicodec.codec import Codec
+    from nicodec.entropy import LatentCoder
+    from nicodec.inference import FrozenNet
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = "manifest.json"
-TABLE_PREFIX = "tables."
-TABLE_KEYS = ("median", "offset", "length", "freq")
 # Model generations: 1 = the models of nicodec 0.1; 2 = trained long on more photos. New
 # weights get new IDs and a new generation; every older generation stays shipped, so every
 # file ever written still decodes. Encoding uses the newest generation.
@@ -52,6 +50,8 @@ def generation_of(entry: dict) -> int:
 
 def pick_device(choice: str = "auto") -> str:
     """'auto' -> cuda when available, else cpu."""
+    import torch
+
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and not torch.cuda.is_available():
@@ -73,44 +73,17 @@ def models_dir() -> Path:
     return Path(os.environ.get("NICODEC_MODELS", REPO_MODELS))
 
 
-# --------------------------------------------------------------------------- hashing
-def content_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over the tensors' names, dtypes, shapes and little-endian bytes."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def content_id(tensors: dict[str, torch.Tensor]) -> int:
-    i = int(content_hash(tensors)[:8], 16)
-    if i == 0:  # 0 means "no adapter" in the container; astronomically unlikely
-        raise NicodecError("model content hash collides with the reserved ID 0")
-    return i
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # --------------------------------------------------------------------------- export
-def model_tensors(model: FactorizedPrior) -> dict[str, torch.Tensor]:
+def model_tensors(model) -> dict:
     """Weights + frozen entropy tables of a trained base model, ready to save."""
+    from nicodec.entropy import build_tables
+
     eb = model.entropy_bottleneck
     eb.update(force=True, update_quantiles=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                if not k.startswith("entropy_bottleneck._")}
     tensors |= {TABLE_PREFIX + k: v.contiguous() for k, v in build_tables(eb).items()}
     return tensors
-
-
-def save_model_file(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    """Write a safetensors model file atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
 
 
 def read_manifest(directory: Path) -> dict:
@@ -121,16 +94,16 @@ def read_manifest(directory: Path) -> dict:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
-    p = directory / MANIFEST
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(p)
+    modelfile.atomic_write(directory / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
 
-def export_base(model: FactorizedPrior, *, domain: str, quality: int, lam: float, steps: int,
+def export_base(model, *, domain: str, quality: int, lam: float, steps: int,
                 command: str, train_images: int, models_dir: Path | None = None,
                 generation: int = CURRENT_GENERATION) -> dict:
-    """Freeze the entropy tables, save ``<base_file_stem>.safetensors``, update manifest."""
+    """Freeze the entropy tables of a trained :class:`~nicodec.network.FactorizedPrior`,
+    save ``<base_file_stem>.safetensors``, update the manifest."""
+    from nicodec.network import count_parameters
+
     directory = models_dir or globals()["models_dir"]()
     directory.mkdir(parents=True, exist_ok=True)
     tensors = model_tensors(model)
@@ -138,7 +111,7 @@ def export_base(model: FactorizedPrior, *, domain: str, quality: int, lam: float
     meta = {"nicodec": "base", "arch": "factorized+affine" if model.affine else "factorized",
             "domain": domain, "quality": str(quality), "lambda": repr(lam), "id": mid}
     name = base_file_stem(domain, quality, generation) + ".safetensors"
-    save_model_file(tensors, directory / name, meta)
+    modelfile.save(tensors, directory / name, meta)
     entry = {
         "file": name, "id": mid, "sha256": file_sha256(directory / name), "kind": "base",
         "generation": generation,
@@ -170,36 +143,17 @@ def record_package(path: Path, command: str, directory: Path | None = None) -> d
 
 
 # --------------------------------------------------------------------------- loading
-def parse_safetensors(data: bytes, name: str) -> tuple[dict, dict]:
-    """(tensors, metadata) of safetensors bytes (never a pickle); NicodecError if malformed."""
+def build_base(tensors: dict) -> tuple["FrozenNet", "LatentCoder"]:
+    """Inference network + latent coder from loaded base-model tensors."""
+    from nicodec.entropy import LatentCoder
+    from nicodec.inference import FrozenNet
+
+    weights, tables = split_tables(tensors)
     try:
-        (n,) = struct.unpack_from("<Q", data)
-        meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
-        return safetensors.torch.load(data), meta
-    except (SafetensorError, struct.error, ValueError, AttributeError) as e:
-        raise NicodecError(f"{name}: not a valid safetensors file ({e})") from None
-
-
-def load_verified(path: Path, sha256: str | None = None) -> tuple[dict, dict]:
-    """Load a model file, reading it once; verify its file hash against ``sha256`` if given."""
-    data = Path(path).read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise NicodecError(f"{path.name}: file hash does not match the manifest "
-                           "(corrupt or modified model file)")
-    return parse_safetensors(data, path.name)
-
-
-def build_base(tensors: dict, meta: dict) -> tuple[FactorizedPrior, LatentCoder]:
-    """Network + latent coder from loaded base-model tensors."""
-    model = FactorizedPrior(affine=meta.get("arch") == "factorized+affine")
-    weights = {k: v for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [m for m in missing if not m.startswith("entropy_bottleneck._")]
-    if missing or unexpected:
-        raise NicodecError(f"model file does not match the network (missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]})")
-    tables = {k: tensors[TABLE_PREFIX + k] for k in TABLE_KEYS}
-    return model.eval(), LatentCoder(tables)
+        net = FrozenNet.from_tensors(weights)
+    except KeyError as e:
+        raise NicodecError(f"model file does not match the network (missing {e})") from None
+    return net, LatentCoder(tables)
 
 
 class Registry:
@@ -251,13 +205,31 @@ class Registry:
         raise NicodecError(f"no base model{where} for domain {domain!r} at quality {quality} "
                            f"in {self.dir}")
 
-    def load_base(self, entry: dict, device: str = "cpu") -> tuple[FactorizedPrior, LatentCoder]:
+    def base_tensors(self, entry: dict) -> tuple[dict, dict]:
+        """(tensors, metadata) of a shipped base model, its file hash verified; read once."""
+        key = ("tensors", entry["id"])
+        if key not in self._cache:
+            self._cache[key] = modelfile.load(self.dir / entry["file"], entry["sha256"])
+        return self._cache[key]
+
+    def load_base(self, entry: dict, device: str = "cpu") -> tuple["FrozenNet", "LatentCoder"]:
+        """The inference network and latent coder of a base model."""
         key = (entry["id"], device)
         if key not in self._cache:
-            tensors, meta = load_verified(self.dir / entry["file"], entry["sha256"])
-            model, coder = build_base(tensors, meta)
-            self._cache[key] = (model.to(device), coder)
+            net, coder = build_base(self.base_tensors(entry)[0])
+            self._cache[key] = (net.to(device), coder)
         return self._cache[key]
+
+    def base_network(self, entry: dict, device: str = "cpu"):
+        """A base model as a trainable :class:`~nicodec.network.FactorizedPrior` (for
+        adaptation and training; imports CompressAI)."""
+        from nicodec.network import FactorizedPrior
+
+        tensors, meta = self.base_tensors(entry)
+        model = FactorizedPrior(affine=meta.get("arch") == "factorized+affine")
+        weights = {k: v for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
+        model.load_state_dict(weights, strict=False)
+        return model.to(device).eval()
 
     # ----------------------------------------------------------------------- packages
     def package_dirs(self) -> list[Path]:
@@ -316,7 +288,7 @@ class Registry:
 
     # ----------------------------------------------------------------------- codecs
     def codec(self, *, quality: int, domain: str = "photo", device: str = "cpu",
-              generation: int | None = None) -> Codec:
+              generation: int | None = None) -> "Codec":
         """The codec that ``encode --domain DOMAIN -q QUALITY`` uses (the newest generation
         unless ``generation`` pins one; adapters: the newest of that name)."""
         if domain == "photo":
@@ -328,7 +300,7 @@ class Registry:
                                f"{', '.join(map(str, sorted(meta['qualities'])))})")
         return self._package_codec(meta, quality, device)
 
-    def codecs(self, *, quality: int, device: str = "cpu") -> list[Codec]:
+    def codecs(self, *, quality: int, device: str = "cpu") -> list["Codec"]:
         """The base codec and every installed package that covers ``quality``."""
         out = [self.codec(quality=quality, device=device)]
         for meta in self.packages(newest_only=True):
@@ -336,7 +308,7 @@ class Registry:
                 out.append(self._package_codec(meta, quality, device))
         return out
 
-    def codec_for_header(self, header: Header, device: str = "cpu") -> Codec:
+    def codec_for_header(self, header: Header, device: str = "cpu") -> "Codec":
         """The codec that wrote a file, from the IDs in its header."""
         base_id, adapter_id = format_id(header.base_id), header.adapter_id
         if adapter_id != NO_ADAPTER:
@@ -353,7 +325,7 @@ class Registry:
                                f"its adaptation file and run 'nicodec models import FILE'")
         return self.codec_by_id(base_id, device)
 
-    def codec_by_id(self, model_id: str, device: str = "cpu") -> Codec:
+    def codec_by_id(self, model_id: str, device: str = "cpu") -> "Codec":
         """A complete codec (shipped base or fine-tuned package) by its ID."""
         for m in self.bases():
             if m["id"] == model_id:
@@ -379,31 +351,31 @@ class Registry:
         ids += [i["id"] for m in self.packages() for i in m["qualities"].values()]
         return ids
 
-    def _base_codec(self, entry: dict, device: str) -> Codec:
+    def _base_codec(self, entry: dict, device: str) -> "Codec":
+        from nicodec.codec import Codec
+
         model, coder = self.load_base(entry, device)
         return Codec(net=model, coder=coder, base_id=int(entry["id"], 16),
                      adapter_id=NO_ADAPTER, quality=entry["quality"], lam=entry["lambda"],
                      device=device, name=entry["domain"])
 
-    def _package_codec(self, meta: dict, quality: int, device: str) -> Codec:
+    def _package_codec(self, meta: dict, quality: int, device: str) -> "Codec":
+        from nicodec.codec import Codec
+        from nicodec.entropy import LatentCoder
+        from nicodec.inference import FrozenNet
+
         key = ("codec", str(meta["path"]), quality, device)
         if key in self._cache:
             return self._cache[key]
         info = meta["qualities"][quality]
-        qt = package.quality_tensors(self._load_package(meta), quality)
-        tables = {k: qt[TABLE_PREFIX + k] for k in TABLE_KEYS}
-        weights = {k: v for k, v in qt.items() if not k.startswith(TABLE_PREFIX)}
+        weights, tables = split_tables(
+            package.quality_tensors(self._load_package(meta), quality))
         if meta["method"] == "cawf":
-            base, _ = self.load_base(self.find_base(model_id=info["base_id"]), device)
-            adapter = Adapter(base, meta["k"],
-                              channel_affine=package.has_channel_affine(weights))
-            adapter.load_state_dict(weights, strict=False)
-            net = AdaptedCodec(base, adapter.to(device)).eval()
+            base, _ = self.base_tensors(self.find_base(model_id=info["base_id"]))
+            net = FrozenNet.adapted(base, weights).to(device)
             base_id, adapter_id = int(info["base_id"], 16), int(info["id"], 16)
         else:
-            net = FactorizedPrior(affine=meta["method"] == "selective")
-            net.load_state_dict(weights, strict=False)
-            net = net.to(device).eval()
+            net = FrozenNet.from_tensors(weights).to(device)
             base_id, adapter_id = int(info["id"], 16), NO_ADAPTER
         codec = Codec(net=net, coder=LatentCoder(tables), base_id=base_id,
                       adapter_id=adapter_id, quality=quality, lam=info["lambda"],

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from nicodec import distributed
+from nicodec import distributed, modelfile
 from nicodec.data import CropSampler
 from nicodec.errors import NicodecError
 
@@ -133,10 +133,9 @@ def save_checkpoint(path: Path, model: nn.Module, opt, aux_opt, step: int, meta:
     tensors = {f"model.{k}": v.detach().clone().contiguous()
                for k, v in model.state_dict().items() if v.numel()}
     tensors |= _opt_state_tensors(opt, "opt") | _opt_state_tensors(aux_opt, "aux")
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps({"step": step, **meta}, indent=1))
+    modelfile.save(tensors, path, {})
+    modelfile.atomic_write(path.with_suffix(".json"),
+                           json.dumps({"step": step, **meta}, indent=1).encode())
 
 
 def load_model_tensors(model: nn.Module, tensors: dict, prefix: str = "model.") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from nicodec import data, image, registry
+from nicodec import data, image, modelfile, registry
 from nicodec.basetrain import snapshot_codec
 from nicodec.evaluate import codec_point
 from nicodec.network import FactorizedPrior
@@ -21,10 +21,9 @@ from nicodec.train import TrainConfig, bf16_is_fast, fast_settings, load_model_t
 
 
 def run(fast: bool, steps: int, window: int) -> dict:
-    tensors, _ = registry.load_verified(registry.REPO_MODELS / "photo-q3.safetensors")
+    tensors, _ = modelfile.load(registry.REPO_MODELS / "photo-q3.safetensors")
     model = FactorizedPrior()
-    load_model_tensors(model, {k: v for k, v in tensors.items()
-                               if not k.startswith(registry.TABLE_PREFIX)}, prefix="")
+    load_model_tensors(model, modelfile.split_tables(tensors)[0], prefix="")
     sampler = data.CropSampler.from_files(data.list_images(data.split_dir("photo", "train")))
     cfg = TrainConfig(lam=0.016, steps=steps, lr=1e-4, fast=fast, compile=fast,
                       log_every=window, ckpt_every=window)

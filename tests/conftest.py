@@ -20,7 +20,8 @@ def test_models(tmp_path_factory):
         torch.manual_seed(quality)
         model = FactorizedPrior()
         registry.export_base(model, domain="photo", quality=quality, lam=0.016, steps=0,
-                             command="tests/conftest.py", train_images=0, models_dir=d)
+                             command="tests/conftest.py", train_images=0, models_dir=d,
+                             generation=1)  # the generation the paper study is pinned to
     return d
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from nicodec import container, registry
+from nicodec import container, modelfile, registry
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -48,4 +48,4 @@ def test_shipped_models_match_manifest_and_paper_counts(shipped):
         assert m["parameters"] == 655_619
         shipped.load_base(m)  # verifies the file hash against the manifest
         tensors = load_file(str(shipped.dir / m["file"]))
-        assert container.format_id(registry.content_id(tensors)) == m["id"]
+        assert container.format_id(modelfile.content_id(tensors)) == m["id"]

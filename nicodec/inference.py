@@ -1,0 +1,188 @@
+"""The frozen networks that encode and decode, in plain torch on the shipped tensors.
+
+Coding needs no training machinery: this module runs the analysis ``g_a`` and synthesis
+``g_s`` of a base model, a CAwF-adapted model, or a selective/naive codec straight from the
+tensors of its file, without CompressAI. Every operation is the one the training network
+(:mod:`nicodec.network`) performs at inference, in the same order and precision, so outputs
+are bit-identical (tests: ``test_inference.py``, the golden file and ``tests/compat``):
+
+* GDN (Ballé et al. 2016): ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)`` (IGDN
+  multiplies), with CompressAI's non-negative reparametrization of the stored values,
+  ``beta = max(beta_raw, bound)^2 - pedestal`` (the ``bound`` and ``pedestal`` are in the file);
+* CAwF (paper section 3.2): every layer's weight is the block matrix of the frozen base block
+  and the adapter's custom blocks (:func:`wide_conv`, :func:`wide_deconv`, :func:`wide_gdn`),
+  built once at load;
+* the channel affine ``z~ = alpha z + beta`` after a convolution, where the model has one.
+
+Tensors: images ``x`` (B, 3, H, W) floats in [0, 1]; latents ``y`` (B, C, H/16, W/16).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+KERNEL = 5
+STRIDE = 2
+N_LAYERS = 4
+DOWNSAMPLING = STRIDE**N_LAYERS  # 16: images are padded to a multiple of this
+GDN_INDICES = (1, 3, 5)  # positions of the GDN/IGDN modules in g_a / g_s
+CONV_INDICES = (0, 2, 4, 6)
+
+
+def nonnegative(raw: torch.Tensor, bound: torch.Tensor, pedestal: torch.Tensor) -> torch.Tensor:
+    """CompressAI's NonNegativeParametrizer at inference: ``max(raw, bound)^2 - pedestal``."""
+    return torch.max(raw, bound) ** 2 - pedestal
+
+
+def gdn(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)`` (``inverse``: multiply)."""
+    norm = F.conv2d(x**2, gamma.reshape(*gamma.shape, 1, 1), beta)
+    return x * (torch.sqrt(norm) if inverse else torch.rsqrt(norm))
+
+
+# --------------------------------------------------------------------------- CAwF blocks
+def wide_conv(i: int, base_w: torch.Tensor, base_b: torch.Tensor, cb: torch.Tensor,
+              cbias: torch.Tensor, bc: torch.Tensor | None):
+    """Analysis layer i widened by K custom filters: weight ``[[W, W_bc], [W_cb]]`` (rows:
+    outputs, base then custom; columns: inputs), bias ``[b, b_c]``. Layer 0 has no custom
+    inputs (``bc`` is None)."""
+    top = base_w if bc is None else torch.cat([base_w, bc], 1)
+    return torch.cat([top, cb], 0), torch.cat([base_b, cbias])
+
+
+def wide_deconv(n: int, last: bool, base_w: torch.Tensor, base_b: torch.Tensor,
+                cb: torch.Tensor, bc: torch.Tensor | None, cbias: torch.Tensor | None):
+    """Synthesis layer widened by K custom inputs (and, except the last, K custom outputs).
+    A transposed convolution's weight is (in, out, kh, kw): custom inputs ``cb`` feed every
+    output; ``bc`` maps base inputs to custom outputs."""
+    if last:
+        return torch.cat([base_w, cb], 0), base_b
+    left = torch.cat([base_w, cb[:, :n]], 0)
+    right = torch.cat([bc, cb[:, n:]], 0)
+    return torch.cat([left, right], 1), torch.cat([base_b, cbias])
+
+
+def wide_gdn(beta_b: torch.Tensor, gamma_b: torch.Tensor, beta_c: torch.Tensor,
+             gamma_bc: torch.Tensor, gamma_c: torch.Tensor):
+    """Effective (beta, gamma) of a widened GDN: base block, base<-custom couplings
+    ``gamma_bc``, custom rows ``gamma_c`` (all already reparametrized)."""
+    top = torch.cat([gamma_b, gamma_bc], 1)
+    return torch.cat([beta_b, beta_c]), torch.cat([top, gamma_c], 0)
+
+
+# --------------------------------------------------------------------------- the network
+@dataclass
+class Layer:
+    """One step of a transform: ``conv``/``deconv`` (weight, bias), ``gdn``/``igdn``
+    (beta, gamma, effective) or ``affine`` (alpha, beta)."""
+
+    kind: str
+    a: torch.Tensor
+    b: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "conv":
+            return F.conv2d(x, self.a, self.b, STRIDE, KERNEL // 2)
+        if self.kind == "deconv":
+            return F.conv_transpose2d(x, self.a, self.b, STRIDE, KERNEL // 2, STRIDE - 1)
+        if self.kind == "affine":
+            return x * self.a[:, None, None] + self.b[:, None, None]
+        return gdn(x, self.b, self.a, inverse=self.kind == "igdn")
+
+
+class FrozenNet:
+    """Analysis and synthesis of one codec version, as lists of :class:`Layer`."""
+
+    def __init__(self, analysis: list[Layer], synthesis: list[Layer], latent_channels: int):
+        self.analysis_layers, self.synthesis_layers = analysis, synthesis
+        self.latent_channels = latent_channels
+
+    def to(self, device: str) -> "FrozenNet":
+        move = lambda layers: [Layer(l.kind, l.a.to(device), l.b.to(device))  # noqa: E731
+                               for l in layers]
+        return FrozenNet(move(self.analysis_layers), move(self.synthesis_layers),
+                         self.latent_channels)
+
+    def eval(self) -> "FrozenNet":
+        return self
+
+    @torch.no_grad()
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, H, W) in [0, 1] -> unquantized latent y (B, C, H/16, W/16)."""
+        for layer in self.analysis_layers:
+            x = layer(x)
+        return x
+
+    @torch.no_grad()
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """Quantized latent (B, C, h, w) -> reconstruction (B, 3, 16h, 16w), unclipped."""
+        for layer in self.synthesis_layers:
+            y_hat = layer(y_hat)
+        return y_hat
+
+    # ----------------------------------------------------------------------- builders
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "FrozenNet":
+        """A base, selective or naive codec from its file's tensors (``g_a.*``, ``g_s.*``,
+        and ``a_affine.*``/``s_affine.*`` for selective codecs)."""
+        layers = {}
+        for side, conv_kind, gdn_kind in (("a", "conv", "gdn"), ("s", "deconv", "igdn")):
+            seq, out = f"g_{side}", []
+            for j, i in enumerate(CONV_INDICES):
+                out.append(Layer(conv_kind, t[f"{seq}.{i}.weight"], t[f"{seq}.{i}.bias"]))
+                if f"{side}_affine.{j}.alpha" in t:
+                    out.append(Layer("affine", t[f"{side}_affine.{j}.alpha"],
+                                     t[f"{side}_affine.{j}.beta"]))
+                if i + 1 in GDN_INDICES:
+                    beta, gamma = base_gdn(t, f"{seq}.{i + 1}")
+                    out.append(Layer(gdn_kind, gamma, beta))
+            layers[side] = out
+        return cls(layers["a"], layers["s"], t["g_a.6.weight"].shape[0])
+
+    @classmethod
+    def adapted(cls, base: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> "FrozenNet":
+        """Base tensors + a CAwF adapter's (``p.*`` blocks, optional ``a_affine.*`` /
+        ``s_affine.*``): the (N + K)-filter network, its wide weights built once."""
+        n = base["g_a.0.weight"].shape[0]
+        layers = {}
+        for side, conv_kind, gdn_kind, gdn_name in (("a", "conv", "gdn", "gdn"),
+                                                    ("s", "deconv", "igdn", "igdn")):
+            seq, out = f"g_{side}", []
+            for j, i in enumerate(CONV_INDICES):
+                w, b = base[f"{seq}.{i}.weight"], base[f"{seq}.{i}.bias"]
+                if side == "a":
+                    w, b = wide_conv(j, w, b, p[f"p.a{j}_cb"], p[f"p.a{j}_cbias"],
+                                     p.get(f"p.a{j}_bc"))
+                else:
+                    last = j == N_LAYERS - 1
+                    w, b = wide_deconv(n, last, w, b, p[f"p.s{j}_cb"], p.get(f"p.s{j}_bc"),
+                                       p.get(f"p.s{j}_cbias"))
+                out.append(Layer(conv_kind, w, b))
+                if f"{side}_affine.{j}.alpha" in p:
+                    out.append(Layer("affine", p[f"{side}_affine.{j}.alpha"],
+                                     p[f"{side}_affine.{j}.beta"]))
+                if i + 1 in GDN_INDICES:
+                    g = f"{seq}.{i + 1}"
+                    beta_b, gamma_b = base_gdn(base, g)
+                    k = f"p.{gdn_name}{j}"
+                    beta, gamma = wide_gdn(
+                        beta_b, gamma_b, reparam(base, f"{g}.beta_reparam", p[f"{k}_beta"]),
+                        reparam(base, f"{g}.gamma_reparam", p[f"{k}_gamma_bc"]),
+                        reparam(base, f"{g}.gamma_reparam", p[f"{k}_gamma_c"]))
+                    out.append(Layer(gdn_kind, gamma, beta))
+            layers[side] = out
+        return cls(layers["a"], layers["s"], n + p["p.a0_cb"].shape[0])
+
+
+def reparam(t: dict[str, torch.Tensor], prefix: str, raw: torch.Tensor) -> torch.Tensor:
+    """``raw`` through the non-negative reparametrization stored under ``prefix``."""
+    return nonnegative(raw, t[f"{prefix}.lower_bound.bound"], t[f"{prefix}.pedestal"])
+
+
+def base_gdn(t: dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Effective (beta, gamma) of the GDN stored under ``prefix``."""
+    return (reparam(t, f"{prefix}.beta_reparam", t[f"{prefix}.beta"]),
+            reparam(t, f"{prefix}.gamma_reparam", t[f"{prefix}.gamma"]))
