@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import warnings
 from pathlib import Path
 
 import click
@@ -41,7 +40,6 @@ class Cli(click.Group):
 @click.version_option(package_name="nicodec")
 def main():
     """nicodec: a neural image codec that adapts to your images without forgetting."""
-    warnings.filterwarnings("ignore")
 
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -88,22 +86,17 @@ def encode(images, output, quality, domain, device):
     """Compress IMAGES to .nic files."""
     import time
 
-    from nicodec import image, registry
+    from nicodec import api, image
 
-    dev = registry.pick_device(device)
     targets = _outputs(images, output, ".nic")
-    reg = registry.Registry()
-    if domain == "auto":
-        candidates = reg.codecs(quality=quality, device=dev)
-    else:
-        candidates = [reg.codec(quality=quality, domain=domain, device=dev)]
+    encoder = api.Encoder(quality=quality, domain=domain, device=device)
     failures = 0
     for src, dst in zip(images, targets):
         try:
             t0 = time.perf_counter()
             img = image.load(src)
-            codec, data = _best_encoding(candidates, img)
-            image.atomic_write(dst, data)
+            enc = encoder.encode(img)
+            image.atomic_write(dst, enc.data)
             dt = time.perf_counter() - t0
         except NicodecError as e:
             if len(images) == 1:
@@ -113,9 +106,13 @@ def encode(images, output, quality, domain, device):
             continue
         h, w = img.rgb.shape[:2]
         note = "  (alpha channel dropped)" if img.dropped_alpha else ""
-        out.print(f"{src} -> {dst}  {w}x{h}  {len(data):,} bytes  "
-                  f"{8 * len(data) / (w * h):.4f} bpp  {dt:.2f} s  ({codec.name} q{quality})"
-                  f"{note}", markup=False)
+        out.print(f"{src} -> {dst}  {w}x{h}  {len(enc.data):,} bytes  "
+                  f"{8 * len(enc.data) / (w * h):.4f} bpp  {dt:.2f} s  "
+                  f"({enc.codec_name} q{quality}){note}", markup=False)
+        if enc.tried:
+            err.print("  auto: " + ", ".join(
+                f"{name} {n:,} bytes R+lambda*D {cost:.4f}" for name, n, cost in enc.tried) +
+                f"; kept {enc.codec_name} (lowest R + lambda*D)", markup=False)
     if failures:
         sys.exit(1)
 
@@ -158,24 +155,6 @@ def decode(files, output, force_model, device):
         sys.exit(1)
 
 
-def _best_encoding(candidates, img):
-    """Encode with each candidate codec; keep the lowest R + lambda * D (bpp + lambda * MSE
-    on the 0..255 scale, the training objective). One candidate: just encode."""
-    from nicodec import container, metrics
-
-    best = None
-    for codec in candidates:
-        data = codec.encode(img.rgb, img.channels)
-        if len(candidates) == 1:
-            return codec, data
-        h, w = img.rgb.shape[:2]
-        rec = codec.decode(*container.parse(data))
-        cost = metrics.bpp(len(data), w, h) + codec.lam * metrics.mse(img.rgb, rec)
-        if best is None or cost < best[0]:
-            best = (cost, codec, data)
-    return best[1], best[2]
-
-
 def _existing_file(path: str) -> Path:
     p = Path(path)
     if not p.exists():
@@ -196,20 +175,10 @@ def info(file, as_json):
     """Show the header of a .nic FILE and whether its models are installed here."""
     import json
 
-    from nicodec import container, registry
+    from nicodec import api
 
-    data = _read(file)
-    header, _ = container.parse(data)
-    d = header.as_dict()
-    d["file_bytes"] = len(data)
-    d["bpp"] = round(8 * len(data) / (header.width * header.height), 6)
-    reg = registry.Registry()
-    base = next((m for m in reg.bases() if m["id"] == d["base_id"]), None)
-    d["base_model"] = ({"installed": True, "domain": base["domain"], "quality": base["quality"],
-                        "lambda": base["lambda"], "file": base["file"],
-                        "generation": registry.generation_of(base)}
-                       if base else {"installed": False})
-    d["adapter"] = reg.describe_adapter(d["adapter_id"]) if d["adapter_id"] else None
+    d = api.info(_read(file))
+    base = d["base_model"]
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
@@ -217,8 +186,8 @@ def info(file, as_json):
             f"{d['height']}"), ("colour", "greyscale" if d["channels"] == 1 else "RGB"),
             ("quality", d["quality"]), ("bytes", f"{d['file_bytes']:,} ({d['bpp']:.4f} bpp)"),
             ("entropy coder", f"{d['coder']} {d['coder_version']}"),
-            ("base model", d["base_id"] + (f"  generation {registry.generation_of(base)}, "
-                                           f"installed: {base['file']}" if base
+            ("base model", d["base_id"] + (f"  generation {base['generation']}, "
+                                           f"installed: {base['file']}" if base["installed"]
                                            else "  NOT INSTALLED")),
             ("adapter", "none (base codec)" if not d["adapter_id"] else
              d["adapter_id"] + ("  installed: " + d["adapter"]["name"]

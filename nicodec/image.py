@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nicodec.container import check_size
+from nicodec.modelfile import atomic_write  # noqa: F401 (image.atomic_write)
 from nicodec.errors import NicodecError
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "La"}
@@ -32,6 +31,38 @@ class LoadedImage:
     dropped_alpha: bool
 
 
+def from_pil(im: Image.Image) -> LoadedImage:
+    """Pixels of a Pillow image as nicodec codes them (EXIF orientation applied, greyscale
+    kept as one channel, alpha dropped)."""
+    check_size(*im.size)
+    im = ImageOps.exif_transpose(im)
+    mode = im.mode
+    alpha = "A" in mode or (mode == "P" and "transparency" in im.info)
+    if mode in GREY_MODES:
+        if mode.startswith("I;16") or mode in ("I", "F"):
+            a = np.asarray(im, dtype=np.float64)
+            a = a / 257.0 if a.max() > 255 else a
+            grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        else:
+            grey = np.asarray(im.convert("L"))
+        return LoadedImage(np.repeat(grey[:, :, None], 3, axis=2), 1, alpha)
+    return LoadedImage(np.asarray(im.convert("RGB")), 3, alpha)
+
+
+def from_array(a: np.ndarray) -> LoadedImage:
+    """An (H, W) greyscale or (H, W, 3|4) colour uint8 array (a 4th channel, alpha, is
+    dropped)."""
+    a = np.asarray(a)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise NicodecError(f"an image array must be uint8 (H, W) or (H, W, 3|4), not "
+                           f"{a.dtype} {a.shape}")
+    check_size(a.shape[1], a.shape[0])
+    if a.ndim == 2 or a.shape[2] == 1:
+        grey = a.reshape(a.shape[0], a.shape[1])
+        return LoadedImage(np.repeat(grey[:, :, None], 3, axis=2), 1, False)
+    return LoadedImage(np.ascontiguousarray(a[:, :, :3]), 3, a.shape[2] == 4)
+
+
 def load(path: str | Path) -> LoadedImage:
     path = Path(path)
     if not path.exists():
@@ -42,19 +73,7 @@ def load(path: str | Path) -> LoadedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
-                check_size(*im.size)
-                im = ImageOps.exif_transpose(im)
-                mode = im.mode
-                alpha = "A" in mode or (mode == "P" and "transparency" in im.info)
-                if mode in GREY_MODES:
-                    if mode.startswith("I;16") or mode in ("I", "F"):
-                        a = np.asarray(im, dtype=np.float64)
-                        a = a / 257.0 if a.max() > 255 else a
-                        grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-                    else:
-                        grey = np.asarray(im.convert("L"))
-                    return LoadedImage(np.repeat(grey[:, :, None], 3, axis=2), 1, alpha)
-                return LoadedImage(np.asarray(im.convert("RGB")), 3, alpha)
+                return from_pil(im)
     except NicodecError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
@@ -67,34 +86,6 @@ def load(path: str | Path) -> LoadedImage:
 def to_pil(rgb: np.ndarray, channels: int) -> Image.Image:
     im = Image.fromarray(rgb, "RGB")
     return im.convert("L") if channels == 1 else im
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + rename."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise NicodecError(f"{path}: directory {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-    except OSError as e:
-        raise NicodecError(f"{path}: cannot write ({e.strerror})") from None
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise NicodecError(f"{path}: cannot write ({e.strerror})") from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_png(path: Path, rgb: np.ndarray, channels: int) -> None:

@@ -1,0 +1,147 @@
+"""The Python API: compress and decompress images in a few lines.
+
+    >>> import nicodec
+    >>> data = nicodec.compress(pixels, quality=3)        # numpy uint8 or a PIL image
+    >>> pixels = nicodec.decompress(data)                 # numpy uint8 (H, W, 3) or (H, W)
+    >>> nicodec.info(data)["width"]
+
+For many images keep the models loaded: :class:`Encoder` and :class:`Decoder`. After
+``import nicodec``, Pillow also opens and saves ``.nic`` files (:mod:`nicodec.pillow`).
+The command line is a thin shell over this module.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from nicodec import container, image, metrics
+from nicodec.errors import NicodecError
+from nicodec.registry import Registry, generation_of, pick_device
+
+
+@dataclass
+class Encoded:
+    """One encoding: the file bytes and the codec that wrote them."""
+
+    data: bytes
+    codec_name: str
+    quality: int
+    dropped_alpha: bool
+    tried: list[tuple[str, int, float]]  # --domain auto: (codec, bytes, R + lambda*D) each
+
+
+def as_image(img) -> image.LoadedImage:
+    """A numpy array or PIL image as the pixels nicodec codes."""
+    if isinstance(img, image.LoadedImage):
+        return img
+    if isinstance(img, np.ndarray):
+        return image.from_array(img)
+    if hasattr(img, "mode") and hasattr(img, "size"):  # a PIL image
+        return image.from_pil(img)
+    raise NicodecError(f"cannot compress a {type(img).__name__}: give a uint8 numpy array "
+                       "or a PIL image")
+
+
+def rd_cost(codec, rgb: np.ndarray, data: bytes) -> float:
+    """``R + lambda * D`` of an encoding: bpp + lambda * MSE on the 0..255 scale (the
+    training objective), with the codec's own lambda."""
+    h, w = rgb.shape[:2]
+    rec = codec.decode(*container.parse(data))
+    return metrics.bpp(len(data), w, h) + codec.lam * metrics.mse(rgb, rec)
+
+
+class Encoder:
+    """Keeps the codec(s) of one (quality, domain) loaded for many images.
+
+    ``domain``: ``photo`` (the base codec), an installed adapter's name, or ``auto`` (every
+    installed codec; each image keeps the encoding of lowest ``R + lambda * D``).
+    """
+
+    def __init__(self, quality: int = 3, domain: str = "photo", device: str = "auto",
+                 registry: Registry | None = None):
+        self.registry = registry or Registry()
+        self.device = pick_device(device)
+        self.quality, self.domain = quality, domain
+        if domain == "auto":
+            self.codecs = self.registry.codecs(quality=quality, device=self.device)
+        else:
+            self.codecs = [self.registry.codec(quality=quality, domain=domain,
+                                               device=self.device)]
+
+    def encode(self, img) -> Encoded:
+        """Encode and say which codec won (and, for ``auto``, what each cost)."""
+        loaded = as_image(img)
+        if len(self.codecs) == 1:
+            codec = self.codecs[0]
+            return Encoded(codec.encode(loaded.rgb, loaded.channels), codec.name,
+                           self.quality, loaded.dropped_alpha, [])
+        tried, best = [], None
+        for codec in self.codecs:
+            data = codec.encode(loaded.rgb, loaded.channels)
+            cost = rd_cost(codec, loaded.rgb, data)
+            tried.append((codec.name, len(data), cost))
+            if best is None or cost < best[0]:
+                best = (cost, codec, data)
+        return Encoded(best[2], best[1].name, self.quality, loaded.dropped_alpha, tried)
+
+    def compress(self, img) -> bytes:
+        """Image (uint8 array or PIL image) -> ``.nic`` bytes."""
+        return self.encode(img).data
+
+
+class Decoder:
+    """Decodes any ``.nic`` file whose models are installed; keeps them loaded."""
+
+    def __init__(self, device: str = "auto", registry: Registry | None = None):
+        self.registry = registry or Registry()
+        self.device = pick_device(device)
+
+    def decode(self, data: bytes) -> tuple[container.Header, np.ndarray]:
+        """(header, (H, W, 3) uint8 pixels) of a ``.nic`` file's bytes."""
+        header, payload = container.parse(bytes(data))
+        codec = self.registry.codec_for_header(header, self.device)
+        return header, codec.decode(header, payload)
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        """``.nic`` bytes -> uint8 pixels: (H, W, 3), or (H, W) for a greyscale source."""
+        header, rgb = self.decode(data)
+        return rgb[:, :, 0].copy() if header.channels == 1 else rgb
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder(quality: int, domain: str, device: str) -> Encoder:
+    return Encoder(quality, domain, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _decoder(device: str) -> Decoder:
+    return Decoder(device)
+
+
+def compress(img, quality: int = 3, domain: str = "photo", device: str = "auto") -> bytes:
+    """Image (uint8 numpy array (H, W) / (H, W, 3) or a PIL image) -> ``.nic`` bytes."""
+    return _encoder(quality, domain, device).compress(img)
+
+
+def decompress(data: bytes, device: str = "auto") -> np.ndarray:
+    """``.nic`` bytes -> uint8 pixels, (H, W, 3) or (H, W) for a greyscale source."""
+    return _decoder(device).decompress(data)
+
+
+def info(data: bytes) -> dict:
+    """What a ``.nic`` file's header says, and which installed models it needs."""
+    header, _ = container.parse(bytes(data))
+    d = header.as_dict()
+    d["file_bytes"] = len(data)
+    d["bpp"] = round(8 * len(data) / (header.width * header.height), 6)
+    reg = Registry()
+    base = next((m for m in reg.bases() if m["id"] == d["base_id"]), None)
+    d["base_model"] = ({"installed": True, "domain": base["domain"], "quality": base["quality"],
+                        "lambda": base["lambda"], "file": base["file"],
+                        "generation": generation_of(base)}
+                       if base else {"installed": False})
+    d["adapter"] = reg.describe_adapter(d["adapter_id"]) if d["adapter_id"] else None
+    return d
