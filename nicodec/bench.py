@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -154,6 +153,43 @@ def show_training(rows: list[dict]) -> None:
     console.print(f"CPU bf16 units (AMX or AVX512-BF16): {units}")
 
 
+def startup_times(repeat: int = 3) -> dict:
+    """Wall time (best of ``repeat``) of ``nicodec info`` and ``nicodec decode`` on a small
+    file, and of ``python -c "import torch"``, each a fresh process."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from nicodec import api
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as d:
+        nic = Path(d) / "small.nic"
+        nic.write_bytes(api.compress(small, quality=1, device="cpu"))
+        cli = [sys.executable, "-m", "nicodec.cli"]
+        commands = {"nicodec info small.nic": cli + ["info", str(nic)],
+                    "nicodec decode small.nic": cli + ["decode", str(nic), "-o",
+                                                       str(Path(d) / "o.png"), "--device",
+                                                       "cpu"],
+                    'python -c "import torch"': [sys.executable, "-c", "import torch"]}
+        times = {}
+        for label, cmd in commands.items():
+            best = float("inf")
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                best = min(best, time.perf_counter() - t0)
+            times[label] = best
+    return times
+
+
+def show_startup(times: dict) -> None:
+    console.print("startup (fresh process, best of 3): " + ", ".join(
+        f"{label} {t:.2f} s" for label, t in times.items()))
+
+
 def show(result: dict) -> None:
     t = Table(title=f"nicodec bench: {result['domain']} test set, {result['images']} images, "
                     f"{result['device']} ({result['threads']} threads), best of "
@@ -180,7 +216,6 @@ def show(result: dict) -> None:
 
 
 def main() -> None:
-    warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domain", default="photo")
     ap.add_argument("--device", default="auto")
@@ -191,7 +226,9 @@ def main() -> None:
                     help="timed steps per training path (0: skip the training throughput)")
     args = ap.parse_args()
     device = registry.pick_device(args.device)
-    result = bench(args.domain, device, args.repeat, args.limit)
+    result = {"startup_s": startup_times()}
+    show_startup(result["startup_s"])
+    result |= bench(args.domain, device, args.repeat, args.limit)
     show(result)
     if args.train_steps:
         result["training"] = training_throughput(args.domain, device, args.train_steps)
