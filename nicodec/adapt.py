@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nicodec import distributed, image, modelfile, package, registry
+from nicodec import distributed, image, methods, modelfile, package, registry
 from nicodec.codec import Codec
 from nicodec.data import CropSampler, list_images
 from nicodec.entropy import LatentCoder, build_tables
@@ -37,25 +37,15 @@ def trainable(method: str, base: FactorizedPrior, k: int,
     """The network to train for ``method``, initialised from ``base`` (which is not modified).
 
     ``channel_affine``: CAwF only, see :class:`~nicodec.network.Adapter`."""
-    if method == "cawf":
-        return AdaptedCodec(base, Adapter(base, k, channel_affine=channel_affine))
-    state = {k_: v for k_, v in base.state_dict().items()
-             if not k_.startswith("entropy_bottleneck._")}
-    net = FactorizedPrior(affine=method == "selective")
-    net.load_state_dict(state, strict=False)
-    if method == "selective":
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                for p in m.parameters():
-                    p.requires_grad_(False)
-    return net
+    m = methods.get(method)
+    return m.build(base, k, **({"channel_affine": channel_affine} if m.options else {}))
 
 
 def package_tensors(net: nn.Module, method: str) -> dict[str, torch.Tensor]:
     """What a package stores for one quality: custom or full weights + frozen tables."""
     eb = net.entropy_bottleneck
     eb.update(force=True, update_quantiles=True)
-    module = net.adapter if method == "cawf" else net
+    module = methods.get(method).stored(net)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
                if "entropy_bottleneck._" not in k}
     tensors |= {modelfile.TABLE_PREFIX + k: v for k, v in build_tables(eb).items()}
@@ -94,11 +84,8 @@ def held_out(codec: Codec, imgs: list[np.ndarray]) -> dict:
 def adapted_codec(net: nn.Module, method: str, tensors: dict, base_id: str, quality: int,
                   lam: float, name: str, device: str) -> Codec:
     """The Codec of a freshly trained network, with the IDs its package will give it."""
-    from nicodec.container import NO_ADAPTER
-
     _, tables = modelfile.split_tables(tensors)
-    own = modelfile.content_id(tensors)
-    ids = (int(base_id, 16), own) if method == "cawf" else (own, NO_ADAPTER)
+    ids = methods.get(method).header_ids(int(base_id, 16), modelfile.content_id(tensors))
     return Codec(net=net.eval(), coder=LatentCoder(tables), base_id=ids[0], adapter_id=ids[1],
                  quality=quality, lam=lam, device=device, name=name)
 
@@ -117,11 +104,12 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     evaluates, writes the package and returns the summary (the others return None).
     """
     package.check_name(name)
-    if method not in package.METHODS:
-        raise NicodecError(f"unknown method {method!r} (use {', '.join(package.METHODS)})")
-    if channel_affine and method != "cawf":
+    if method not in methods.names():
+        raise NicodecError(f"unknown method {method!r} (use {', '.join(methods.names())})")
+    m = methods.get(method)
+    if channel_affine and "channel_affine" not in m.options:
         raise NicodecError("--channel-affine applies to CAwF adapters only")
-    channel_affine = method == "cawf" if channel_affine is None else channel_affine
+    channel_affine = "channel_affine" in m.options if channel_affine is None else channel_affine
     lr = DEFAULT_LR if lr is None else lr
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)
@@ -134,7 +122,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     held = [image.load(f).rgb for f in held_files] if main else []
     sampler = CropSampler.from_files(distributed.shard(train_files), crop=crop)
     form = (f", K={k}" + (" + channel affine" if channel_affine else "")
-            if method == "cawf" else "")
+            if m.uses_k else "")
     log(f"adapting '{name}' ({method}{form}) on "
         f"{len(train_files)} images, holding out {len(held_files)}; qualities "
         f"{', '.join(map(str, qualities))}; {steps} steps each at lr {lr:g} on {device}")
@@ -155,8 +143,8 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry["id"], "lambda": entry["lambda"], "steps": steps, "lr": lr,
                 "train_images": len(train_files), "train_loss": stats["loss"],
-                "parameters": count_parameters(net.adapter if method == "cawf" else net)}
-        if method == "cawf":
+                "parameters": count_parameters(m.stored(net))}
+        if "channel_affine" in m.options:
             info["channel_affine"] = channel_affine
         results[quality] = ({k_: v.cpu() for k_, v in tensors.items()}, info)
         rows.append({"quality": quality, "base_bpp": before["bpp"],
@@ -165,7 +153,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         distributed.finish()
         return None
     path = out_path or registry.user_adapters_dir() / f"{name}.safetensors"
-    meta = package.save(path, name=name, method=method, k=k if method == "cawf" else 0,
+    meta = package.save(path, name=name, method=method, k=k if m.uses_k else 0,
                         entries=results)
     summary = {"path": path, "meta": meta, "rows": rows, "held_out": len(held_files)}
     if len(rows) >= 2:

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from nicodec import methods
 from nicodec.errors import NicodecError
 
 _WIDTH = None if sys.stdout.isatty() else 120  # tables stay readable when piped
@@ -209,7 +210,7 @@ def _qualities(ctx, param, value):
 @main.command()
 @click.argument("folder", type=click.Path())
 @click.option("--name", required=True, help="name of the new domain (used as --domain NAME)")
-@click.option("--method", type=click.Choice(["cawf", "selective", "naive"]), default="cawf",
+@click.option("--method", type=click.Choice(methods.names()), default="cawf",
               show_default=True)
 @click.option("--custom-filters", "k", type=click.IntRange(1, 64), default=16,
               show_default=True, help="CAwF: extra filters per conv layer")
@@ -388,8 +389,7 @@ def _list_models(show_all: bool = False):
             continue
         size = meta["path"].stat().st_size / len(meta["qualities"])
         for q, info in sorted(meta["qualities"].items()):
-            method = meta["method"] + (f" K={meta['k']}" if meta["method"] == "cawf" else "")
-            method += " +affine" if info.get("channel_affine") else ""
+            method = methods.get(meta["method"]).describe(meta["k"], info)
             params = info.get("parameters")
             t.add_row(meta["name"], str(q), info["id"], str(meta["generation"] or "?"),
                       method, f"{params:,}" if params else "-", f"{size / 1e6:.2f} MB",

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from nicodec import container, image, metrics, package
+from nicodec import container, image, methods, metrics, package
 from nicodec.adapt import adapted_codec, package_tensors, trainable
 from nicodec.codec import Codec
 from nicodec.container import format_id
@@ -137,6 +137,21 @@ def test_images(domain: str, count: int) -> list[tuple[str, np.ndarray]]:
     return [(f.name, image.load(f).rgb) for f in files]
 
 
+@methods.register
+class AffineAdapter(methods.Method):
+    """The study's light adapter (not offered by ``adapt``): the selective network with only
+    the per-channel scales and biases and the entropy model trainable."""
+
+    name = "affine"
+    user_facing = False
+
+    def build(self, base, k: int = 0, **_):
+        net = methods.get("selective").build(base)
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.startswith(("a_affine", "s_affine", "entropy_bottleneck")))
+        return net
+
+
 # The study's committed results were made on the 0.1 models; it stays on them (rerunning it
 # on a newer generation is a new study).
 STUDY_GENERATION = 1
@@ -184,10 +199,7 @@ class Lab:
         if job.method == "joint":
             return widen(copy.deepcopy(base).cpu(), job.k).to(self.device)
         if job.method == "affine":
-            net = trainable("selective", base, 0)
-            for name, p in net.named_parameters():
-                p.requires_grad_(name.startswith(("a_affine", "s_affine", "entropy_bottleneck")))
-            return net.to(self.device)
+            return methods.get("affine").build(base).to(self.device)
         torch.manual_seed(job.seed_for(quality))
         if job.method == CAWF_AFFINE:
             return trainable("cawf", base, job.k, channel_affine=True).to(self.device)

@@ -18,7 +18,6 @@ implies before anything is used. Safetensors holds tensors only: nothing is unpi
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import re
 from pathlib import Path
@@ -33,7 +32,6 @@ from nicodec.modelfile import TABLE_PREFIX
 if TYPE_CHECKING:  # reading metadata needs no torch; validation imports it
     import torch
 
-METHODS = ("cawf", "selective", "naive")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 RESERVED_NAMES = {"photo", "auto", "base"}
 FORMAT = "1"
@@ -88,30 +86,6 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
-def has_channel_affine(weights: dict) -> bool:
-    """Whether one quality's CAwF tensors include the optional channel affine."""
-    return any(key.startswith(("a_affine.", "s_affine.")) for key in weights)
-
-
-def expected_module(method: str, k: int, base=None,
-                    channel_affine: bool = False) -> torch.nn.Module:
-    """The training module whose state a package of ``method`` stores (imports CompressAI)."""
-    from nicodec.network import Adapter, FactorizedPrior
-
-    if method == "cawf":
-        return Adapter(base or FactorizedPrior(), k, channel_affine=channel_affine)
-    return FactorizedPrior(affine=method == "selective")
-
-
-@functools.lru_cache(maxsize=None)
-def _expected_shapes(method: str, k: int, channel_affine: bool = False) -> dict[str, tuple]:
-    """Key -> (shape, dtype) of one quality's weights (cached: read-only to callers)."""
-    module = expected_module(method, k, None, channel_affine)
-    shapes = {key: (tuple(v.shape), v.dtype) for key, v in module.state_dict().items()
-              if "entropy_bottleneck._" not in key}
-    return shapes
-
-
 def validate(path: Path, installed_bases: set[str],
              sha256: str | None = None) -> tuple[dict, dict]:
     """Load and fully check a package (and its file hash, if given); returns (meta, tensors).
@@ -123,24 +97,29 @@ def validate(path: Path, installed_bases: set[str],
     meta = read_meta(path)
     where = f"{path.name}"
     check_name(meta.get("name", ""))
-    method, k = meta.get("method"), meta["k"]
-    if method not in METHODS:
-        raise NicodecError(f"{where}: unknown method {method!r}")
-    if method == "cawf" and not 1 <= k <= 64:
-        raise NicodecError(f"{where}: custom filter count {k} out of range 1..64")
+    from nicodec import methods
+
+    name, k = meta.get("method"), meta["k"]
+    if name not in methods.names():
+        raise NicodecError(f"{where}: unknown method {name!r}")
+    method = methods.get(name)
+    try:
+        method.check_k(k)
+    except NicodecError as e:
+        raise NicodecError(f"{where}: {e}") from None
     if not meta["qualities"] or not set(meta["qualities"]) <= {1, 2, 3, 4}:
         raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
     tensors, _ = modelfile.load(path, sha256)
-    channels = 64 + (k if method == "cawf" else 0)
+    channels = method.latent_channels(k)
     seen = set()
     for quality, info in meta["qualities"].items():
         qt = quality_tensors(tensors, quality)
         seen |= {f"q{quality}.{key}" for key in qt}
         weights = {key: v for key, v in qt.items() if not key.startswith(TABLE_PREFIX)}
-        shapes = _expected_shapes(method, k, method == "cawf" and has_channel_affine(weights))
+        shapes = method.expected_shapes(k, **method.options_of(weights))
         if set(weights) != set(shapes):
             extra, missing = set(weights) - set(shapes), set(shapes) - set(weights)
-            raise NicodecError(f"{where}: quality {quality} tensors do not match a {method} "
+            raise NicodecError(f"{where}: quality {quality} tensors do not match a {name} "
                                f"package (unexpected {sorted(extra)[:3]}, missing "
                                f"{sorted(missing)[:3]})")
         for key, v in weights.items():
@@ -153,7 +132,7 @@ def validate(path: Path, installed_bases: set[str],
         if format_id(modelfile.content_id(qt)) != info.get("id"):
             raise NicodecError(f"{where}: quality {quality} content hash does not match its "
                                "ID (corrupt or modified file)")
-        if method == "cawf" and info.get("base_id") not in installed_bases:
+        if method.extends_base and info.get("base_id") not in installed_bases:
             raise NicodecError(f"{where}: needs base model {info.get('base_id')}, which is "
                                "not installed")
     if set(tensors) != seen:

@@ -20,7 +20,7 @@ import platformdirs
 
 from nicodec import modelfile
 from nicodec.container import NO_ADAPTER, Header, format_id
-from nicodec import package
+from nicodec import methods, package
 from nicodec.errors import NicodecError
 from nicodec.modelfile import (TABLE_KEYS, TABLE_PREFIX, content_hash,  # noqa: F401 (API)
                                content_id, file_sha256, split_tables)
@@ -339,7 +339,7 @@ class Registry:
     def _find_package_id(self, model_id: str, cawf: bool | None = None):
         """(package meta, quality) of an ID; ``cawf`` restricts to adapters / full codecs."""
         for meta in self.packages():
-            if cawf is not None and (meta["method"] == "cawf") != cawf:
+            if cawf is not None and methods.get(meta["method"]).extends_base != cawf:
                 continue
             for quality, info in meta["qualities"].items():
                 if info["id"] == model_id:
@@ -362,7 +362,6 @@ class Registry:
     def _package_codec(self, meta: dict, quality: int, device: str) -> "Codec":
         from nicodec.codec import Codec
         from nicodec.entropy import LatentCoder
-        from nicodec.inference import FrozenNet
 
         key = ("codec", str(meta["path"]), quality, device)
         if key in self._cache:
@@ -370,13 +369,12 @@ class Registry:
         info = meta["qualities"][quality]
         weights, tables = split_tables(
             package.quality_tensors(self._load_package(meta), quality))
-        if meta["method"] == "cawf":
-            base, _ = self.base_tensors(self.find_base(model_id=info["base_id"]))
-            net = FrozenNet.adapted(base, weights).to(device)
-            base_id, adapter_id = int(info["base_id"], 16), int(info["id"], 16)
-        else:
-            net = FrozenNet.from_tensors(weights).to(device)
-            base_id, adapter_id = int(info["id"], 16), NO_ADAPTER
+        method = methods.get(meta["method"])
+        base = (self.base_tensors(self.find_base(model_id=info["base_id"]))[0]
+                if method.extends_base else None)
+        net = method.frozen_net(base, weights).to(device)
+        base_id, adapter_id = method.header_ids(int(info.get("base_id", "0"), 16),
+                                                int(info["id"], 16))
         codec = Codec(net=net, coder=LatentCoder(tables), base_id=base_id,
                       adapter_id=adapter_id, quality=quality, lam=info["lambda"],
                       device=device, name=meta["name"])
