@@ -30,8 +30,17 @@ if TYPE_CHECKING:  # the catalog part of this module runs without torch (nicodec
     from nicodec.entropy import LatentCoder
     from nicodec.inference import FrozenNet
 
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = "manifest.json"
+
+
+def _shipped_models() -> Path:
+    """The shipped models: inside the installed package (a wheel carries them as
+    ``nicodec/models``), else ``models/`` beside the package (a source checkout)."""
+    inside = Path(__file__).resolve().parent / "models"
+    return inside if (inside / MANIFEST).is_file() else inside.parent.parent / "models"
+
+
+REPO_MODELS = _shipped_models()
 # Model generations: 1 = the models of nicodec 0.1; 2 = trained long on more photos. New
 # weights get new IDs and a new generation; every older generation stays shipped, so every
 # file ever written still decodes. Encoding uses the newest generation.
