@@ -171,6 +171,12 @@ class LatentCoder:
                 mag = (1 << (nbits - 1)) + rest
                 vals[pos] = lo - mag if neg else hi + mag
             out[c] = vals
+        # Every symbol was pushed onto an empty coder: decoding them all must consume the
+        # stream exactly and end in the initial state. Anything else (trailing words, a
+        # stream that was cut or altered) is refused.
+        if not coder.is_empty():
+            raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
+                               "the latents do")
         return out.reshape(c_, h, w)
 
     def ideal_bits(self, q: np.ndarray) -> float:

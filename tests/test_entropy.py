@@ -61,3 +61,19 @@ def test_words_are_little_endian(coder):
 def test_garbage_payload_is_a_clear_error(coder):
     with pytest.raises(NicodecError):
         coder.decode(b"\x01\x02\x03", (64, 2, 2))
+
+
+def test_a_stream_with_trailing_or_altered_words_is_refused(coder):
+    rng = np.random.default_rng(3)
+    q = rng.integers(-3, 4, (64, 3, 5)).astype(np.int32)
+    q[5, 1, 2] = 1000  # an escaped value too
+    data = coder.encode(q)
+    assert np.array_equal(coder.decode(data, q.shape), q)
+    with pytest.raises(NicodecError, match="does not end where the latents do"):
+        coder.decode(b"\x07\x00\x00\x00" + data, q.shape)  # a word left over at the end
+    with pytest.raises(NicodecError):
+        coder.decode(data + b"\x07\x00\x00\x00", q.shape)  # a word decoded first
+    words = bytearray(data)
+    words[-1] ^= 0x40  # the last word is decoded first: alter it
+    with pytest.raises(NicodecError):
+        coder.decode(bytes(words), q.shape)
