@@ -32,7 +32,7 @@ models: install data
 # The paper's tables and figures at our scale: docs/results/ and docs/experiments.md
 # (about 5 hours on 2 CPU cores; GPU when present; resumes from runs/experiments/).
 experiments: install data
-	$(PYTHON) -m nicodec.experiments
+	$(PYTHON) -m study
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

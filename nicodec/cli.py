@@ -141,7 +141,7 @@ def decode(files, output, force_model, device):
             header, payload = container.parse(_read(src))
             codec = (reg.codec_by_id(force_model, dev) if force_model
                      else reg.codec_for_header(header, dev))
-            rgb = codec.decode(header, payload)
+            rgb = codec.decode(header, payload, strict=not force_model)
             image.save_png(dst, rgb, header.channels)
             dt = time.perf_counter() - t0
         except NicodecError as e:

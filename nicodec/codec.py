@@ -84,12 +84,13 @@ class Codec:
                                   coder=CODER_NAME, coder_version=(major << 8) | minor)
         return container.pack(header, payload)
 
-    def decode(self, header: container.Header, payload: bytes) -> np.ndarray:
-        """A parsed .nic file -> (H, W, 3) uint8 pixels."""
+    def decode(self, header: container.Header, payload: bytes, strict: bool = True) -> np.ndarray:
+        """A parsed .nic file -> (H, W, 3) uint8 pixels (``strict``: see
+        :meth:`LatentCoder.decode`)."""
         check_coder(header)
         shape = latent_shape(header.width, header.height, self.coder.channels)
         try:
-            q = self.coder.decode(payload, shape)
+            q = self.coder.decode(payload, shape, strict)
         except NicodecError:
             raise
         except Exception as e:  # constriction raises plain exceptions on garbage input

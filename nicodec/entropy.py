@@ -142,8 +142,11 @@ class LatentCoder:
             coder.encode_reverse(nbits, self.bits_model)
             coder.encode_reverse(int(neg), self.sign_model)
 
-    def decode(self, data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        """Compressed bytes -> integer latents of ``shape`` (C, H, W), int32."""
+    def decode(self, data: bytes, shape: tuple[int, int, int], strict: bool = True) -> np.ndarray:
+        """Compressed bytes -> integer latents of ``shape`` (C, H, W), int32.
+
+        ``strict=False`` skips the end-of-stream check: for decoding a file with tables it
+        was not written with (``decode --force-model``), where garbage is the point."""
         c_, h, w = shape
         if c_ != self.channels:
             raise NicodecError("latent channel count does not match the model")
@@ -174,7 +177,7 @@ class LatentCoder:
         # Every symbol was pushed onto an empty coder: decoding them all must consume the
         # stream exactly and end in the initial state. Anything else (trailing words, a
         # stream that was cut or altered) is refused.
-        if not coder.is_empty():
+        if strict and not coder.is_empty():
             raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
                                "the latents do")
         return out.reshape(c_, h, w)

@@ -4,9 +4,9 @@
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
 mkdir -p docs/results
-$NIC eval data/photo/test --domain all --baselines jpeg2000 \
+$NIC eval data/photo/test --domain all --baselines jpeg2000,webp,jpeg,jpeg444 \
   --json docs/results/photo.json --plot docs/results/photo.png
 for domain in astro screen; do
-  $NIC eval "data/$domain/test" --domain photo --domain "$domain" --baselines jpeg2000 \
+  $NIC eval "data/$domain/test" --domain photo --domain "$domain" --baselines jpeg2000,webp,jpeg,jpeg444 \
     --json "docs/results/$domain.json" --plot "docs/results/$domain.png"
 done

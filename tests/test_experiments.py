@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nicodec import experiments
+import study.__main__ as study_main
+from study import engine, report, sections
 from nicodec.data import CropSampler, MixedSampler
 from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters, widen
 
@@ -40,9 +41,9 @@ def test_mixed_sampler_draws_equally_from_each_domain():
 
 def test_training_subsets_are_nested(env, monkeypatch, tmp_path):
     _fake_data(tmp_path, monkeypatch, n_train=12)
-    small = experiments.training_files("astro", 5)
-    assert set(small) < set(experiments.training_files("astro", 10))
-    assert len(experiments.training_files("astro", experiments.ALL)) == 12
+    small = engine.training_files("astro", 5)
+    assert set(small) < set(engine.training_files("astro", 10))
+    assert len(engine.training_files("astro", engine.ALL)) == 12
 
 
 def _fake_data(root, monkeypatch, n_train=6, n_test=2):
@@ -59,8 +60,8 @@ def _fake_data(root, monkeypatch, n_train=6, n_test=2):
 def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
     _fake_data(tmp_path, monkeypatch)
     out = tmp_path / "results"
-    scale = experiments.Scale(steps=2, crop=64, batch=2, test_images=2)
-    results = experiments.run(scale, tmp_path / "work", out, "cpu",
+    scale = engine.Scale(steps=2, crop=64, batch=2, test_images=2)
+    results = study_main.run(scale, tmp_path / "work", out, "cpu",
                               sections=["table2-photo", "catastrophic", "adapter-size"],
                               log=lambda *a: None)
     summary = json.loads((out / "summary.json").read_text())
@@ -101,7 +102,7 @@ def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
         assert [r["psnr_t1"] for r in c["per_quality"]] == pytest.approx(t1_psnr, abs=1e-9)
 
     # Resumable: a second run trains nothing and gives the same numbers.
-    again = experiments.run(scale, tmp_path / "work", out, "cpu",
+    again = study_main.run(scale, tmp_path / "work", out, "cpu",
                             sections=["table2-photo"], log=lambda *a: None)
     assert again["train_seconds_this_run"] == 0
     assert again["table2"][0]["rows"] == results["table2"][0]["rows"]
@@ -109,10 +110,10 @@ def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
 
 def test_each_method_trains_at_its_own_learning_rate(env, monkeypatch, tmp_path):
     _fake_data(tmp_path, monkeypatch)
-    monkeypatch.setattr(experiments, "LR_GRID", (1e-4, 1e-3, 1e12))
-    scale = experiments.Scale(steps=3, crop=64, batch=2, lr=1e-4, adapter_lr=1e-3,
+    monkeypatch.setattr(sections, "LR_GRID", (1e-4, 1e-3, 1e12))
+    scale = engine.Scale(steps=3, crop=64, batch=2, lr=1e-4, adapter_lr=1e-3,
                               test_images=2)
-    results = experiments.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
+    results = study_main.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
                               sections=["lr-sweep"], log=lambda *a: None)
     rows = results["lr_sweep"]["rows"]
     assert [(r["method"], r["lr"]) for r in rows] == [
@@ -125,7 +126,7 @@ def test_each_method_trains_at_its_own_learning_rate(env, monkeypatch, tmp_path)
     for method in ("naive", "cawf", "joint"):
         (best,) = [r for r in rows if r["method"] == method and r["best"]]
         assert best["lr"] < 1
-    again = experiments.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
+    again = study_main.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
                             sections=["lr-sweep"], log=lambda *a: None)
     assert again["train_seconds_this_run"] == 0
     assert again["lr_sweep"]["rows"] == rows
@@ -152,8 +153,8 @@ def test_each_method_trains_at_its_own_learning_rate(env, monkeypatch, tmp_path)
 
 def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp_path):
     _fake_data(tmp_path, monkeypatch)
-    scale = experiments.Scale(steps=2, crop=64, batch=2, test_images=2)
-    results = experiments.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
+    scale = engine.Scale(steps=2, crop=64, batch=2, test_images=2)
+    results = study_main.run(scale, tmp_path / "work", tmp_path / "out", "cpu",
                               sections=["table2-photo", "seeds"], log=lambda *a: None,
                               only_pairs={"photo->astro"}, seed_count=2)
     (sd,) = results["seeds"]
@@ -175,7 +176,7 @@ def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp
         both = p["cawf+affine"]["bd_rate"]
         assert p["gap_cawf_affine"] == (None if naive is None or both is None
                                         else both - naive)
-    (f,) = experiments.summary(results)["findings"]
+    (f,) = report.summary(results)["findings"]
     defined = [p["gap"] for p in sd["per_seed"] if p["gap"] is not None]
     assert f["target_gap_seeds"] == len(defined)
     assert f["target_gap_mean"] == (pytest.approx(np.mean(defined)) if defined else None)
@@ -193,7 +194,7 @@ def test_seeds_repeat_naive_and_cawf_and_summarise_the_gap(env, monkeypatch, tmp
 
 
 def test_parameter_counts_match_the_papers_table_3():
-    p = experiments.parameters()
+    p = sections.parameters()
     assert p["base"] == p["paper"]["base"]
     assert p["cawf"] == p["paper"]["cawf"]
     assert p["cawf_affine_adapter_stored"] - p["cawf_adapter_stored"] == 1_126

@@ -10,7 +10,7 @@ joint reference), plus the share of the coded bits that goes to the custom chann
   full         custom latents at the full Kaiming scale (last custom conv x10)
   full+median  as full, and the custom densities start from the median-width base channel
 
-Usage: .venv/bin/python scripts/probe_adapter_init.py VARIANT SRC TGT SEEDS OUT.json
+Usage: .venv/bin/python -m study.probes.adapter_init VARIANT SRC TGT SEEDS OUT.json
 (SEEDS comma-separated). Variants other than `study` train in runs/probe-init-<variant>/,
 which reuses the study's non-CAwF jobs (the joint reference, t1 codecs) through symlinks.
 """
@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nicodec import experiments
 from nicodec.adapt import trainable
 from nicodec.data import REPO_ROOT
 from nicodec.entropy import TOTAL
-from nicodec.experiments import Job, Lab, Scale, bd
+from study.engine import Job, Lab, Scale
+from study.sections import bd
+from study.sections import _joint_init
 
 STUDY = REPO_ROOT / "runs" / "experiments"
 
@@ -79,9 +80,8 @@ def custom_bit_share(codec, images) -> float:
 
 
 def main(variant, src, tgt, seeds, out):
-    experiments.trainable = patched_trainable(variant)
-    lab = Lab(Scale(), work_dir(variant), "cpu")
-    ref = lab.job_curve(Job("joint", *experiments._joint_init((src, tgt))), tgt)
+    lab = Lab(Scale(), work_dir(variant), "cpu", build=patched_trainable(variant))
+    ref = lab.job_curve(Job("joint", *_joint_init((src, tgt))), tgt)
     rows = []
     for seed in [int(s) for s in seeds.split(",")]:
         job = Job("cawf", src, (tgt,), seed=seed)

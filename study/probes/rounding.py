@@ -18,11 +18,10 @@ and at quality QUALITY:
    latents (straight-through gradient; ``TrainConfig.round_for_synthesis``), in
    runs/probe-rounding/, which reuses the study's t1 codecs through symlinks.
 
-Usage: .venv/bin/python scripts/probe_rounding.py QUALITY STE_SEEDS OUT.json
+Usage: .venv/bin/python -m study.probes.rounding QUALITY STE_SEEDS OUT.json
 (STE_SEEDS comma-separated).
 """
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -30,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nicodec import experiments, train
 from nicodec.codec import pixels_to_tensor, tensor_to_pixels
 from nicodec.data import REPO_ROOT
 from nicodec.evaluate import codec_point
-from nicodec.experiments import SEEDS, Job, Lab, Scale, bd
+from study.engine import SEEDS, Job, Lab, Scale, t1_job
+from study.sections import bd
 from nicodec.metrics import psnr
 
 STUDY = REPO_ROOT / "runs" / "experiments"
@@ -113,13 +112,12 @@ def ste_lab() -> Lab:
     work = REPO_ROOT / "runs" / "probe-rounding"
     (work / "eval").mkdir(parents=True, exist_ok=True)
     (work / "jobs").mkdir(parents=True, exist_ok=True)
-    t1 = experiments.t1_job(SRC)
+    t1 = t1_job(SRC)
     for f in (STUDY / "jobs").glob(f"{t1.name}_*"):
         link = work / "jobs" / f.name
         if not link.exists():
             link.symlink_to(f)
-    experiments.TrainConfig = functools.partial(train.TrainConfig, round_for_synthesis=True)
-    return Lab(Scale(), work, "cpu")
+    return Lab(Scale(), work, "cpu", train_options={"round_for_synthesis": True})
 
 
 def main(quality, ste_seeds, out):
