@@ -25,7 +25,7 @@ from nicodec.codec import Codec
 from nicodec.data import CropSampler, list_images
 from nicodec.entropy import LatentCoder, build_tables
 from nicodec.errors import NicodecError
-from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters
+from nicodec.network import FactorizedPrior, count_parameters
 from nicodec.train import TrainConfig, train
 
 MIN_IMAGES = 2  # at least one to train on and one to hold out

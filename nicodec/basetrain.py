@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from nicodec import data, distributed, image, modelfile, registry
 from nicodec.codec import Codec

@@ -38,7 +38,7 @@ with warnings.catch_warnings():  # CompressAI 1.2 scripts a helper with torch.ji
     from compressai.layers import GDN
 
 from nicodec import inference
-from nicodec.inference import DOWNSAMPLING, KERNEL, N_LAYERS, STRIDE  # noqa: F401
+from nicodec.inference import KERNEL, N_LAYERS, STRIDE
 
 N_FILTERS = 64
 # Density filters of the factorized entropy model: 97 parameters per latent channel, the

@@ -92,8 +92,6 @@ def validate(path: Path, installed_bases: set[str],
     Raises NicodecError."""
     import torch
 
-    from nicodec.entropy import TOTAL
-
     meta = read_meta(path)
     where = f"{path.name}"
     check_name(meta.get("name", ""))

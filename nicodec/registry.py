@@ -22,8 +22,7 @@ from nicodec import modelfile
 from nicodec.container import NO_ADAPTER, Header, format_id
 from nicodec import methods, package
 from nicodec.errors import NicodecError
-from nicodec.modelfile import (TABLE_KEYS, TABLE_PREFIX, content_hash,  # noqa: F401 (API)
-                               content_id, file_sha256, split_tables)
+from nicodec.modelfile import TABLE_PREFIX, content_id, file_sha256, split_tables
 
 if TYPE_CHECKING:  # the catalog part of this module runs without torch (nicodec info)
     from nicodec.codec import Codec

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from nicodec import container, registry
+from nicodec import container
 from nicodec.cli import main
 
 COMPAT = Path(__file__).parent / "compat"
