@@ -91,12 +91,13 @@ def adapted_codec(net: nn.Module, method: str, tensors: dict, base_id: str, qual
 
 
 def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
-          qualities=(1, 2, 3, 4), steps: int = 1000, holdout: float = 0.2,
+          qualities=None, steps: int = 1000, holdout: float = 0.2,
           device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
           log=print, progress: bool = True, channel_affine: bool | None = None) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
+    ``qualities`` None means every quality of the installed base models.
     Returns {"path", "meta", "rows"} where rows hold held-out bpp/PSNR of base and adapted.
     ``channel_affine`` (CAwF): None means on for CAwF (see :class:`~nicodec.network.Adapter`).
 
@@ -114,6 +115,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)
     reg = reg or registry.Registry()
+    qualities = reg.qualities() if qualities is None else qualities
     entries = [reg.find_base(quality=q) for q in qualities]  # fail early if one is missing
     device = distributed.init(device)
     main = distributed.is_main()
@@ -128,20 +130,20 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         f"{', '.join(map(str, qualities))}; {steps} steps each at lr {lr:g} on {device}")
     results, rows = {}, []
     for entry in entries:
-        quality = entry["quality"]
+        quality = entry.quality
         base_codec = reg.codec(quality=quality, device=device)
         net = trainable(method, reg.base_network(entry, device), k, channel_affine).to(device)
-        cfg = TrainConfig(lam=entry["lambda"], steps=steps, batch=batch, crop=crop, lr=lr,
+        cfg = TrainConfig(lam=entry.lam, steps=steps, batch=batch, crop=crop, lr=lr,
                           log_every=max(1, min(50, steps // 4)),
                           label=f"q{quality} ({entries.index(entry) + 1}/{len(entries)})")
         stats = train(net, sampler, cfg, device=device, console_log=progress)
         if not main:
             continue
         tensors = package_tensors(net, method)
-        codec = adapted_codec(net, method, tensors, entry["id"], quality, entry["lambda"],
+        codec = adapted_codec(net, method, tensors, entry.id, quality, entry.lam,
                               name, device)
         before, after = held_out(base_codec, held), held_out(codec, held)
-        info = {"base_id": entry["id"], "lambda": entry["lambda"], "steps": steps, "lr": lr,
+        info = {"base_id": entry.id, "lambda": entry.lam, "steps": steps, "lr": lr,
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}
         if "channel_affine" in m.options:

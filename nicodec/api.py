@@ -19,7 +19,7 @@ import numpy as np
 
 from nicodec import container, image, metrics
 from nicodec.errors import NicodecError
-from nicodec.registry import Registry, generation_of, pick_device
+from nicodec.registry import Registry, pick_device
 
 
 @dataclass
@@ -138,10 +138,9 @@ def info(data: bytes) -> dict:
     d["file_bytes"] = len(data)
     d["bpp"] = round(8 * len(data) / (header.width * header.height), 6)
     reg = Registry()
-    base = next((m for m in reg.bases() if m["id"] == d["base_id"]), None)
-    d["base_model"] = ({"installed": True, "domain": base["domain"], "quality": base["quality"],
-                        "lambda": base["lambda"], "file": base["file"],
-                        "generation": generation_of(base)}
+    base = next((m for m in reg.bases() if m.id == d["base_id"]), None)
+    d["base_model"] = ({"installed": True, "domain": base.domain, "quality": base.quality,
+                        "lambda": base.lam, "file": base.file, "generation": base.generation}
                        if base else {"installed": False})
     d["adapter"] = reg.describe_adapter(d["adapter_id"]) if d["adapter_id"] else None
     return d

@@ -49,14 +49,15 @@ class BaseRun:
         return registry.base_file_stem(self.domain, self.quality, self.generation)
 
 
-def _init_weights(model: FactorizedPrior, path: Path) -> int:
+def _init_weights(model: FactorizedPrior, path: Path, lam: float) -> int:
     """Load weights from a model file, a snapshot or an Adam checkpoint; returns the step
-    a snapshot was taken at (0 otherwise)."""
+    a snapshot of this same ``lam`` was taken at (a resume), else 0 (a warm start)."""
     tensors, meta = modelfile.load(path)
     prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
     tensors, _ = modelfile.split_tables(tensors)
     load_model_tensors(model, tensors, prefix=prefix)
-    return int(meta.get("step", 0))
+    same_lambda = meta.get("lambda") is not None and float(meta["lambda"]) == lam
+    return int(meta.get("step", 0)) if same_lambda else 0
 
 
 def snapshot_codec(model: FactorizedPrior, quality: int, lam: float) -> tuple[Codec, dict]:
@@ -79,7 +80,7 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     files = data.list_images(data.split_dir(run.domain, "train"))
     sampler = data.CropSampler.from_files(distributed.shard(files), crop=128)
     model = FactorizedPrior()
-    start = _init_weights(model, run.init) if run.init else 0
+    start = _init_weights(model, run.init, lam) if run.init else 0
     run.runs.mkdir(parents=True, exist_ok=True)
     ckpt = run.runs / f"{run.name}.ckpt"
     snapshot = run.runs / f"{run.name}.safetensors"

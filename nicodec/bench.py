@@ -57,10 +57,10 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
     imgs = [image.load(f).rgb for f in files]
     reg = registry.Registry()
     rows = []
-    for entry in sorted(reg.bases(), key=lambda m: m["quality"]):
-        if entry["domain"] != "photo":
+    for entry in sorted(reg.bases(), key=lambda m: m.quality):
+        if entry.domain != "photo":
             continue
-        codec = reg.codec_by_id(entry["id"], device)
+        codec = reg.codec_by_id(entry.id, device)
         cm = compressai_model(reg, entry, device)
         acc = {k: [] for k in ("enc", "dec", "cai_enc", "cai_dec", "bpp", "psnr", "j2k_bpp",
                                "j2k_psnr")}
@@ -87,7 +87,7 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
                          ("j2k_psnr", metrics.psnr(rgb, jdec))):
                 acc[k].append(v)
         row = {k: float(np.mean(v)) for k, v in acc.items()}
-        row |= {"quality": entry["quality"], "lambda": entry["lambda"], "id": entry["id"],
+        row |= {"quality": entry.quality, "lambda": entry.lam, "id": entry.id,
                 "overhead_pct": 100 * (8 * payload_bytes / ideal_bits - 1),
                 "header_pct": 100 * container.HEADER_SIZE * len(imgs) / file_bytes}
         rows.append(row)

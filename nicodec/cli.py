@@ -75,10 +75,38 @@ def _refuse_overwrite(paths: list[Path]) -> None:
             raise NicodecError(f"{p} exists; name the output with -o to replace it")
 
 
+def _installed_qualities() -> list[int]:
+    from nicodec import registry
+
+    return registry.Registry().qualities()
+
+
+def _quality(ctx, param, value):
+    """One quality the installed base models define (the manifest's, not a table here)."""
+    if value is not None and value not in (known := _installed_qualities()):
+        raise click.BadParameter(f"{value} is not a quality of the installed models "
+                                 f"({', '.join(map(str, known))})")
+    return value
+
+
+def _qualities(ctx, param, value):
+    """A comma-separated list of qualities; default: every quality the models define."""
+    known = _installed_qualities()
+    if value is None:
+        return known
+    try:
+        qs = sorted({int(v) for v in value.split(",")})
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of qualities") from None
+    if not qs or not set(qs) <= set(known):
+        raise click.BadParameter(f"qualities must be among {', '.join(map(str, known))}")
+    return qs
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="output file (one input) or directory")
-@click.option("-q", "--quality", type=click.IntRange(1, 4), default=3, show_default=True,
+@click.option("-q", "--quality", type=int, default=3, show_default=True, callback=_quality,
               help="1 = lowest rate .. 4 = highest quality")
 @click.option("--domain", default="photo", show_default=True,
               help="photo (the base codec) or the name of an installed adapter")
@@ -197,16 +225,6 @@ def info(file, as_json):
         out.print(f"{k:15s} {v}", markup=False)
 
 
-def _qualities(ctx, param, value):
-    try:
-        qs = sorted({int(v) for v in value.split(",")})
-    except ValueError:
-        raise click.BadParameter("a comma-separated list of qualities 1..4") from None
-    if not qs or not set(qs) <= {1, 2, 3, 4}:
-        raise click.BadParameter("qualities must be among 1, 2, 3, 4")
-    return qs
-
-
 @main.command()
 @click.argument("folder", type=click.Path())
 @click.option("--name", required=True, help="name of the new domain (used as --domain NAME)")
@@ -218,7 +236,8 @@ def _qualities(ctx, param, value):
               help="CAwF: also a per-channel scale and bias after every widened convolution "
                    "(+1,126 parameters at K=16) [default: on]; --no-channel-affine gives the "
                    "paper's adapter (docs/experiments.md compares them)")
-@click.option("--qualities", default="1,2,3,4", show_default=True, callback=_qualities)
+@click.option("--qualities", callback=_qualities,
+              help="comma-separated, e.g. 1,3  [default: every quality]")
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
               help="training steps per quality")
 @click.option("--holdout", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
@@ -239,7 +258,7 @@ def adapt(folder, name, method, k, channel_affine, qualities, steps, holdout, ba
 
     dev = registry.pick_device(device)
     reg = registry.Registry()
-    if name in {m["name"] for m in reg.packages()} and not output:
+    if name in {m.name for m in reg.packages()} and not output:
         raise NicodecError(f"an adaptation named {name!r} is installed already; remove it "
                            f"first ('nicodec models remove {name}') or pick another name")
     res = run_adapt(Path(folder), name=name, method=method, k=k, qualities=qualities,
@@ -254,7 +273,7 @@ def adapt(folder, name, method, k, channel_affine, qualities, steps, holdout, ba
     for r in res["rows"]:
         t.add_row(str(r["quality"]), f"{r['base_bpp']:.4f}", f"{r['base_psnr']:.2f}",
                   f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
-                  res["meta"]["qualities"][r["quality"]]["id"])
+                  res["meta"].qualities[r["quality"]].id)
     out.print(t)
     out.print("BD-rate against the base codec: " + _bd_text(res) +
               ("" if res.get("bd_psnr") is None else f"; BD-PSNR {res['bd_psnr']:+.2f} dB"),
@@ -283,7 +302,8 @@ def _bd_text(res: dict) -> str:
               help="codec to evaluate (repeatable); 'all' = base + every installed adapter")
 @click.option("--baselines", default="jpeg2000", show_default=True,
               help="comma-separated: jpeg2000, jpeg, jpeg444, webp (or 'none')")
-@click.option("--qualities", default="1,2,3,4", show_default=True, callback=_qualities)
+@click.option("--qualities", callback=_qualities,
+              help="comma-separated, e.g. 1,3  [default: every quality]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="RD curves (PNG)")
 @click.option("--per-image", is_flag=True, help="also print every image's numbers")
@@ -306,7 +326,7 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
 
     reg = registry.Registry()
     if "all" in domains:
-        domains = ["photo"] + [m["name"] for m in reg.packages(newest_only=True)]
+        domains = ["photo"] + [m.name for m in reg.packages(newest_only=True)]
     for d in domains:
         if d != "photo":
             reg.find_package(d)
@@ -374,26 +394,25 @@ def _list_models(show_all: bool = False):
                 "where"):
         t.add_column(col)
     hidden = 0
-    for m in sorted(reg.bases(), key=lambda m: (-registry.generation_of(m), m["quality"])):
-        gen = registry.generation_of(m)
-        if not shown(gen):
+    for m in sorted(reg.bases(), key=lambda m: (-m.generation, m.quality)):
+        if not shown(m.generation):
             hidden += 1
             continue
-        size = (reg.dir / m["file"]).stat().st_size
-        t.add_row(m["domain"], str(m["quality"]), m["id"], str(gen), "base",
-                  f"{m['parameters']:,}", f"{size / 1e6:.2f} MB", "shipped")
-    for meta in sorted(reg.packages(), key=lambda m: (m["name"], -m["generation"])):
+        size = (reg.dir / m.file).stat().st_size
+        t.add_row(m.domain, str(m.quality), m.id, str(m.generation), "base",
+                  f"{m.parameters:,}", f"{size / 1e6:.2f} MB", "shipped")
+    for meta in sorted(reg.packages(), key=lambda m: (m.name, -m.generation)):
         # a user's adapter on an old base is listed all the same: it is what encodes NAME
-        if not (shown(meta["generation"]) or not meta["shipped"]):
-            hidden += len(meta["qualities"])
+        if not (shown(meta.generation) or not meta.shipped):
+            hidden += len(meta.qualities)
             continue
-        size = meta["path"].stat().st_size / len(meta["qualities"])
-        for q, info in sorted(meta["qualities"].items()):
-            method = methods.get(meta["method"]).describe(meta["k"], info)
-            params = info.get("parameters")
-            t.add_row(meta["name"], str(q), info["id"], str(meta["generation"] or "?"),
+        size = meta.path.stat().st_size / len(meta.qualities)
+        for q, info in sorted(meta.qualities.items()):
+            method = methods.get(meta.method).describe(meta.k, info)
+            params = info.training.get("parameters")
+            t.add_row(meta.name, str(q), info.id, str(meta.generation or "?"),
                       method, f"{params:,}" if params else "-", f"{size / 1e6:.2f} MB",
-                      "shipped" if meta["shipped"] else "user")
+                      "shipped" if meta.shipped else "user")
     out.print(t)
     if hidden:
         out.print(f"{hidden} model(s) of older generations are installed too; they decode the "
@@ -415,7 +434,7 @@ def models_export(name, output):
     from nicodec import image, registry
 
     meta = registry.Registry().find_package(name)
-    image.atomic_write(Path(output), meta["path"].read_bytes())
+    image.atomic_write(Path(output), meta.path.read_bytes())
     out.print(f"exported {name} to {output}", markup=False)
 
 
@@ -423,18 +442,24 @@ def models_export(name, output):
 @click.argument("file", type=click.Path())
 def models_import(file):
     """Validate an adaptation FILE and install it (refuses anything malformed)."""
-    from nicodec import image, package, registry
+    import hashlib
+
+    from nicodec import image, modelfile, package, registry
 
     path = _existing_file(file)
+    modelfile.check_regular(path)
+    data = path.read_bytes()
     reg = registry.Registry()
-    meta, _ = package.validate(path, reg.base_ids())
-    if meta["name"] in {m["name"] for m in reg.packages()}:
-        raise NicodecError(f"an adaptation named {meta['name']!r} is installed already")
-    dst = registry.user_adapters_dir() / f"{meta['name']}.safetensors"
+    # the hash pins the bytes validated to the bytes installed
+    meta, _ = package.validate(path, reg.base_ids(), hashlib.sha256(data).hexdigest(),
+                               qualities=set(reg.qualities()))
+    if meta.name in {m.name for m in reg.packages()}:
+        raise NicodecError(f"an adaptation named {meta.name!r} is installed already")
+    dst = registry.user_adapters_dir() / f"{meta.name}.safetensors"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    image.atomic_write(dst, path.read_bytes())
-    out.print(f"imported {meta['name']} ({meta['method']}, qualities "
-              f"{', '.join(map(str, sorted(meta['qualities'])))}) -> {dst}", markup=False)
+    image.atomic_write(dst, data)
+    out.print(f"imported {meta.name} ({meta.method}, qualities "
+              f"{', '.join(map(str, sorted(meta.qualities)))}) -> {dst}", markup=False)
 
 
 @models.command("remove")
@@ -444,15 +469,15 @@ def models_remove(name):
     from nicodec import registry
 
     meta = registry.Registry().find_package(name)
-    if meta["shipped"]:
+    if meta.shipped:
         raise NicodecError(f"{name!r} ships with nicodec and cannot be removed")
-    meta["path"].unlink()
+    meta.path.unlink()
     out.print(f"removed {name}", markup=False)
 
 
 @main.command()
 @click.option("--domain", default="photo", show_default=True, help="training domain")
-@click.option("-q", "--quality", type=click.IntRange(1, 4), required=True)
+@click.option("-q", "--quality", type=int, required=True, callback=_quality)
 @click.option("--steps", type=int, default=5000, show_default=True,
               help="the run's total length (a resumed run continues to it)")
 @click.option("--batch", type=int, default=8, show_default=True, help="crops per process")
@@ -488,7 +513,7 @@ def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, 
     entry = basetrain.train_base(run, device=registry.pick_device(device), command=command,
                                  log=out.print)
     if entry is not None:
-        out.print(f"exported {entry['file']} id {entry['id']}")
+        out.print(f"exported {entry.file} id {entry.id}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ from nicodec.errors import NicodecError
 PRECISION = 20  # frequencies sum to 2**20
 TOTAL = 1 << PRECISION
 ESCAPE_BITS_MAX = 31  # escaped magnitudes are below 2**31
+# What a table may hold (checked when a package is imported): trained tables span a few
+# hundred symbols around medians of a few units.
+MAX_TABLE_WIDTH = 4096
+MAX_MEDIAN = 1 << 16
 CODER_NAME = 1  # header code for "constriction rANS, per-channel categorical"
 
 

@@ -44,6 +44,65 @@ def gdn(x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, inverse: bool)
 
 
 # --------------------------------------------------------------------------- CAwF blocks
+class BlockKeys:
+    """What each of a CAwF adapter's tensors means, and the key it is stored under.
+
+    The keys (``a1_cb``, ``s0_bc``, ...) are the 0.1 file format and never change; this is
+    the one place that spells them. In the files they sit under ``PREFIX`` (the attribute
+    of :class:`nicodec.network.Adapter` that holds them), so ``a0_cb`` is stored as
+    ``p.a0_cb`` (and ``q<Q>.p.a0_cb`` in a package). ``b`` is base and ``c`` custom;
+    a block ``xy`` is read "x from y" for convolutions (rows from columns).
+    """
+
+    PREFIX = "p."
+
+    @staticmethod
+    def custom_filters(i: int) -> str:
+        """Analysis layer i: the K new filters, (K, in, 5, 5), reading every input."""
+        return f"a{i}_cb"
+
+    @staticmethod
+    def custom_bias(i: int) -> str:
+        """Analysis layer i: the K new filters' biases."""
+        return f"a{i}_cbias"
+
+    @staticmethod
+    def base_from_custom(i: int) -> str:
+        """Analysis layer i > 0: the base filters' taps on the K custom inputs, (N, K, 5, 5)."""
+        return f"a{i}_bc"
+
+    @staticmethod
+    def synthesis_from_custom(i: int) -> str:
+        """Synthesis layer i: the K custom inputs feeding every output, (K, out, 5, 5)."""
+        return f"s{i}_cb"
+
+    @staticmethod
+    def synthesis_custom_from_base(i: int) -> str:
+        """Synthesis layer i (not the last): base inputs feeding the K custom outputs,
+        (N, K, 5, 5)."""
+        return f"s{i}_bc"
+
+    @staticmethod
+    def synthesis_custom_bias(i: int) -> str:
+        """Synthesis layer i (not the last): the K custom outputs' biases."""
+        return f"s{i}_cbias"
+
+    @staticmethod
+    def gdn_custom_beta(gdn: str, i: int) -> str:
+        """(I)GDN i (``gdn``: "gdn" or "igdn"): the custom channels' beta, reparametrized."""
+        return f"{gdn}{i}_beta"
+
+    @staticmethod
+    def gdn_custom_gamma(gdn: str, i: int) -> str:
+        """(I)GDN i: the custom channels' gamma rows over all channels, (K, N + K)."""
+        return f"{gdn}{i}_gamma_c"
+
+    @staticmethod
+    def gdn_base_from_custom(gdn: str, i: int) -> str:
+        """(I)GDN i: the base channels' gamma couplings to the custom ones, (N, K)."""
+        return f"{gdn}{i}_gamma_bc"
+
+
 def wide_conv(i: int, base_w: torch.Tensor, base_b: torch.Tensor, cb: torch.Tensor,
               cbias: torch.Tensor, bc: torch.Tensor | None):
     """Analysis layer i widened by K custom filters: weight ``[[W, W_bc], [W_cb]]`` (rows:
@@ -144,9 +203,15 @@ class FrozenNet:
 
     @classmethod
     def adapted(cls, base: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> "FrozenNet":
-        """Base tensors + a CAwF adapter's (``p.*`` blocks, optional ``a_affine.*`` /
-        ``s_affine.*``): the (N + K)-filter network, its wide weights built once."""
+        """Base tensors + a CAwF adapter's (:class:`BlockKeys` under ``p.``, optional
+        ``a_affine.*`` / ``s_affine.*``): the (N + K)-filter network, its wide weights
+        built once."""
         n = base["g_a.0.weight"].shape[0]
+        K = BlockKeys
+
+        def block(key: str) -> torch.Tensor | None:
+            return p.get(K.PREFIX + key)
+
         layers = {}
         for side, conv_kind, gdn_kind, gdn_name in (("a", "conv", "gdn", "gdn"),
                                                     ("s", "deconv", "igdn", "igdn")):
@@ -154,12 +219,13 @@ class FrozenNet:
             for j, i in enumerate(CONV_INDICES):
                 w, b = base[f"{seq}.{i}.weight"], base[f"{seq}.{i}.bias"]
                 if side == "a":
-                    w, b = wide_conv(j, w, b, p[f"p.a{j}_cb"], p[f"p.a{j}_cbias"],
-                                     p.get(f"p.a{j}_bc"))
+                    w, b = wide_conv(j, w, b, block(K.custom_filters(j)),
+                                     block(K.custom_bias(j)), block(K.base_from_custom(j)))
                 else:
                     last = j == N_LAYERS - 1
-                    w, b = wide_deconv(n, last, w, b, p[f"p.s{j}_cb"], p.get(f"p.s{j}_bc"),
-                                       p.get(f"p.s{j}_cbias"))
+                    w, b = wide_deconv(n, last, w, b, block(K.synthesis_from_custom(j)),
+                                       block(K.synthesis_custom_from_base(j)),
+                                       block(K.synthesis_custom_bias(j)))
                 out.append(Layer(conv_kind, w, b))
                 if f"{side}_affine.{j}.alpha" in p:
                     out.append(Layer("affine", p[f"{side}_affine.{j}.alpha"],
@@ -167,14 +233,16 @@ class FrozenNet:
                 if i + 1 in GDN_INDICES:
                     g = f"{seq}.{i + 1}"
                     beta_b, gamma_b = base_gdn(base, g)
-                    k = f"p.{gdn_name}{j}"
                     beta, gamma = wide_gdn(
-                        beta_b, gamma_b, reparam(base, f"{g}.beta_reparam", p[f"{k}_beta"]),
-                        reparam(base, f"{g}.gamma_reparam", p[f"{k}_gamma_bc"]),
-                        reparam(base, f"{g}.gamma_reparam", p[f"{k}_gamma_c"]))
+                        beta_b, gamma_b,
+                        reparam(base, f"{g}.beta_reparam", block(K.gdn_custom_beta(gdn_name, j))),
+                        reparam(base, f"{g}.gamma_reparam",
+                                block(K.gdn_base_from_custom(gdn_name, j))),
+                        reparam(base, f"{g}.gamma_reparam",
+                                block(K.gdn_custom_gamma(gdn_name, j))))
                     out.append(Layer(gdn_kind, gamma, beta))
             layers[side] = out
-        return cls(layers["a"], layers["s"], n + p["p.a0_cb"].shape[0])
+        return cls(layers["a"], layers["s"], n + block(K.custom_filters(0)).shape[0])
 
 
 def reparam(t: dict[str, torch.Tensor], prefix: str, raw: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -76,9 +77,21 @@ def save(tensors: dict[str, "torch.Tensor"], path: Path, metadata: dict[str, str
 
 
 # --------------------------------------------------------------------------- reading
+def check_regular(path: Path) -> None:
+    """Refuse anything but a regular file up front: a FIFO or a device would block or
+    stream forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise NicodecError(f"{Path(path).name}: cannot read ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise NicodecError(f"{Path(path).name}: not a regular file")
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata string map of a safetensors file, from its header alone (no torch)."""
     path = Path(path)
+    check_regular(path)
     try:
         with path.open("rb") as f:
             head = f.read(8)
@@ -116,6 +129,7 @@ def parse(data: bytes, name: str) -> tuple[dict, dict]:
 def load(path: Path, sha256: str | None = None) -> tuple[dict, dict]:
     """Load a model file, reading it once; verify its file hash against ``sha256`` if given."""
     path = Path(path)
+    check_regular(path)
     data = path.read_bytes()
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise NicodecError(f"{path.name}: file hash does not match the manifest "

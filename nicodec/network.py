@@ -38,6 +38,7 @@ with warnings.catch_warnings():  # CompressAI 1.2 scripts a helper with torch.ji
     from compressai.layers import GDN
 
 from nicodec import inference
+from nicodec.inference import BlockKeys as B
 from nicodec.inference import KERNEL, N_LAYERS, STRIDE
 
 N_FILTERS = 64
@@ -182,8 +183,8 @@ def _gdn_eff(gdn: GDN) -> tuple[torch.Tensor, torch.Tensor]:
 class Adapter(nn.Module):
     """CAwF custom parameters for one base codec: K extra filters per conv layer.
 
-    Parameter names (``a{i}.*`` analysis layer i, ``s{i}.*`` synthesis layer i, ``gdn{i}.*``,
-    ``igdn{i}.*`` and ``entropy_bottleneck.*``) are the adapter file's tensor keys.
+    The blocks live in ``p`` under the file format's names; :class:`BlockKeys` says what
+    each means. With ``entropy_bottleneck.*`` they are the adapter file's tensor keys.
     Initialisation makes the adapted codec start as the base codec: the weights from
     custom to base channels and the base-custom GDN couplings are zero, the entropy model
     of the base channels starts as a copy of the base one, and the custom latents start
@@ -211,26 +212,30 @@ class Adapter(nn.Module):
             extra_in = 0 if i == 0 else k
             # Conv2d weight: (out, in, kh, kw)
             scale = 0.1 if i == N_LAYERS - 1 else 1.0  # small custom latents: cheap at start
-            p[f"a{i}_cb"] = nn.Parameter(_kaiming((k, cin + extra_in, KERNEL, KERNEL)) * scale)
-            p[f"a{i}_cbias"] = nn.Parameter(torch.zeros(k))
+            p[B.custom_filters(i)] = nn.Parameter(
+                _kaiming((k, cin + extra_in, KERNEL, KERNEL)) * scale)
+            p[B.custom_bias(i)] = nn.Parameter(torch.zeros(k))
             if extra_in:
-                p[f"a{i}_bc"] = nn.Parameter(torch.zeros(n, k, KERNEL, KERNEL))
+                p[B.base_from_custom(i)] = nn.Parameter(torch.zeros(n, k, KERNEL, KERNEL))
         for i, d in enumerate(deconvs):
             cout = d.out_channels  # 3 for the last layer
             extra_out = 0 if i == N_LAYERS - 1 else k
             # ConvTranspose2d weight: (in, out, kh, kw); custom inputs feed every output.
-            p[f"s{i}_cb"] = nn.Parameter(torch.zeros(k, cout + extra_out, KERNEL, KERNEL))
+            p[B.synthesis_from_custom(i)] = nn.Parameter(
+                torch.zeros(k, cout + extra_out, KERNEL, KERNEL))
             if extra_out:
-                p[f"s{i}_bc"] = nn.Parameter(_kaiming((n, k, KERNEL, KERNEL)) * 0.1)
-                p[f"s{i}_cbias"] = nn.Parameter(torch.zeros(k))
+                p[B.synthesis_custom_from_base(i)] = nn.Parameter(
+                    _kaiming((n, k, KERNEL, KERNEL)) * 0.1)
+                p[B.synthesis_custom_bias(i)] = nn.Parameter(torch.zeros(k))
         for name, seq in (("gdn", base.g_a), ("igdn", base.g_s)):
             for i, g in enumerate(m for m in seq if isinstance(m, GDN)):
                 # stored in GDN's reparametrized space, like the base GDN parameters
-                p[f"{name}{i}_beta"] = nn.Parameter(g.beta_reparam.init(torch.ones(k)))
-                p[f"{name}{i}_gamma_c"] = nn.Parameter(
+                p[B.gdn_custom_beta(name, i)] = nn.Parameter(g.beta_reparam.init(torch.ones(k)))
+                p[B.gdn_custom_gamma(name, i)] = nn.Parameter(
                     g.gamma_reparam.init(torch.cat([torch.zeros(k, n), 0.1 * torch.eye(k)], 1)))
-                p[f"{name}{i}_gamma_bc"] = nn.Parameter(g.gamma_reparam.init(torch.zeros(n, k)))
-        self.p = p
+                p[B.gdn_base_from_custom(name, i)] = nn.Parameter(
+                    g.gamma_reparam.init(torch.zeros(n, k)))
+        self.p = p  # the file format's "p." prefix (BlockKeys.PREFIX)
         self.entropy_bottleneck = entropy_bottleneck(n + k)
         with torch.no_grad():
             # Base channels start from the base density model; custom channels from the
@@ -257,22 +262,27 @@ class Adapter(nn.Module):
         return (self.a_affine if side == "a" else self.s_affine)[i](z)
 
     def wide_conv_weight(self, i: int, base_w: torch.Tensor, base_b: torch.Tensor):
-        p = self.p
-        return inference.wide_conv(i, base_w, base_b, p[f"a{i}_cb"], p[f"a{i}_cbias"],
-                                   p[f"a{i}_bc"] if i else None)
+        block = self.block
+        return inference.wide_conv(i, base_w, base_b, block(B.custom_filters(i)),
+                                   block(B.custom_bias(i)), block(B.base_from_custom(i)))
 
     def wide_deconv_weight(self, i: int, base_w: torch.Tensor, base_b: torch.Tensor):
-        p, last = self.p, i == N_LAYERS - 1
-        return inference.wide_deconv(self.n, last, base_w, base_b, p[f"s{i}_cb"],
-                                     None if last else p[f"s{i}_bc"],
-                                     None if last else p[f"s{i}_cbias"])
+        block = self.block
+        return inference.wide_deconv(self.n, i == N_LAYERS - 1, base_w, base_b,
+                                     block(B.synthesis_from_custom(i)),
+                                     block(B.synthesis_custom_from_base(i)),
+                                     block(B.synthesis_custom_bias(i)))
 
     def wide_gdn(self, name: str, i: int, g: GDN):
-        p = self.p
         beta_b, gamma_b = _gdn_eff(g)
-        return inference.wide_gdn(beta_b, gamma_b, g.beta_reparam(p[f"{name}{i}_beta"]),
-                                  g.gamma_reparam(p[f"{name}{i}_gamma_bc"]),
-                                  g.gamma_reparam(p[f"{name}{i}_gamma_c"]))
+        return inference.wide_gdn(beta_b, gamma_b,
+                                  g.beta_reparam(self.block(B.gdn_custom_beta(name, i))),
+                                  g.gamma_reparam(self.block(B.gdn_base_from_custom(name, i))),
+                                  g.gamma_reparam(self.block(B.gdn_custom_gamma(name, i))))
+
+    def block(self, key: str) -> torch.Tensor | None:
+        """The adapter tensor stored under ``key`` (a :class:`BlockKeys` name), or None."""
+        return self.p[key] if key in self.p else None
 
 
 def _kaiming(shape) -> torch.Tensor:

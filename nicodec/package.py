@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -33,8 +35,61 @@ if TYPE_CHECKING:  # reading metadata needs no torch; validation imports it
     import torch
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+ID_RE = re.compile(r"^[0-9a-f]{8}$")
 RESERVED_NAMES = {"photo", "auto", "base"}
 FORMAT = "1"
+# What a package's numbers may be: trained weights are below ~200 in magnitude; anything
+# near float32's range overflows the transforms into inf/NaN.
+MAX_WEIGHT = 1e5
+
+
+@dataclass(frozen=True)
+class QualityRecord:
+    """One quality of a package, as its metadata's ``qualities`` map records it."""
+
+    id: str  # content ID of this quality's tensors: the adapter (CAwF) or the whole codec
+    lam: float  # the rate-distortion trade-off it was trained for
+    base_id: str | None  # the base model it extends (CAwF) or was fine-tuned from
+    training: dict = field(default_factory=dict)  # steps, lr, train_images, ...: for people
+
+    @classmethod
+    def parse(cls, where: str, quality: int, raw) -> "QualityRecord":
+        """Checked types: a JSON object with an 8-hex-digit ``id`` (and ``base_id``) and a
+        positive finite ``lambda``."""
+        bad = f"{where}: malformed package metadata (quality {quality}: "
+        if not isinstance(raw, dict):
+            raise NicodecError(bad + "not a JSON object)")
+        mid, base, lam = raw.get("id"), raw.get("base_id"), raw.get("lambda")
+        if not isinstance(mid, str) or not ID_RE.match(mid):
+            raise NicodecError(bad + f"id {mid!r} is not 8 hex digits)")
+        if base is not None and (not isinstance(base, str) or not ID_RE.match(base)):
+            raise NicodecError(bad + f"base_id {base!r} is not 8 hex digits)")
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or \
+                not (0 < lam < math.inf):
+            raise NicodecError(bad + f"lambda {lam!r} is not a positive number)")
+        training = {k: v for k, v in raw.items() if k not in ("id", "base_id", "lambda")}
+        return cls(id=mid, lam=float(lam), base_id=base, training=training)
+
+    def to_json(self) -> dict:
+        d = dict(self.training, id=self.id, **{"lambda": self.lam})
+        return d if self.base_id is None else dict(d, base_id=self.base_id)
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """What a package file's header says (read without torch), and where it lies."""
+
+    path: Path
+    name: str
+    method: str
+    k: int  # custom filters per layer (CAwF); 0 for the full-codec methods
+    date: str
+    qualities: dict[int, QualityRecord]
+    shipped: bool = False  # in models/ (pinned by the manifest), not the user's own
+    generation: int = 0  # of the base models it was made on (0: none installed)
+
+    def placed(self, *, shipped: bool, generation: int) -> "PackageInfo":
+        return replace(self, shipped=shipped, generation=generation)
 
 
 def check_name(name: str) -> str:
@@ -65,73 +120,86 @@ def save(path: Path, *, name: str, method: str, k: int,
     return read_meta(path)
 
 
-def read_meta(path: Path) -> dict:
-    """The package's metadata (cheap: reads the header only), with ``qualities`` parsed."""
+def read_meta(path: Path) -> PackageInfo:
+    """The package's metadata (cheap: reads the header only), every field type-checked."""
     try:
         meta = modelfile.read_metadata(path)
-    except NicodecError:
-        raise NicodecError(f"{path.name}: not a nicodec adaptation file (not a valid "
-                           "safetensors file)") from None
+    except NicodecError as e:
+        raise NicodecError(f"{path.name}: not a nicodec adaptation file "
+                           f"({str(e).split(': ', 1)[-1]})") from None
     if meta.get("nicodec") != "package":
         raise NicodecError(f"{path.name}: not a nicodec adaptation file (no package metadata)")
     if meta.get("format") != FORMAT:
         raise NicodecError(f"{path.name}: package format {meta.get('format')!r} is not "
                            f"supported (expected {FORMAT})")
+    bad = f"{path.name}: malformed package metadata"
     try:
-        meta["qualities"] = {int(q): v for q, v in json.loads(meta["qualities"]).items()}
-        meta["k"] = int(meta["k"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise NicodecError(f"{path.name}: malformed package metadata ({e})") from None
-    meta["path"] = path
-    return meta
+        raw = json.loads(meta["qualities"])
+        k = int(meta["k"])
+        name, method, date = meta["name"], meta["method"], meta.get("date", "")
+    except (KeyError, ValueError) as e:
+        raise NicodecError(f"{bad} ({e})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise NicodecError(f"{bad} (qualities must be a non-empty JSON object)")
+    qualities = {}
+    for q, v in raw.items():
+        if not (isinstance(q, str) and q.isdigit() and 1 <= int(q) <= 99):
+            raise NicodecError(f"{bad} (quality {q!r} is not a number 1..99)")
+        qualities[int(q)] = QualityRecord.parse(path.name, int(q), v)
+    return PackageInfo(path=path, name=name, method=method, k=k, date=date,
+                       qualities=qualities)
 
 
-def validate(path: Path, installed_bases: set[str],
-             sha256: str | None = None) -> tuple[dict, dict]:
-    """Load and fully check a package (and its file hash, if given); returns (meta, tensors).
-    Raises NicodecError."""
+def validate(path: Path, installed_bases: set[str], sha256: str | None = None,
+             qualities: set[int] | None = None) -> tuple[PackageInfo, dict]:
+    """Load and fully check a package (and its file hash, if given) against what the codec
+    can code; ``qualities``: those the installed base models define. Returns (info,
+    tensors). Raises NicodecError."""
     import torch
 
     meta = read_meta(path)
     where = f"{path.name}"
-    check_name(meta.get("name", ""))
+    check_name(meta.name)
     from nicodec import methods
 
-    name, k = meta.get("method"), meta["k"]
-    if name not in methods.names():
-        raise NicodecError(f"{where}: unknown method {name!r}")
-    method = methods.get(name)
+    if meta.method not in methods.names():
+        raise NicodecError(f"{where}: unknown method {meta.method!r}")
+    method = methods.get(meta.method)
     try:
-        method.check_k(k)
+        method.check_k(meta.k)
     except NicodecError as e:
         raise NicodecError(f"{where}: {e}") from None
-    if not meta["qualities"] or not set(meta["qualities"]) <= {1, 2, 3, 4}:
-        raise NicodecError(f"{where}: qualities must be a non-empty subset of 1..4")
+    if qualities is not None and not set(meta.qualities) <= qualities:
+        raise NicodecError(f"{where}: qualities {sorted(set(meta.qualities) - qualities)} "
+                           f"are not qualities of the installed models")
     tensors, _ = modelfile.load(path, sha256)
-    channels = method.latent_channels(k)
+    channels = method.latent_channels(meta.k)
     seen = set()
-    for quality, info in meta["qualities"].items():
+    for quality, info in meta.qualities.items():
         qt = quality_tensors(tensors, quality)
         seen |= {f"q{quality}.{key}" for key in qt}
         weights = {key: v for key, v in qt.items() if not key.startswith(TABLE_PREFIX)}
-        shapes = method.expected_shapes(k, **method.options_of(weights))
+        shapes = method.expected_shapes(meta.k, **method.options_of(weights))
         if set(weights) != set(shapes):
             extra, missing = set(weights) - set(shapes), set(shapes) - set(weights)
-            raise NicodecError(f"{where}: quality {quality} tensors do not match a {name} "
-                               f"package (unexpected {sorted(extra)[:3]}, missing "
-                               f"{sorted(missing)[:3]})")
+            raise NicodecError(f"{where}: quality {quality} tensors do not match a "
+                               f"{meta.method} package (unexpected {sorted(extra)[:3]}, "
+                               f"missing {sorted(missing)[:3]})")
         for key, v in weights.items():
             if (tuple(v.shape), v.dtype) != shapes[key]:
                 raise NicodecError(f"{where}: tensor {key} has shape {tuple(v.shape)} "
                                    f"{v.dtype}, expected {shapes[key][0]} {shapes[key][1]}")
             if not torch.isfinite(v).all():
                 raise NicodecError(f"{where}: tensor {key} holds non-finite values")
+            if v.numel() and float(v.abs().max()) > MAX_WEIGHT:
+                raise NicodecError(f"{where}: tensor {key} holds values beyond "
+                                   f"{MAX_WEIGHT:g} (no trained codec has them)")
         _check_tables(where, qt, channels)
-        if format_id(modelfile.content_id(qt)) != info.get("id"):
+        if format_id(modelfile.content_id(qt)) != info.id:
             raise NicodecError(f"{where}: quality {quality} content hash does not match its "
                                "ID (corrupt or modified file)")
-        if method.extends_base and info.get("base_id") not in installed_bases:
-            raise NicodecError(f"{where}: needs base model {info.get('base_id')}, which is "
+        if method.extends_base and info.base_id not in installed_bases:
+            raise NicodecError(f"{where}: needs base model {info.base_id}, which is "
                                "not installed")
     if set(tensors) != seen:
         raise NicodecError(f"{where}: unexpected tensors {sorted(set(tensors) - seen)[:3]}")
@@ -139,26 +207,41 @@ def validate(path: Path, installed_bases: set[str],
 
 
 def _check_tables(where: str, qt: dict, channels: int) -> None:
+    """The frozen tables hold what :class:`~nicodec.entropy.LatentCoder` can code: per
+    channel a range ``[offset, offset + length)`` around 0 no wider than
+    ``MAX_TABLE_WIDTH``, a finite median within ``MAX_MEDIAN``, and a frequency row of
+    positive counts summing to ``TOTAL`` (plus the escape symbol)."""
     import torch
 
-    from nicodec.entropy import TOTAL
+    from nicodec.entropy import MAX_MEDIAN, MAX_TABLE_WIDTH, TOTAL
 
     try:
         median, offset = qt[TABLE_PREFIX + "median"], qt[TABLE_PREFIX + "offset"]
         length, freq = qt[TABLE_PREFIX + "length"], qt[TABLE_PREFIX + "freq"]
     except KeyError as e:
         raise NicodecError(f"{where}: missing entropy table {e}") from None
-    ok = (median.shape == (channels,) and median.dtype == torch.float32
-          and offset.shape == (channels,) and offset.dtype == torch.int32
-          and length.shape == (channels,) and length.dtype == torch.int32
-          and freq.dim() == 2 and freq.shape[0] == channels and freq.dtype == torch.int32
-          and bool((length >= 1).all()) and int(length.max()) < freq.shape[1] <= 1 << 16
-          and bool((freq >= 0).all()) and bool(torch.isfinite(median).all()))
-    if ok:
-        for c in range(channels):
-            row = freq[c, : int(length[c]) + 1]
-            if int(row.sum()) != TOTAL or int(row.min()) < 1:
-                ok = False
-                break
-    if not ok:
-        raise NicodecError(f"{where}: malformed entropy tables")
+    shapes_ok = (median.shape == (channels,) and median.dtype == torch.float32
+                 and offset.shape == (channels,) and offset.dtype == torch.int32
+                 and length.shape == (channels,) and length.dtype == torch.int32
+                 and freq.dim() == 2 and freq.shape[0] == channels
+                 and freq.dtype == torch.int32)
+    if not shapes_ok:
+        raise NicodecError(f"{where}: malformed entropy tables (shapes or types)")
+    if not (bool(torch.isfinite(median).all()) and float(median.abs().max()) <= MAX_MEDIAN):
+        raise NicodecError(f"{where}: malformed entropy tables (medians beyond "
+                           f"+-{MAX_MEDIAN:g})")
+    if freq.shape[1] > MAX_TABLE_WIDTH + 1:
+        raise NicodecError(f"{where}: malformed entropy tables (rows of {freq.shape[1]} "
+                           f"symbols; at most {MAX_TABLE_WIDTH + 1})")
+    top = offset.long() + length.long() - 1
+    if not (bool((length >= 1).all()) and int(length.max()) < freq.shape[1]
+            and bool((offset <= 0).all()) and bool((top >= 0).all())):
+        raise NicodecError(f"{where}: malformed entropy tables (offsets or lengths out of "
+                           "range)")
+    if not bool((freq >= 0).all()):
+        raise NicodecError(f"{where}: malformed entropy tables (negative frequencies)")
+    for c in range(channels):
+        row = freq[c, : int(length[c]) + 1]
+        if int(row.sum()) != TOTAL or int(row.min()) < 1:
+            raise NicodecError(f"{where}: malformed entropy tables (channel {c}'s "
+                               f"frequencies do not sum to {TOTAL})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,11 +50,6 @@ CURRENT_GENERATION = 2
 def base_file_stem(domain: str, quality: int, generation: int) -> str:
     """``photo-q3`` (generation 1, as 0.1 named them), ``photo-g2-q3`` after that."""
     return f"{domain}-q{quality}" if generation == 1 else f"{domain}-g{generation}-q{quality}"
-
-
-def generation_of(entry: dict) -> int:
-    """A manifest entry's generation (entries written by 0.1 have none: 1)."""
-    return int(entry.get("generation", 1))
 
 
 def pick_device(choice: str = "auto") -> str:
@@ -94,20 +90,102 @@ def model_tensors(model) -> dict:
     return tensors
 
 
-def read_manifest(directory: Path) -> dict:
-    p = directory / MANIFEST
-    if not p.exists():
-        return {"format": 1, "models": []}
-    return json.loads(p.read_text())
+@dataclass(frozen=True)
+class BaseModel:
+    """One shipped base model, as ``models/manifest.json`` lists it."""
+
+    file: str
+    id: str  # content ID, 8 hex digits
+    sha256: str  # of the file; verified whenever it is loaded
+    domain: str
+    quality: int
+    lam: float  # "lambda" in the manifest
+    generation: int = 1  # 0.1's entries have none: they are generation 1
+    arch: str = "factorized"
+    parameters: int = 0
+    steps: int = 0
+    train_images: int = 0
+    command: str = ""  # the exact command that produced the file
+    created: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict) -> "BaseModel":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known}, lam=float(d["lambda"]))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        out = {"file": d.pop("file"), "id": d.pop("id"), "sha256": d.pop("sha256"),
+               "kind": "base"}
+        generation = d.pop("generation")
+        if generation != 1:  # written as 0.1 wrote its entries
+            out["generation"] = generation
+        out |= {"arch": d.pop("arch"), "domain": d.pop("domain"), "quality": d.pop("quality"),
+                "lambda": d.pop("lam")}
+        return out | d
 
 
-def write_manifest(directory: Path, manifest: dict) -> None:
-    modelfile.atomic_write(directory / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+@dataclass(frozen=True)
+class ShippedPackage:
+    """One shipped adaptation package, as the manifest lists it (its file hash pins it)."""
+
+    file: str
+    name: str
+    method: str
+    k: int
+    sha256: str
+    qualities: dict  # quality (str) -> its metadata record, as in the package
+    command: str = ""
+    created: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ShippedPackage":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        return {"file": d["file"], "kind": "package", "name": self.name,
+                "method": self.method, "k": self.k, "domain": self.name,
+                "sha256": self.sha256, "qualities": self.qualities, "command": self.command,
+                "created": self.created}
+
+
+@dataclass
+class Manifest:
+    """``models/manifest.json``: every shipped file with its ID, hash and provenance."""
+
+    bases: list[BaseModel] = field(default_factory=list)
+    packages: list[ShippedPackage] = field(default_factory=list)
+    format: int = 1
+
+    @classmethod
+    def read(cls, directory: Path) -> "Manifest":
+        p = directory / MANIFEST
+        if not p.exists():
+            return cls()
+        try:
+            d = json.loads(p.read_text())
+            entries = d["models"]
+            return cls(bases=[BaseModel.from_json(e) for e in entries if e["kind"] == "base"],
+                       packages=[ShippedPackage.from_json(e) for e in entries
+                                 if e["kind"] == "package"], format=d["format"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise NicodecError(f"{p}: malformed model manifest ({e})") from None
+
+    def write(self, directory: Path) -> None:
+        bases = sorted(self.bases, key=lambda m: (m.generation, m.domain, m.quality))
+        doc = {"format": self.format,
+               "models": [m.to_json() for m in bases] + [p.to_json() for p in self.packages]}
+        modelfile.atomic_write(directory / MANIFEST, (json.dumps(doc, indent=1) + "\n").encode())
+
+    def sha256_of(self, file: str) -> str | None:
+        return next((m.sha256 for m in [*self.bases, *self.packages] if m.file == file), None)
 
 
 def export_base(model, *, domain: str, quality: int, lam: float, steps: int,
                 command: str, train_images: int, models_dir: Path | None = None,
-                generation: int = CURRENT_GENERATION) -> dict:
+                generation: int = CURRENT_GENERATION) -> BaseModel:
     """Freeze the entropy tables of a trained :class:`~nicodec.network.FactorizedPrior`,
     save ``<base_file_stem>.safetensors``, update the manifest."""
     from nicodec.network import count_parameters
@@ -120,33 +198,29 @@ def export_base(model, *, domain: str, quality: int, lam: float, steps: int,
             "domain": domain, "quality": str(quality), "lambda": repr(lam), "id": mid}
     name = base_file_stem(domain, quality, generation) + ".safetensors"
     modelfile.save(tensors, directory / name, meta)
-    entry = {
-        "file": name, "id": mid, "sha256": file_sha256(directory / name), "kind": "base",
-        "generation": generation,
-        "arch": meta["arch"], "domain": domain, "quality": quality, "lambda": lam,
-        "parameters": count_parameters(model), "steps": steps, "train_images": train_images,
-        "command": command, "created": _dt.date.today().isoformat(),
-    }
-    manifest = read_manifest(directory)
-    manifest["models"] = [m for m in manifest["models"] if m["file"] != name] + [entry]
-    manifest["models"].sort(key=lambda m: (m["kind"] != "base", generation_of(m), m["domain"],
-                                           m.get("quality", 0)))
-    write_manifest(directory, manifest)
+    entry = BaseModel(file=name, id=mid, sha256=file_sha256(directory / name), domain=domain,
+                      quality=quality, lam=lam, generation=generation, arch=meta["arch"],
+                      parameters=count_parameters(model), steps=steps,
+                      train_images=train_images, command=command,
+                      created=_dt.date.today().isoformat())
+    manifest = Manifest.read(directory)
+    manifest.bases = [m for m in manifest.bases if m.file != name] + [entry]
+    manifest.write(directory)
     return entry
 
 
-def record_package(path: Path, command: str, directory: Path | None = None) -> dict:
+def record_package(path: Path, command: str, directory: Path | None = None) -> ShippedPackage:
     """Add a shipped adaptation package to the manifest of ``directory`` (default models/)."""
     directory = directory or REPO_MODELS
     meta = package.read_meta(path)
-    entry = {"file": path.name, "kind": "package", "name": meta["name"],
-             "method": meta["method"], "k": meta["k"], "domain": meta["name"],
-             "sha256": file_sha256(path),
-             "qualities": {str(q): v for q, v in sorted(meta["qualities"].items())},
-             "command": command, "created": meta["date"]}
-    manifest = read_manifest(directory)
-    manifest["models"] = [m for m in manifest["models"] if m["file"] != path.name] + [entry]
-    write_manifest(directory, manifest)
+    entry = ShippedPackage(file=path.name, name=meta.name, method=meta.method, k=meta.k,
+                           sha256=file_sha256(path),
+                           qualities={str(q): r.to_json()
+                                      for q, r in sorted(meta.qualities.items())},
+                           command=command, created=meta.date)
+    manifest = Manifest.read(directory)
+    manifest.packages = [m for m in manifest.packages if m.file != path.name] + [entry]
+    manifest.write(directory)
     return entry
 
 
@@ -169,66 +243,67 @@ class Registry:
 
     def __init__(self, models: Path | None = None):
         self.dir = models or models_dir()
-        self.manifest = read_manifest(self.dir)
+        self.manifest = Manifest.read(self.dir)
         self._cache: dict = {}
-        self._packages: list[dict] | None = None
+        self._packages: list[package.PackageInfo] | None = None
 
-    def bases(self) -> list[dict]:
-        return [m for m in self.manifest["models"] if m.get("kind") == "base"]
+    def bases(self) -> list[BaseModel]:
+        return list(self.manifest.bases)
 
     def base_ids(self) -> set[str]:
-        return {m["id"] for m in self.bases()}
+        return {m.id for m in self.bases()}
 
     def generations(self) -> list[int]:
         """The base-model generations installed, oldest first."""
-        return sorted({generation_of(m) for m in self.bases()})
+        return sorted({m.generation for m in self.bases()})
 
     def lambda_for(self, quality: int) -> float:
         """The rate-distortion trade-off of a quality (the same in every generation)."""
         for m in self.bases():
-            if m["quality"] == quality:
-                return float(m["lambda"])
+            if m.quality == quality:
+                return m.lam
         raise NicodecError(f"no base model has quality {quality} (qualities: "
                            f"{', '.join(map(str, self.qualities())) or 'none'})")
 
     def qualities(self) -> list[int]:
-        return sorted({m["quality"] for m in self.bases()})
+        return sorted({m.quality for m in self.bases()})
 
     def find_base(self, *, quality: int | None = None, domain: str = "photo",
-                  model_id: str | None = None, generation: int | None = None) -> dict:
+                  model_id: str | None = None, generation: int | None = None) -> BaseModel:
         """A base model by ID, or by (domain, quality) in ``generation`` (default: the
         newest generation that has it)."""
         if model_id is None:
-            found = [m for m in self.bases() if m["domain"] == domain and
-                     m["quality"] == quality and generation in (None, generation_of(m))]
+            found = [m for m in self.bases() if m.domain == domain and
+                     m.quality == quality and generation in (None, m.generation)]
             if found:
-                return max(found, key=generation_of)
+                return max(found, key=lambda m: m.generation)
         for m in self.bases():
-            if model_id is not None and m["id"] == model_id:
+            if model_id is not None and m.id == model_id:
                 return m
         if model_id is not None:
             raise NicodecError(f"model {model_id} is not installed (known base models: "
-                               f"{', '.join(m['id'] for m in self.bases()) or 'none'})")
+                               f"{', '.join(m.id for m in self.bases()) or 'none'})")
         where = "" if generation is None else f" of generation {generation}"
         raise NicodecError(f"no base model{where} for domain {domain!r} at quality {quality} "
                            f"in {self.dir}")
 
-    def base_tensors(self, entry: dict) -> tuple[dict, dict]:
+    def base_tensors(self, entry: BaseModel) -> tuple[dict, dict]:
         """(tensors, metadata) of a shipped base model, its file hash verified; read once."""
-        key = ("tensors", entry["id"])
+        key = ("tensors", entry.id)
         if key not in self._cache:
-            self._cache[key] = modelfile.load(self.dir / entry["file"], entry["sha256"])
+            self._cache[key] = modelfile.load(self.dir / entry.file, entry.sha256)
         return self._cache[key]
 
-    def load_base(self, entry: dict, device: str = "cpu") -> tuple["FrozenNet", "LatentCoder"]:
+    def load_base(self, entry: BaseModel,
+                  device: str = "cpu") -> tuple["FrozenNet", "LatentCoder"]:
         """The inference network and latent coder of a base model."""
-        key = (entry["id"], device)
+        key = (entry.id, device)
         if key not in self._cache:
             net, coder = build_base(self.base_tensors(entry)[0])
             self._cache[key] = (net.to(device), coder)
         return self._cache[key]
 
-    def base_network(self, entry: dict, device: str = "cpu"):
+    def base_network(self, entry: BaseModel, device: str = "cpu"):
         """A base model as a trainable :class:`~nicodec.network.FactorizedPrior` (for
         adaptation and training; imports CompressAI)."""
         from nicodec.network import FactorizedPrior
@@ -244,54 +319,50 @@ class Registry:
         """Shipped packages (models/) and the user's own (NICODEC_HOME/adapters)."""
         return [self.dir, user_adapters_dir()]
 
-    def packages(self, newest_only: bool = False) -> list[dict]:
+    def packages(self, newest_only: bool = False) -> list[package.PackageInfo]:
         """Metadata of every installed adaptation package (cheap: headers only); each has
         ``generation``, that of the base models it was made on. A shipped name may exist in
         several generations; ``newest_only`` keeps the newest of each name (what encoding
         uses)."""
         if self._packages is None:
-            gens = {m["id"]: generation_of(m) for m in self.bases()}
-            found: list[dict] = []
+            gens = {m.id: m.generation for m in self.bases()}
+            found: list[package.PackageInfo] = []
             for d in self.package_dirs():
                 for path in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
                     try:
                         meta = package.read_meta(path)
                     except NicodecError:
                         continue  # a base model file, or junk: not a package
-                    meta["shipped"] = d == self.dir
-                    meta["generation"] = max(gens.get(i.get("base_id"), 0)
-                                             for i in meta["qualities"].values())
-                    found.append(meta)
+                    found.append(meta.placed(
+                        shipped=d == self.dir,
+                        generation=max(gens.get(r.base_id, 0) for r in meta.qualities.values())))
             self._packages = found
         if not newest_only:
             return self._packages
-        newest: dict[str, dict] = {}
+        newest: dict[str, package.PackageInfo] = {}
         for meta in self._packages:
-            if meta["name"] not in newest or \
-                    meta["generation"] > newest[meta["name"]]["generation"]:
-                newest[meta["name"]] = meta
+            if meta.name not in newest or meta.generation > newest[meta.name].generation:
+                newest[meta.name] = meta
         return list(newest.values())
 
-    def find_package(self, name: str) -> dict:
+    def find_package(self, name: str) -> package.PackageInfo:
         """The package ``--domain NAME`` encodes with: the newest generation of that name."""
         for meta in self.packages(newest_only=True):
-            if meta["name"] == name:
+            if meta.name == name:
                 return meta
-        names = ", ".join(["photo"] + [m["name"] for m in self.packages(newest_only=True)])
+        names = ", ".join(["photo"] + [m.name for m in self.packages(newest_only=True)])
         raise NicodecError(f"unknown domain {name!r}: no adapter of that name is installed "
                            f"(installed: {names}); import one with 'nicodec models import FILE'")
 
-    def _load_package(self, meta: dict) -> dict:
-        key = ("package", str(meta["path"]))
+    def _load_package(self, meta: package.PackageInfo) -> dict:
+        key = ("package", str(meta.path))
         if key not in self._cache:
             sha256 = None
-            if meta["shipped"]:  # shipped files are pinned by the manifest, like base models
-                entry = next((m for m in self.manifest["models"]
-                              if m["file"] == meta["path"].name), None)
-                if entry is None:
-                    raise NicodecError(f"{meta['path'].name}: not listed in the manifest")
-                sha256 = entry["sha256"]
-            self._cache[key] = package.validate(meta["path"], self.base_ids(), sha256)[1]
+            if meta.shipped:  # shipped files are pinned by the manifest, like base models
+                sha256 = self.manifest.sha256_of(meta.path.name)
+                if sha256 is None:
+                    raise NicodecError(f"{meta.path.name}: not listed in the manifest")
+            self._cache[key] = package.validate(meta.path, self.base_ids(), sha256)[1]
         return self._cache[key]
 
     # ----------------------------------------------------------------------- codecs
@@ -303,16 +374,16 @@ class Registry:
             return self._base_codec(self.find_base(quality=quality, domain="photo",
                                                    generation=generation), device)
         meta = self.find_package(domain)
-        if quality not in meta["qualities"]:
+        if quality not in meta.qualities:
             raise NicodecError(f"adapter {domain!r} has no quality {quality} (it has "
-                               f"{', '.join(map(str, sorted(meta['qualities'])))})")
+                               f"{', '.join(map(str, sorted(meta.qualities)))})")
         return self._package_codec(meta, quality, device)
 
     def codecs(self, *, quality: int, device: str = "cpu") -> list["Codec"]:
         """The base codec and every installed package that covers ``quality``."""
         out = [self.codec(quality=quality, device=device)]
         for meta in self.packages(newest_only=True):
-            if quality in meta["qualities"]:
+            if quality in meta.qualities:
                 out.append(self._package_codec(meta, quality, device))
         return out
 
@@ -324,7 +395,7 @@ class Registry:
             found = self._find_package_id(aid, cawf=True)
             if found:
                 meta, quality = found
-                base_of = meta["qualities"][quality]["base_id"]
+                base_of = meta.qualities[quality].base_id
                 if base_of != base_id:
                     raise NicodecError(f"adapter {aid} extends base {base_of}, but the file "
                                        f"names base {base_id}")
@@ -336,7 +407,7 @@ class Registry:
     def codec_by_id(self, model_id: str, device: str = "cpu") -> "Codec":
         """A complete codec (shipped base or fine-tuned package) by its ID."""
         for m in self.bases():
-            if m["id"] == model_id:
+            if m.id == model_id:
                 return self._base_codec(m, device)
         found = self._find_package_id(model_id, cawf=False)
         if found:
@@ -347,45 +418,46 @@ class Registry:
     def _find_package_id(self, model_id: str, cawf: bool | None = None):
         """(package meta, quality) of an ID; ``cawf`` restricts to adapters / full codecs."""
         for meta in self.packages():
-            if cawf is not None and methods.get(meta["method"]).extends_base != cawf:
+            if cawf is not None and methods.get(meta.method).extends_base != cawf:
                 continue
-            for quality, info in meta["qualities"].items():
-                if info["id"] == model_id:
+            for quality, info in meta.qualities.items():
+                if info.id == model_id:
                     return meta, quality
         return None
 
     def all_ids(self) -> list[str]:
         ids = sorted(self.base_ids())
-        ids += [i["id"] for m in self.packages() for i in m["qualities"].values()]
+        ids += [r.id for m in self.packages() for r in m.qualities.values()]
         return ids
 
-    def _base_codec(self, entry: dict, device: str) -> "Codec":
+    def _base_codec(self, entry: BaseModel, device: str) -> "Codec":
         from nicodec.codec import Codec
 
         model, coder = self.load_base(entry, device)
-        return Codec(net=model, coder=coder, base_id=int(entry["id"], 16),
-                     adapter_id=NO_ADAPTER, quality=entry["quality"], lam=entry["lambda"],
-                     device=device, name=entry["domain"])
+        return Codec(net=model, coder=coder, base_id=int(entry.id, 16),
+                     adapter_id=NO_ADAPTER, quality=entry.quality, lam=entry.lam,
+                     device=device, name=entry.domain)
 
-    def _package_codec(self, meta: dict, quality: int, device: str) -> "Codec":
+    def _package_codec(self, meta: package.PackageInfo, quality: int,
+                       device: str) -> "Codec":
         from nicodec.codec import Codec
         from nicodec.entropy import LatentCoder
 
-        key = ("codec", str(meta["path"]), quality, device)
+        key = ("codec", str(meta.path), quality, device)
         if key in self._cache:
             return self._cache[key]
-        info = meta["qualities"][quality]
+        info = meta.qualities[quality]
         weights, tables = split_tables(
             package.quality_tensors(self._load_package(meta), quality))
-        method = methods.get(meta["method"])
-        base = (self.base_tensors(self.find_base(model_id=info["base_id"]))[0]
+        method = methods.get(meta.method)
+        base = (self.base_tensors(self.find_base(model_id=info.base_id))[0]
                 if method.extends_base else None)
         net = method.frozen_net(base, weights).to(device)
-        base_id, adapter_id = method.header_ids(int(info.get("base_id", "0"), 16),
-                                                int(info["id"], 16))
+        base_id, adapter_id = method.header_ids(int(info.base_id or "0", 16),
+                                                int(info.id, 16))
         codec = Codec(net=net, coder=LatentCoder(tables), base_id=base_id,
-                      adapter_id=adapter_id, quality=quality, lam=info["lambda"],
-                      device=device, name=meta["name"])
+                      adapter_id=adapter_id, quality=quality, lam=info.lam,
+                      device=device, name=meta.name)
         self._cache[key] = codec
         return codec
 
@@ -394,6 +466,6 @@ class Registry:
         found = self._find_package_id(adapter_id)
         if found:
             meta, quality = found
-            return {"installed": True, "id": adapter_id, "name": meta["name"],
-                    "method": meta["method"], "quality": quality}
+            return {"installed": True, "id": adapter_id, "name": meta.name,
+                    "method": meta.method, "quality": quality}
         return {"installed": False, "id": adapter_id}

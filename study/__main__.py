@@ -34,9 +34,9 @@ def run(scale: Scale, work: Path, out: Path, device: str, sections=SECTIONS,
         results["seconds"] = round(time.time() - t0, 1)
         results["train_seconds_this_run"] = round(lab.train_seconds, 1)
         # Whole-study cost, whichever run trained each job (a resumed run trains none).
-        results["jobs"] = len(lab._info)
+        results["jobs"] = len(lab.trained_jobs())
         results["train_seconds_all_jobs"] = round(sum(i["seconds"]
-                                                      for i in lab._info.values()), 1)
+                                                      for i in lab.trained_jobs()), 1)
         for name, text in (("experiments.json", json.dumps(results, indent=1)),
                            ("summary.json", json.dumps(summary(results), indent=1)),
                            ("experiments_tables.md", markdown(results))):

@@ -21,7 +21,7 @@ from nicodec.data import CropSampler, MixedSampler, list_images, split_dir
 from nicodec.evaluate import baseline_curve, codec_point
 from nicodec.network import FactorizedPrior, count_parameters, widen
 from nicodec.modelfile import TABLE_PREFIX, content_hash, content_id
-from nicodec.registry import Registry, generation_of
+from nicodec.registry import Registry
 from nicodec.train import TrainConfig, TrainingDiverged, train
 
 TABLE1_PAIRS = (("photo", "astro"), ("photo", "screen"))
@@ -146,9 +146,8 @@ class Lab:
         self.build = build or trainable
         self.train_options = train_options or {}
         self.reg = Registry()
-        self.qualities = sorted(e["quality"] for e in self.reg.bases()
-                                if e.get("domain", "photo") == "photo" and
-                                generation_of(e) == STUDY_GENERATION)
+        self.qualities = sorted(e.quality for e in self.reg.bases()
+                                if e.domain == "photo" and e.generation == STUDY_GENERATION)
         self._codecs: dict = {}
         self._info: dict = {}
         self._tests: dict = {}  # domain -> test images
@@ -226,6 +225,10 @@ class Lab:
         self._codecs[key], self._info[key] = codec, info
         return codec
 
+    def trained_jobs(self) -> list[dict]:
+        """What training recorded for every job this lab has loaded."""
+        return list(self._info.values())
+
     def info(self, job: Job, quality: int) -> dict:
         """What training recorded for a job (steps, images, parameters, seconds, loss)."""
         self.codec(job, quality)
@@ -285,7 +288,7 @@ class Lab:
             self._tests[domain] = test_images(domain, self.scale.test_images)
         return self._tests[domain]
 
-    def _cached(self, key: str, fn) -> dict:
+    def cached(self, key: str, fn) -> dict:
         path = self.work / "eval" / f"{key}.json"
         if path.exists():
             return json.loads(path.read_text())
@@ -300,7 +303,7 @@ class Lab:
         def measure(q):
             c = codec_of(q)
             key = f"{label}_{tag or self.scale.tag}-q{q}_{domain}{self.scale.test_images}"
-            return self._cached(key, lambda: _slim(codec_point(c, self.tests(domain), label,
+            return self.cached(key, lambda: _slim(codec_point(c, self.tests(domain), label,
                                                                with_ms_ssim=False)))
         return {"name": label, "points": [measure(q) for q in self.qualities]}
 
@@ -321,7 +324,7 @@ class Lab:
 
     def jpeg2000(self, domain: str) -> dict:
         key = f"jpeg2000_{domain}{self.scale.test_images}"
-        return self._cached(key, lambda: _slim_curve(
+        return self.cached(key, lambda: _slim_curve(
             baseline_curve("jpeg2000", self.tests(domain), with_ms_ssim=False)))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from nicodec import container, metrics
 from study.engine import CAWF_AFFINE, Job, Lab
-from study.sections import _synthesis
+from study.sections import synthesis
 
 def figure3(result: dict, path: Path) -> None:
     import matplotlib
@@ -54,7 +54,7 @@ def figure4(lab: Lab, pair: tuple[str, str], path: Path, size: int = 192) -> dic
     blob = t1.encode(crop)
     header, payload = container.parse(blob)
     panels = {"original": crop, "t1": t1.decode(header, payload),
-              "t2 naive, t1 bits": _synthesis(t2, t1, t1.latents(crop), size, size),
+              "t2 naive, t1 bits": synthesis(t2, t1, t1.latents(crop), size, size),
               "t2 naive": t2.decode(*container.parse(t2.encode(crop))),
               "CAwF (base path)": t1.decode(*container.parse(t1.encode(crop)))}
     fig, axes = plt.subplots(2, len(panels), figsize=(2.3 * len(panels), 4.8), dpi=100)

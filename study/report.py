@@ -7,7 +7,7 @@ import json
 
 from nicodec import metrics
 from study.engine import CAWF_AFFINE, CAWF_FORMS
-from study.sections import _difference, _suffix
+from study.sections import difference, suffix
 
 def findings(results: dict) -> list[dict]:
     """The paper's qualitative claims, checked on our numbers (issue #4's targets)."""
@@ -21,7 +21,7 @@ def findings(results: dict) -> list[dict]:
         for m in CAWF_FORMS:
             key = m.replace("+", "_")  # cawf, cawf_affine
             src_change = row[m, src]["vs_t1"]["bd_rate"]
-            gap = _difference(row[m, tgt]["bd_rate"], row["naive", tgt]["bd_rate"])
+            gap = difference(row[m, tgt]["bd_rate"], row["naive", tgt]["bd_rate"])
             f |= {f"{key}_source_change": src_change,
                   f"{key}_keeps_source": src_change == 0.0,
                   f"target_gap_{key}_minus_naive": gap,
@@ -39,7 +39,7 @@ def findings(results: dict) -> list[dict]:
         if f is None:
             continue
         for m in CAWF_FORMS:
-            x, key = _suffix(m), m.replace("+", "_")
+            x, key = suffix(m), m.replace("+", "_")
             n = sum(p[f"gap{x}"] is not None for p in sd["per_seed"])
             mean = sd[f"gap{x}_mean"]
             f |= {f"target_gap{x}_seeds": n, f"target_gap{x}_mean": mean,
@@ -71,7 +71,7 @@ def summary(results: dict) -> dict:
         "seeds": [{"pair": sd["pair"], "seed": p["seed"],
                    **{f"{m.replace('+', '_')}_{k}": p[m][k] for m in ("naive", *CAWF_FORMS)
                       for k in ("bd_rate", "bd_psnr")},
-                   **{f"gap{_suffix(m)}": p[f"gap{_suffix(m)}"] for m in CAWF_FORMS}}
+                   **{f"gap{suffix(m)}": p[f"gap{suffix(m)}"] for m in CAWF_FORMS}}
                   for sd in results.get("seeds", []) for p in sd["per_seed"]],
     }
 

@@ -35,7 +35,7 @@ def table2(lab: Lab, pair: tuple[str, str]) -> dict:
     affine) and JPEG 2000 on source and target, BD-rate against the jointly trained
     80-filter codec."""
     src, tgt = pair
-    joint = Job("joint", *_joint_init(pair))
+    joint = Job("joint", *joint_init(pair))
     naive = Job("naive", src, (tgt,))
     adapters = {m: Job(m, src, (tgt,)) for m in CAWF_FORMS}
     rows, curves = [], {}
@@ -62,7 +62,7 @@ def table2(lab: Lab, pair: tuple[str, str]) -> dict:
     return {"pair": f"{src}->{tgt}", "rows": rows, "curves": curves}
 
 
-def _joint_init(pair: tuple[str, str]) -> tuple[str, tuple[str, ...]]:
+def joint_init(pair: tuple[str, str]) -> tuple[str, tuple[str, ...]]:
     """One joint model per set of two domains, started from the first pair's source."""
     domains = tuple(sorted(pair))
     first = next(p for p in TABLE2_PAIRS if tuple(sorted(p)) == domains)
@@ -103,7 +103,7 @@ def catastrophic(lab: Lab, pair: tuple[str, str]) -> dict:
                 except Exception:  # garbage symbols may not even parse as a latent
                     out["undecodable"] += 1
                 y = t1.latents(rgb)
-                rec = _synthesis(t2, t1, y, rgb.shape[0], rgb.shape[1])
+                rec = synthesis(t2, t1, y, rgb.shape[0], rgb.shape[1])
                 out["synthesis"].append(metrics.psnr(rgb, rec))
             return {"quality": q, "psnr_t1": float(np.mean(out["t1"])),
                     "psnr_naive_decoder": (float(np.mean(out["decoder"]))
@@ -111,7 +111,7 @@ def catastrophic(lab: Lab, pair: tuple[str, str]) -> dict:
                     "undecodable": out["undecodable"],
                     "psnr_naive_synthesis": float(np.mean(out["synthesis"]))}
         key = f"catastrophic_{naive.name}_{lab.tag(naive)}-q{q}_{src}{lab.scale.test_images}"
-        per_q.append(lab._cached(key, measure))
+        per_q.append(lab.cached(key, measure))
     mean = {k: _mean_or_none([r[k] for r in per_q])
             for k in ("psnr_t1", "psnr_naive_decoder", "psnr_naive_synthesis")}
     return {"pair": f"{src}->{tgt}", **mean, "per_quality": per_q}
@@ -123,7 +123,7 @@ def _mean_or_none(values):
 
 
 @torch.no_grad()
-def _synthesis(t2: Codec, t1: Codec, q: np.ndarray, height: int, width: int) -> np.ndarray:
+def synthesis(t2: Codec, t1: Codec, q: np.ndarray, height: int, width: int) -> np.ndarray:
     from nicodec.codec import tensor_to_pixels
 
     y_hat = torch.from_numpy(q).to(t2.device)[None].float() + t1.median
@@ -185,35 +185,35 @@ def seeds(lab: Lab, pair: tuple[str, str], count: int = SEEDS) -> dict:
     BD-rate on the target test set against the same joint reference. Seeds 0 .. count-1;
     seed 0 is the study's own run."""
     src, tgt = pair
-    ref = lab.job_curve(Job("joint", *_joint_init(pair)), tgt)
+    ref = lab.job_curve(Job("joint", *joint_init(pair)), tgt)
     per_seed = []
     for seed in range(count):
         r = {m: bd(ref, lab.job_curve(Job(m, src, (tgt,), seed=seed), tgt))
              for m in ("naive", *CAWF_FORMS)}
-        gaps = {f"gap{_suffix(m)}": _difference(r[m]["bd_rate"], r["naive"]["bd_rate"])
+        gaps = {f"gap{suffix(m)}": difference(r[m]["bd_rate"], r["naive"]["bd_rate"])
                 for m in CAWF_FORMS}
         per_seed.append({"seed": seed, **r, **gaps})
     out = {"pair": f"{src}->{tgt}", "per_seed": per_seed}
     for m in CAWF_FORMS:
-        gaps = [p[f"gap{_suffix(m)}"] for p in per_seed]
-        psnr_gaps = [_difference(p[m]["bd_psnr"], p["naive"]["bd_psnr"]) for p in per_seed]
-        out |= {f"gap{_suffix(m)}_mean": _mean_or_none(gaps),
-                f"gap{_suffix(m)}_sd": _sd_or_none(gaps),
-                f"gap{_suffix(m)}_se": _se_or_none(gaps),
+        gaps = [p[f"gap{suffix(m)}"] for p in per_seed]
+        psnr_gaps = [difference(p[m]["bd_psnr"], p["naive"]["bd_psnr"]) for p in per_seed]
+        out |= {f"gap{suffix(m)}_mean": _mean_or_none(gaps),
+                f"gap{suffix(m)}_sd": _sd_or_none(gaps),
+                f"gap{suffix(m)}_se": _se_or_none(gaps),
                 # the same comparison in dB at equal rate, which small PSNR steps do not
                 # inflate
-                f"bd_psnr_gap{_suffix(m)}_mean": _mean_or_none(psnr_gaps),
-                f"bd_psnr_gap{_suffix(m)}_se": _se_or_none(psnr_gaps)}
+                f"bd_psnr_gap{suffix(m)}_mean": _mean_or_none(psnr_gaps),
+                f"bd_psnr_gap{suffix(m)}_se": _se_or_none(psnr_gaps)}
     return out | {f"{m}_bd_psnr_sd": _sd_or_none([p[m]["bd_psnr"] for p in per_seed])
                   for m in ("naive", *CAWF_FORMS)}
 
 
-def _suffix(method: str) -> str:
+def suffix(method: str) -> str:
     """Key suffix of a CAwF form's numbers: "" for the paper's CAwF, "_cawf_affine" else."""
     return "" if method == "cawf" else "_" + method.replace("+", "_")
 
 
-def _difference(a, b):
+def difference(a, b):
     return None if a is None or b is None else a - b
 
 
@@ -235,14 +235,14 @@ def lr_sweep(lab: Lab, pair: tuple[str, str] = LR_SWEEP_PAIR) -> dict:
     study's joint reference and against t1 (joint: on both test sets). This is where
     ``Scale.lr``, ``Scale.adapter_lr`` and ``Scale.joint_lr`` come from."""
     src, tgt = pair
-    joint_init = _joint_init(pair)
-    study_joint = Job("joint", *joint_init)
+    joint = joint_init(pair)
+    study_joint = Job("joint", *joint)
     refs = {d: lab.job_curve(study_joint, d) for d in (src, tgt)}
     t1 = lab.t1_curve(src, tgt)
     rows = []
     for method in ("naive", "cawf", "joint"):
         for lr in LR_GRID:
-            job = (Job("joint", *joint_init, lr=lr) if method == "joint"
+            job = (Job("joint", *joint, lr=lr) if method == "joint"
                    else Job(method, src, (tgt,), lr=lr))
             row = {"method": method, "lr": lr, "study": lr == lab.scale.lr_for(method)}
             try:

@@ -1,15 +1,17 @@
 """Adaptation end to end on tiny images: CAwF invariance, packages, import/export, refusals."""
 
 import json
+import os
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file, safe_open, save_file
 
 from conftest import smooth_image
-from nicodec import container, package, registry
+from nicodec import container, modelfile, package, registry
 from nicodec.adapt import adapt
 from nicodec.cli import main
 from nicodec.errors import NicodecError
@@ -41,12 +43,12 @@ def cawf_file(env, folder):
 
 def test_adapt_runs_end_to_end_and_its_output_decodes(env, cawf_file, folder):
     meta = cawf_file["meta"]
-    assert meta["method"] == "cawf" and meta["k"] == 2 and sorted(meta["qualities"]) == [1, 3]
+    assert meta.method == "cawf" and meta.k == 2 and sorted(meta.qualities) == [1, 3]
     assert [r["quality"] for r in cawf_file["rows"]] == [1, 3]
     src = folder / "nested" / "t0.png"
     assert run("encode", src, "-o", env / "a.nic", "--domain", "stripes", "-q", 1).exit_code == 0
     header, _ = container.parse((env / "a.nic").read_bytes())
-    assert container.format_id(header.adapter_id) == meta["qualities"][1]["id"]
+    assert container.format_id(header.adapter_id) == meta.qualities[1].id
     r = run("decode", env / "a.nic", "-o", env / "a.png")
     assert r.exit_code == 0, r.output
     assert Image.open(env / "a.png").size == (80, 64)
@@ -85,7 +87,7 @@ def _rewrite(src, dst, tensors_fn=None, meta_fn=None):
     if tensors_fn:
         tensors = tensors_fn(tensors)
     if meta_fn:
-        meta = meta_fn(meta)
+        meta = meta_fn(meta, tensors) if meta_fn.__code__.co_argcount == 2 else meta_fn(meta)
     save_file(tensors, str(dst), metadata=meta)
     return dst
 
@@ -96,6 +98,35 @@ def _set_quality_field(field, value):
         q["1"][field] = value
         return dict(meta, qualities=json.dumps(q))
     return fn
+
+
+def _rehashed(change):
+    """A tensor edit that also rewrites quality 1's ID, as a forger would: the check that
+    must catch it is then the value check, not the content hash."""
+    def tensors_fn(t):
+        return change(dict(t))
+
+    def meta_fn(meta, tensors):
+        q = json.loads(meta["qualities"])
+        q["1"]["id"] = container.format_id(modelfile.content_id(
+            package.quality_tensors(tensors, 1)))
+        return dict(meta, qualities=json.dumps(q))
+    return tensors_fn, meta_fn
+
+
+def _set(key, index, value):
+    def change(t):
+        t[key] = t[key].clone()
+        t[key].view(-1)[index] = value
+        return t
+    return change
+
+
+def _widen_freq(t):
+    f = t["q1.tables.freq"]
+    t["q1.tables.freq"] = torch.cat([f, torch.zeros(f.shape[0], 65536 - f.shape[1] + 1,
+                                                    dtype=f.dtype)], 1)
+    return t
 
 
 def _flip_weight(t):
@@ -119,6 +150,17 @@ def _rename_key(t):
     ("other_base", "needs base model 0badc0de"),
     ("wrong_k", "expected"),
     ("bad_tables", "malformed entropy tables"),
+    ("qualities_list", "qualities must be a non-empty JSON object"),
+    ("quality_not_object", "not a JSON object"),
+    ("quality_key", "is not a number"),
+    ("id_not_hex", "is not 8 hex digits"),
+    ("lambda_text", "is not a positive number"),
+    ("k_text", "malformed package metadata"),
+    ("offset_int32_max", "offsets or lengths out of range"),
+    ("median_3e38", "medians beyond"),
+    ("weight_3e38", "values beyond"),
+    ("rows_65536_wide", "rows of 65537 symbols"),
+    ("fifo", "not a regular file"),
 ])
 def test_bad_adapter_files_are_refused(env, cawf_file, tmp_path, case, needle):
     src = cawf_file["path"]
@@ -141,6 +183,29 @@ def test_bad_adapter_files_are_refused(env, cawf_file, tmp_path, case, needle):
             t["q1.tables.freq"] = t["q1.tables.freq"] * 2
             return t
         _rewrite(src, bad, tensors_fn=fn)
+    elif case == "qualities_list":
+        _rewrite(src, bad, meta_fn=lambda m: dict(m, qualities="[1, 3]"))
+    elif case == "quality_not_object":
+        _rewrite(src, bad, meta_fn=lambda m: dict(m, qualities='{"1": "x", "3": {}}'))
+    elif case == "quality_key":
+        _rewrite(src, bad, meta_fn=lambda m: dict(m, qualities=m["qualities"].replace(
+            '"1":', '"one":')))
+    elif case == "id_not_hex":
+        _rewrite(src, bad, meta_fn=_set_quality_field("id", "../../etc"))
+    elif case == "lambda_text":
+        _rewrite(src, bad, meta_fn=_set_quality_field("lambda", "0.1; rm"))
+    elif case == "k_text":
+        _rewrite(src, bad, meta_fn=lambda m: dict(m, k="two"))
+    elif case == "offset_int32_max":
+        _rewrite(src, bad, *_rehashed(_set("q1.tables.offset", 0, 2**31 - 1)))
+    elif case == "median_3e38":
+        _rewrite(src, bad, *_rehashed(_set("q1.tables.median", 0, 3e38)))
+    elif case == "weight_3e38":
+        _rewrite(src, bad, *_rehashed(_set("q1.p.a0_cb", 0, 3e38)))
+    elif case == "rows_65536_wide":
+        _rewrite(src, bad, *_rehashed(_widen_freq))
+    elif case == "fifo":
+        os.mkfifo(bad)
     run("models", "remove", "stripes")
     r = run("models", "import", bad)
     assert r.exit_code == 1 and needle in r.stderr, r.output
@@ -153,14 +218,14 @@ def test_missing_adapter_names_it_and_says_how_to_import(env, cawf_file, folder)
     assert run("encode", src, "-o", env / "s.nic", "--domain", "stripes").exit_code == 0
     assert run("models", "remove", "stripes").exit_code == 0
     r = run("decode", env / "s.nic")
-    aid = cawf_file["meta"]["qualities"][3]["id"]
+    aid = cawf_file["meta"].qualities[3].id
     assert r.exit_code == 1 and aid in r.stderr and "models import" in r.stderr
 
 
 def test_naive_codec_refuses_base_bitstreams_unless_forced(env, folder):
     res = adapt(folder, name="naive1", method="naive", qualities=(3,), steps=3, batch=2,
                 crop=64, progress=False, log=lambda m: None)
-    nid = res["meta"]["qualities"][3]["id"]
+    nid = res["meta"].qualities[3].id
     img = smooth_image(32, 48, seed=4)
     Image.fromarray(img).save(env / "p.png")
     assert run("encode", env / "p.png", "-o", env / "n.nic", "--domain", "naive1").exit_code == 0
@@ -177,7 +242,7 @@ def test_naive_codec_refuses_base_bitstreams_unless_forced(env, folder):
 def test_selective_tunes_only_about_five_percent(env, folder):
     res = adapt(folder, name="sel", method="selective", qualities=(1,), steps=2, batch=2,
                 crop=64, progress=False, log=lambda m: None)
-    assert res["meta"]["method"] == "selective"
+    assert res["meta"].method == "selective"
     from nicodec.adapt import trainable
     from nicodec.network import FactorizedPrior
     net = trainable("selective", FactorizedPrior(), 0)
@@ -264,3 +329,9 @@ def test_no_channel_affine_gives_the_papers_adapter(env, folder, tmp_path):
     keys = load_file(str(out)).keys()
     assert any(k.startswith("q1.p.") for k in keys)
     assert not any("affine" in k for k in keys)
+
+
+def test_a_fifo_among_the_adapters_is_skipped_not_read(env, cawf_file):
+    os.mkfifo(registry.user_adapters_dir() / "blocker.safetensors")
+    r = run("models")  # would block forever reading the FIFO
+    assert r.exit_code == 0 and "stripes" in r.stdout

@@ -2,6 +2,7 @@
 an old generation keeps encoding on its own base, and adapt builds on the newest."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def gens(two_generations, tmp_path, monkeypatch):
     monkeypatch.setenv("NICODEC_MODELS", str(two_generations))
     monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
     reg = registry.Registry()
-    ids = {(registry.generation_of(m), m["quality"]): m["id"] for m in reg.bases()}
+    ids = {(m.generation, m.quality): m.id for m in reg.bases()}
     return tmp_path, reg, ids
 
 
@@ -51,7 +52,7 @@ def png(tmp_path):
 
 def test_files_are_named_per_generation(gens):
     _, reg, _ = gens
-    files = sorted(m["file"] for m in reg.bases())
+    files = sorted(m.file for m in reg.bases())
     assert files == ["photo-g2-q1.safetensors", "photo-g2-q3.safetensors",
                      "photo-q1.safetensors", "photo-q3.safetensors"]
     assert reg.generations() == [1, 2]
@@ -89,11 +90,11 @@ def test_an_adapter_on_an_old_generation_keeps_its_base_and_adapt_uses_the_newes
         Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
     new = adapt(folder, name="fresh", k=2, qualities=(3,), steps=2, batch=2, crop=32,
                 progress=False, log=lambda m: None)
-    assert new["meta"]["qualities"][3]["base_id"] == ids[(2, 3)]
+    assert new["meta"].qualities[3].base_id == ids[(2, 3)]
     # an adapter made while generation 1 was the newest (as 0.1's users made theirs)
     old = adapt(folder, name="older", k=2, qualities=(3,), steps=2, batch=2, crop=32,
                 progress=False, log=lambda m: None, reg=_only_generation_1(reg))
-    assert old["meta"]["qualities"][3]["base_id"] == ids[(1, 3)]
+    assert old["meta"].qualities[3].base_id == ids[(1, 3)]
     assert run("encode", png, "--domain", "older", "-q", 3, "-o", tmp / "o.nic").exit_code == 0
     header, _ = container.parse((tmp / "o.nic").read_bytes())
     assert container.format_id(header.base_id) == ids[(1, 3)]
@@ -102,6 +103,6 @@ def test_an_adapter_on_an_old_generation_keeps_its_base_and_adapt_uses_the_newes
 
 def _only_generation_1(reg: registry.Registry) -> registry.Registry:
     old = registry.Registry(reg.dir)
-    old.manifest = {**reg.manifest, "models": [m for m in reg.manifest["models"]
-                                               if registry.generation_of(m) == 1]}
+    old.manifest = replace(reg.manifest,
+                           bases=[m for m in reg.manifest.bases if m.generation == 1])
     return old

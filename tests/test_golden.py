@@ -42,10 +42,10 @@ def test_base_encoder_output_is_unchanged(shipped):
 def test_shipped_models_match_manifest_and_paper_counts(shipped):
     bases = shipped.bases()
     for gen in shipped.generations():
-        assert sorted(m["quality"] for m in bases if registry.generation_of(m) == gen) == \
+        assert sorted(m.quality for m in bases if m.generation == gen) == \
             [1, 2, 3, 4]
     for m in bases:
-        assert m["parameters"] == 655_619
+        assert m.parameters == 655_619
         shipped.load_base(m)  # verifies the file hash against the manifest
-        tensors = load_file(str(shipped.dir / m["file"]))
-        assert container.format_id(modelfile.content_id(tensors)) == m["id"]
+        tensors = load_file(str(shipped.dir / m.file))
+        assert container.format_id(modelfile.content_id(tensors)) == m.id

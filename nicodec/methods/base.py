@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from nicodec.inference import FrozenNet
+    from nicodec.package import QualityRecord
 
 BASE_CHANNELS = 64  # the base model's latent channels (N = M = 64)
 
@@ -76,7 +77,7 @@ class Method:
         if k != 0:
             raise NicodecError(f"{self.name} takes no custom filters (K = {k})")
 
-    def describe(self, k: int, info: dict) -> str:
+    def describe(self, k: int, info: "QualityRecord") -> str:
         """The method as ``nicodec models`` lists it."""
         return self.name
 

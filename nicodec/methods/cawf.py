@@ -4,8 +4,13 @@ bias after every widened convolution (``channel_affine``, nicodec's default)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nicodec.errors import NicodecError
 from nicodec.methods.base import BASE_CHANNELS, Method, register
+
+if TYPE_CHECKING:
+    from nicodec.package import QualityRecord
 
 MAX_K = 64
 
@@ -36,8 +41,8 @@ class CAwF(Method):
         if not 1 <= k <= MAX_K:
             raise NicodecError(f"custom filter count {k} out of range 1..{MAX_K}")
 
-    def describe(self, k: int, info: dict) -> str:
-        return f"cawf K={k}" + (" +affine" if info.get("channel_affine") else "")
+    def describe(self, k: int, info: "QualityRecord") -> str:
+        return f"cawf K={k}" + (" +affine" if info.training.get("channel_affine") else "")
 
     def frozen_net(self, base, weights):
         from nicodec.inference import FrozenNet

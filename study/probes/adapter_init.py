@@ -25,9 +25,10 @@ import torch
 from nicodec.adapt import trainable
 from nicodec.data import REPO_ROOT
 from nicodec.entropy import TOTAL
+from nicodec.inference import BlockKeys
 from study.engine import Job, Lab, Scale
 from study.sections import bd
-from study.sections import _joint_init
+from study.sections import joint_init
 
 STUDY = REPO_ROOT / "runs" / "experiments"
 
@@ -38,7 +39,7 @@ def patched_trainable(variant: str):
         if method != "cawf" or variant == "study":
             return net
         with torch.no_grad():
-            net.adapter.p["a3_cb"].mul_(10)  # undo the 0.1 of the last custom conv
+            net.adapter.block(BlockKeys.custom_filters(3)).mul_(10)  # undo the 0.1 of the last custom conv
             if variant == "full+median":
                 n = base.n
                 q = base.entropy_bottleneck.quantiles
@@ -81,7 +82,7 @@ def custom_bit_share(codec, images) -> float:
 
 def main(variant, src, tgt, seeds, out):
     lab = Lab(Scale(), work_dir(variant), "cpu", build=patched_trainable(variant))
-    ref = lab.job_curve(Job("joint", *_joint_init((src, tgt))), tgt)
+    ref = lab.job_curve(Job("joint", *joint_init((src, tgt))), tgt)
     rows = []
     for seed in [int(s) for s in seeds.split(",")]:
         job = Job("cawf", src, (tgt,), seed=seed)
