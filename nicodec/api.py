@@ -31,6 +31,7 @@ class Encoded:
     quality: int
     dropped_alpha: bool
     tried: list[tuple[str, int, float]]  # --domain auto: (codec, bytes, R + lambda*D) each
+    deadzone: float | None = None  # rate control: the dead zone it chose (see ratecontrol)
 
 
 def as_image(img) -> image.LoadedImage:
@@ -58,29 +59,72 @@ class Encoder:
 
     ``domain``: ``photo`` (the base codec), an installed adapter's name, or ``auto`` (every
     installed codec; each image keeps the encoding of lowest ``R + lambda * D``).
+    ``effort``: 1 (plain rounding, the default) up to ``max(effort.EFFORTS)``: the encoder
+    searches for better latents (smaller files at equal quality, any decoder reads them).
+    ``target_bpp`` / ``target_psnr``: per image, the quality and dead zone that meet the
+    target (:mod:`nicodec.ratecontrol`); ``quality`` is then ignored.
     """
 
     def __init__(self, quality: int = 3, domain: str = "photo", device: str = "auto",
-                 registry: Registry | None = None):
+                 registry: Registry | None = None, effort: int = 1,
+                 target_bpp: float | None = None, target_psnr: float | None = None):
+        from nicodec import effort as effort_
+
         self.registry = registry or Registry()
         self.device = pick_device(device)
         self.quality, self.domain = quality, domain
-        if domain == "auto":
+        self.effort = effort_.effort(effort).level
+        self.target_bpp, self.target_psnr = target_bpp, target_psnr
+        targeted = target_bpp is not None or target_psnr is not None
+        if target_bpp is not None and target_psnr is not None:
+            raise NicodecError("give --target-bpp or --target-psnr, not both")
+        if targeted and domain == "auto":
+            raise NicodecError("rate control needs one codec: name --domain (not auto)")
+        if targeted and self.effort > 1:
+            raise NicodecError("rate control works at effort 1 (its dead zone replaces the "
+                               "latent search); drop --effort or the target")
+        if targeted:
+            self.codecs = self._all_qualities(domain)
+        elif domain == "auto":
             self.codecs = self.registry.codecs(quality=quality, device=self.device)
         else:
             self.codecs = [self.registry.codec(quality=quality, domain=domain,
                                                device=self.device)]
 
-    def encode(self, img) -> Encoded:
-        """Encode and say which codec won (and, for ``auto``, what each cost)."""
+    def _all_qualities(self, domain: str) -> list:
+        have = (self.registry.qualities() if domain == "photo"
+                else sorted(self.registry.find_package(domain).qualities))
+        return [self.registry.codec(quality=q, domain=domain, device=self.device)
+                for q in have]
+
+    def _encode_one(self, codec, loaded, progress) -> bytes:
+        from nicodec import effort
+
+        return effort.encode(codec, loaded.rgb, loaded.channels, self.effort,
+                             progress=progress)
+
+    def encode(self, img, progress=None) -> Encoded:
+        """Encode and say which codec won (and, for ``auto``, what each cost).
+        ``progress(done, total)`` is called during slow efforts."""
+        from nicodec import ratecontrol
+
         loaded = as_image(img)
+        if self.target_bpp is not None or self.target_psnr is not None:
+            if self.target_bpp is not None:
+                got = ratecontrol.to_bpp(self.codecs, loaded.rgb, self.target_bpp,
+                                         loaded.channels)
+            else:
+                got = ratecontrol.to_psnr(self.codecs, loaded.rgb, self.target_psnr,
+                                          loaded.channels)
+            return Encoded(got.data, got.codec.name, got.codec.quality, loaded.dropped_alpha,
+                           [], got.deadzone)
         if len(self.codecs) == 1:
             codec = self.codecs[0]
-            return Encoded(codec.encode(loaded.rgb, loaded.channels), codec.name,
+            return Encoded(self._encode_one(codec, loaded, progress), codec.name,
                            self.quality, loaded.dropped_alpha, [])
         tried, best = [], None
         for codec in self.codecs:
-            data = codec.encode(loaded.rgb, loaded.channels)
+            data = self._encode_one(codec, loaded, progress)
             cost = rd_cost(codec, loaded.rgb, data)
             tried.append((codec.name, len(data), cost))
             if best is None or cost < best[0]:
@@ -112,8 +156,10 @@ class Decoder:
 
 
 @functools.lru_cache(maxsize=8)
-def _encoder(quality: int, domain: str, device: str) -> Encoder:
-    return Encoder(quality, domain, device)
+def _encoder(quality: int, domain: str, device: str, effort: int, target_bpp: float | None,
+             target_psnr: float | None) -> Encoder:
+    return Encoder(quality, domain, device, effort=effort, target_bpp=target_bpp,
+                   target_psnr=target_psnr)
 
 
 @functools.lru_cache(maxsize=2)
@@ -121,9 +167,13 @@ def _decoder(device: str) -> Decoder:
     return Decoder(device)
 
 
-def compress(img, quality: int = 3, domain: str = "photo", device: str = "auto") -> bytes:
-    """Image (uint8 numpy array (H, W) / (H, W, 3) or a PIL image) -> ``.nic`` bytes."""
-    return _encoder(quality, domain, device).compress(img)
+def compress(img, quality: int = 3, domain: str = "photo", device: str = "auto", *,
+             effort: int = 1, target_bpp: float | None = None,
+             target_psnr: float | None = None) -> bytes:
+    """Image (uint8 numpy array (H, W) / (H, W, 3) or a PIL image) -> ``.nic`` bytes.
+    ``effort`` > 1 searches for smaller files at equal quality; ``target_bpp`` /
+    ``target_psnr`` choose the quality per image (see :class:`Encoder`)."""
+    return _encoder(quality, domain, device, effort, target_bpp, target_psnr).compress(img)
 
 
 def decompress(data: bytes, device: str = "auto") -> np.ndarray:

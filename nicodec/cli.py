@@ -35,12 +35,34 @@ class Cli(click.Group):
             msg = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
             err.print(f"[red]error:[/red] {escape(msg)}")
             sys.exit(1)
+        except MemoryError:
+            err.print(f"[red]error:[/red] {OUT_OF_MEMORY}")
+            sys.exit(1)
+        except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
+            if "alloc" not in str(e).lower() and "out of memory" not in str(e).lower():
+                raise
+            err.print(f"[red]error:[/red] {OUT_OF_MEMORY}")
+            sys.exit(1)
+
+
+OUT_OF_MEMORY = ("not enough memory for this image (about 0.2 GB per megapixel); free "
+                 "memory or lower --max-pixels")
 
 
 @click.group(cls=Cli)
 @click.version_option(package_name="nicodec")
 def main():
-    """nicodec: a neural image codec that adapts to your images without forgetting."""
+    """nicodec: a neural image codec that adapts to your images without forgetting.
+
+    \b
+    Examples:
+      nicodec encode photo.png -o photo.nic          # then: nicodec decode photo.nic
+      nicodec adapt ./my_photos --name personal      # then: --domain personal
+      nicodec info photo.nic
+    \b
+    Exit status: 0 success; 1 an error (one "error:" line on stderr each; with several
+    inputs the others are still done); 2 a usage error (unknown option, bad value).
+    """
 
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -103,83 +125,231 @@ def _qualities(ctx, param, value):
     return qs
 
 
+QUIET = click.option("--quiet", is_flag=True, help="print errors only")
+VERBOSE = click.option("-v", "--verbose", is_flag=True,
+                       help="also print the models, effort and choices behind each file")
+MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(1), default=None,
+                          help="refuse larger images (default 40,000,000, or "
+                               "$NICODEC_MAX_PIXELS); memory is about 0.2 GB per megapixel")
+
+
+def _effort(ctx, param, value):
+    from nicodec.effort import EFFORTS
+
+    if value not in EFFORTS:
+        raise click.BadParameter(f"effort must be one of {', '.join(map(str, EFFORTS))}")
+    return value
+
+
+def _check_inputs(paths: tuple[str, ...]) -> None:
+    """Input errors come first: every input exists, and '-' (stdin) stands alone."""
+    if "-" in paths and len(paths) > 1:
+        raise NicodecError("'-' (standard input) must be the only input")
+    for p in paths:
+        if p != "-":
+            _existing_file(p)
+
+
+def _stdio_outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[str | Path]:
+    """Like :func:`_outputs`, with '-' for standard input and output."""
+    if output == "-":
+        if len(inputs) > 1:
+            raise NicodecError("-o - (standard output) takes a single input")
+        return ["-"]
+    if inputs == ("-",):
+        if not output:
+            raise NicodecError("reading standard input needs -o (a file, or - for stdout)")
+        return [Path(output)]
+    return _outputs(inputs, output, suffix)
+
+
+def _write(dst, data: bytes) -> None:
+    from nicodec import image
+
+    if dst == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        image.atomic_write(Path(dst), data)
+
+
+def _files_progress(total: int, enabled: bool):
+    """A progress bar on stderr over several files (nothing for one)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=True,
+                    disable=not enabled or total < 2)
+
+
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--output", type=click.Path(), help="output file (one input) or directory")
+@click.argument("images", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True),
+              help="output file ('-' for standard output; one input) or directory")
 @click.option("-q", "--quality", type=int, default=3, show_default=True, callback=_quality,
               help="1 = lowest rate .. 4 = highest quality")
 @click.option("--domain", default="photo", show_default=True,
-              help="photo (the base codec) or the name of an installed adapter")
+              help="photo (the base codec), an installed adapter's name, or auto")
+@click.option("-e", "--effort", type=int, default=1, show_default=True, callback=_effort,
+              help="1 = plain rounding (fast) .. 3 = search the latents for a smaller file "
+                   "at equal quality; every decoder reads the result")
+@click.option("--target-bpp", type=float, default=None,
+              help="choose the quality per image to land within 3 % of this size")
+@click.option("--target-psnr", type=float, default=None,
+              help="the smallest file with at least this PSNR (dB)")
+@MAX_PIXELS
+@QUIET
+@VERBOSE
 @DEVICE
-def encode(images, output, quality, domain, device):
-    """Compress IMAGES to .nic files."""
+def encode(images, output, quality, domain, effort, target_bpp, target_psnr, max_pixels,
+           quiet, verbose, device):
+    """Compress IMAGES (PNG, JPEG, TIFF, WebP, BMP, ...; '-' reads stdin) to .nic files.
+
+    \b
+    Examples:
+      nicodec encode photo.png                       # writes photo.nic beside it
+      nicodec encode photo.png -o small.nic -q 1 --effort 3
+      nicodec encode photo.png --target-bpp 0.5 -o - > photo.nic
+      cat photo.png | nicodec encode - -o photo.nic
+      nicodec encode shots/*.png -o out/ --domain auto
+    """
     import time
 
     from nicodec import api, image
 
-    targets = _outputs(images, output, ".nic")
-    encoder = api.Encoder(quality=quality, domain=domain, device=device)
+    image.set_max_pixels(max_pixels)
+    _check_inputs(images)
+    encoder = api.Encoder(quality=quality, domain=domain, device=device, effort=effort,
+                          target_bpp=target_bpp, target_psnr=target_psnr)
+    targets = _stdio_outputs(images, output, ".nic")
     failures = 0
-    for src, dst in zip(images, targets):
-        try:
-            t0 = time.perf_counter()
-            img = image.load(src)
-            enc = encoder.encode(img)
-            image.atomic_write(dst, enc.data)
-            dt = time.perf_counter() - t0
-        except NicodecError as e:
-            if len(images) == 1:
-                raise
-            err.print(f"[red]error:[/red] {escape(str(e))}")
-            failures += 1
-            continue
-        h, w = img.rgb.shape[:2]
-        note = "  (alpha channel dropped)" if img.dropped_alpha else ""
-        out.print(f"{src} -> {dst}  {w}x{h}  {len(enc.data):,} bytes  "
-                  f"{8 * len(enc.data) / (w * h):.4f} bpp  {dt:.2f} s  "
-                  f"({enc.codec_name} q{quality}){note}", markup=False)
-        if enc.tried:
-            err.print("  auto: " + ", ".join(
-                f"{name} {n:,} bytes R+lambda*D {cost:.4f}" for name, n, cost in enc.tried) +
-                f"; kept {enc.codec_name} (lowest R + lambda*D)", markup=False)
+    with _files_progress(len(images), not quiet) as files_bar:
+        files_task = files_bar.add_task("encoding", total=len(images))
+        for src, dst in zip(images, targets):
+            try:
+                t0 = time.perf_counter()
+                img = (image.load_bytes(sys.stdin.buffer.read()) if src == "-"
+                       else image.load(src))
+                with _effort_progress(effort, quiet, src) as advance:
+                    enc = encoder.encode(img, progress=advance)
+                _write(dst, enc.data)
+                dt = time.perf_counter() - t0
+            except NicodecError as e:
+                if len(images) == 1:
+                    raise
+                err.print(f"[red]error:[/red] {escape(str(e))}")
+                failures += 1
+                continue
+            finally:
+                files_bar.advance(files_task)
+            h, w = img.rgb.shape[:2]
+            if not quiet:
+                note = "  (alpha channel dropped)" if img.dropped_alpha else ""
+                err.print(f"{src} -> {dst}  {w}x{h}  {len(enc.data):,} bytes  "
+                          f"{8 * len(enc.data) / (w * h):.4f} bpp  {dt:.2f} s  "
+                          f"({enc.codec_name} q{enc.quality}"
+                          f"{f', effort {effort}' if effort > 1 else ''}){note}", markup=False)
+            if enc.tried and not quiet:
+                err.print("  auto: " + ", ".join(
+                    f"{name} {n:,} bytes R+lambda*D {cost:.4f}" for name, n, cost in enc.tried)
+                    + f"; kept {enc.codec_name} (lowest R + lambda*D)", markup=False)
+            if verbose:
+                from nicodec import container
+
+                header, _ = container.parse(enc.data)
+                err.print(f"  base model {container.format_id(header.base_id)}, adapter "
+                          f"{container.format_id(header.adapter_id) if header.adapter_id else 'none'}"
+                          + (f", dead zone {enc.deadzone:.3f}" if enc.deadzone else ""),
+                          markup=False)
     if failures:
         sys.exit(1)
 
 
+def _effort_progress(effort: int, quiet: bool, label: str):
+    """A context giving ``advance(done, total)`` for a slow effort's steps (a no-op at
+    effort 1 or with --quiet)."""
+    import contextlib
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if effort == 1 or quiet:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(TextColumn(f"{escape(str(label))} effort {effort}"), BarColumn(),
+                      TimeRemainingColumn(), console=err, transient=True) as p:
+            task = p.add_task("", total=None)
+
+            def advance(done, total):
+                p.update(task, completed=done, total=total)
+            yield advance
+    return bar()
+
+
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--output", type=click.Path(), help="output PNG (one input) or directory")
+@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True),
+              help="output image (one input; '-' writes PNG to standard output) or directory; "
+                   "the extension picks the format: .png .tif .webp (lossless) .bmp")
 @click.option("--force-model", metavar="ID",
               help="decode with this model instead of the one the file names (to study "
                    "catastrophic forgetting; the result is usually garbage)")
+@MAX_PIXELS
+@QUIET
+@VERBOSE
 @DEVICE
-def decode(files, output, force_model, device):
-    """Decompress .nic FILES to PNG."""
+def decode(files, output, force_model, max_pixels, quiet, verbose, device):
+    """Decompress .nic FILES ('-' reads stdin) to PNG, TIFF, WebP (lossless) or BMP.
+
+    \b
+    Examples:
+      nicodec decode photo.nic                       # writes photo.png beside it
+      nicodec decode photo.nic -o photo.tif
+      nicodec decode - -o - < photo.nic > photo.png
+      nicodec decode out/*.nic -o decoded/
+    """
     import time
 
     from nicodec import container, image, registry
 
+    image.set_max_pixels(max_pixels)
+    _check_inputs(files)
     dev = registry.pick_device(device)
-    targets = _outputs(files, output, ".png")
+    targets = _stdio_outputs(files, output, ".png")
+    for dst in targets:
+        if dst != "-":
+            image.output_format(dst)  # a lossy or unknown extension is refused up front
     reg = registry.Registry()
     failures = 0
-    for src, dst in zip(files, targets):
-        try:
-            t0 = time.perf_counter()
-            header, payload = container.parse(_read(src))
-            codec = (reg.codec_by_id(force_model, dev) if force_model
-                     else reg.codec_for_header(header, dev))
-            rgb = codec.decode(header, payload, strict=not force_model)
-            image.save_png(dst, rgb, header.channels)
-            dt = time.perf_counter() - t0
-        except NicodecError as e:
-            if len(files) == 1:
-                raise
-            err.print(f"[red]error:[/red] {escape(src)}: {escape(str(e))}")
-            failures += 1
-            continue
-        out.print(f"{src} -> {dst}  {header.width}x{header.height}  {dt:.2f} s  "
-                  f"({codec.name} q{header.quality})", markup=False)
+    with _files_progress(len(files), not quiet) as files_bar:
+        files_task = files_bar.add_task("decoding", total=len(files))
+        for src, dst in zip(files, targets):
+            try:
+                t0 = time.perf_counter()
+                data = sys.stdin.buffer.read() if src == "-" else _read(src)
+                header, payload = container.parse(data)
+                codec = (reg.codec_by_id(force_model, dev) if force_model
+                         else reg.codec_for_header(header, dev))
+                rgb = codec.decode(header, payload, strict=not force_model)
+                _write(dst, image.encode_image(rgb, header.channels, dst))
+                dt = time.perf_counter() - t0
+            except NicodecError as e:
+                if len(files) == 1:
+                    raise
+                err.print(f"[red]error:[/red] {escape(src)}: {escape(str(e))}")
+                failures += 1
+                continue
+            finally:
+                files_bar.advance(files_task)
+            if not quiet:
+                err.print(f"{src} -> {dst}  {header.width}x{header.height}  {dt:.2f} s  "
+                          f"({codec.name} q{header.quality})", markup=False)
+            if verbose:
+                err.print(f"  base model {container.format_id(header.base_id)}, adapter "
+                          f"{container.format_id(header.adapter_id) if header.adapter_id else 'none'}",
+                          markup=False)
     if failures:
         sys.exit(1)
 
@@ -201,7 +371,13 @@ def _read(path: str) -> bytes:
 @click.argument("file", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def info(file, as_json):
-    """Show the header of a .nic FILE and whether its models are installed here."""
+    """Show the header of a .nic FILE and whether its models are installed here.
+
+    \b
+    Examples:
+      nicodec info photo.nic
+      nicodec info photo.nic --json | jq .base_model
+    """
     import json
 
     from nicodec import api
@@ -250,7 +426,15 @@ def info(file, as_json):
 @DEVICE
 def adapt(folder, name, method, k, channel_affine, qualities, steps, holdout, batch, lr,
           output, device):
-    """Adapt the codec to the images under FOLDER without forgetting (CAwF by default)."""
+    """Adapt the codec to the images under FOLDER without forgetting (CAwF by default).
+
+    \b
+    Examples:
+      nicodec adapt ./my_photos --name personal --steps 3000
+      nicodec encode new.png --domain personal       # files name the adapter; old ones
+                                                     # keep decoding with the base codec
+      nicodec adapt ./scans --name scans -o scans.safetensors   # a file to share
+    """
     from rich.table import Table
 
     from nicodec import registry
@@ -317,6 +501,11 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
       jpeg      libjpeg 4:2:0, optimised Huffman tables
       jpeg444   libjpeg 4:4:4, optimised Huffman tables
       webp      libwebp lossy, method 6 (cwebp -m 6)
+
+    \b
+    Examples:
+      nicodec eval ./test_images --baselines jpeg2000,webp --plot rd.png
+      nicodec eval ./screens --domain photo --domain screen --json screens.json
     """
     import json
 
@@ -422,7 +611,12 @@ def _list_models(show_all: bool = False):
 @models.command("list")
 @ALL_GENERATIONS
 def models_list(show_all):
-    """List base models and adapters (the default)."""
+    """List base models and adapters (the default).
+
+    \b
+    Example:
+      nicodec models list --all                      # older generations too
+    """
     _list_models(show_all)
 
 
@@ -430,7 +624,12 @@ def models_list(show_all):
 @click.argument("name")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 def models_export(name, output):
-    """Write the adaptation NAME to a file others can import."""
+    """Write the adaptation NAME to a file others can import.
+
+    \b
+    Example:
+      nicodec models export personal -o personal.safetensors
+    """
     from nicodec import image, registry
 
     meta = registry.Registry().find_package(name)
@@ -441,7 +640,12 @@ def models_export(name, output):
 @models.command("import")
 @click.argument("file", type=click.Path())
 def models_import(file):
-    """Validate an adaptation FILE and install it (refuses anything malformed)."""
+    """Validate an adaptation FILE and install it (refuses anything malformed).
+
+    \b
+    Example:
+      nicodec models import personal.safetensors
+    """
     import hashlib
 
     from nicodec import image, modelfile, package, registry
@@ -465,7 +669,12 @@ def models_import(file):
 @models.command("remove")
 @click.argument("name")
 def models_remove(name):
-    """Uninstall the user adaptation NAME (its files can no longer be decoded here)."""
+    """Uninstall the user adaptation NAME (its files can no longer be decoded here).
+
+    \b
+    Example:
+      nicodec models remove personal
+    """
     from nicodec import registry
 
     meta = registry.Registry().find_package(name)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nicodec import container
+from nicodec import container, image
 from nicodec.entropy import CODER_NAME, LatentCoder, coder_version
 from nicodec.errors import NicodecError
 from nicodec.inference import DOWNSAMPLING
@@ -76,7 +76,13 @@ class Codec:
         """(H, W, 3) uint8 pixels -> complete .nic file bytes."""
         h, w = rgb.shape[:2]
         container.check_size(w, h)
-        q = self.latents(rgb)
+        return self.encode_latents(self.latents(rgb), w, h, channels)
+
+    def encode_latents(self, q: np.ndarray, width: int, height: int, channels: int = 3) -> bytes:
+        """Integer latents (C, h, w) of a ``width`` x ``height`` image -> .nic file bytes
+        (how :mod:`nicodec.effort` writes the latents it found)."""
+        w, h = width, height
+        container.check_size(w, h)
         payload = self.coder.encode(q)
         major, minor = coder_version()
         header = container.Header(quality=self.quality, channels=channels, width=w, height=h,
@@ -88,6 +94,7 @@ class Codec:
         """A parsed .nic file -> (H, W, 3) uint8 pixels (``strict``: see
         :meth:`LatentCoder.decode`)."""
         check_coder(header)
+        image.check_pixels(header.width, header.height)
         shape = latent_shape(header.width, header.height, self.coder.channels)
         try:
             q = self.coder.decode(payload, shape, strict)

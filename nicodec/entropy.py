@@ -156,6 +156,10 @@ class LatentCoder:
             raise NicodecError("latent channel count does not match the model")
         if len(data) % 4:
             raise NicodecError("corrupt payload: length is not a whole number of words")
+        if strict and 8 * len(data) < self.min_bits(h * w):
+            raise NicodecError(f"corrupt payload: {len(data):,} bytes cannot hold the "
+                               f"latents of the declared image size (at least "
+                               f"{self.min_bits(h * w) / 8:,.0f} bytes)")
         words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         try:
             coder = constriction.stream.stack.AnsCoder(words)
@@ -185,6 +189,15 @@ class LatentCoder:
             raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
                                "the latents do")
         return out.reshape(c_, h, w)
+
+    def min_bits(self, symbols_per_channel: int) -> float:
+        """A lower bound on the payload of any latents of that many symbols per channel:
+        each symbol costs at least ``-log2`` of its channel's most likely symbol (less 2 %
+        for the coder's own rounding of the tables, and its 64-bit state)."""
+        if not hasattr(self, "_min_bits_per_symbol"):
+            self._min_bits_per_symbol = float(sum(
+                -np.log2(f.max() / TOTAL) for f in self.freq))
+        return max(0.0, 0.98 * self._min_bits_per_symbol * symbols_per_channel - 64)
 
     def ideal_bits(self, q: np.ndarray) -> float:
         """Sum of -log2 p over the symbols under the frozen tables (escape payload included)."""

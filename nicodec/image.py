@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,66 @@ from nicodec.errors import NicodecError
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "La"}
 
+# The working pixel limit (the format allows far more): memory grows by about 0.2 GB per
+# megapixel on encode and decode, so larger images are refused with one clear line unless
+# the user raises the limit (--max-pixels, or NICODEC_MAX_PIXELS).
+DEFAULT_MAX_PIXELS = 40_000_000
+_max_pixels: int | None = None
+
+# Decoded images are written losslessly, in the format the output's extension names.
+OUTPUT_FORMATS = {".png": ("PNG", {}), ".tif": ("TIFF", {"compression": "tiff_adobe_deflate"}),
+                  ".tiff": ("TIFF", {"compression": "tiff_adobe_deflate"}),
+                  ".webp": ("WEBP", {"lossless": True, "quality": 100, "method": 4}),
+                  ".bmp": ("BMP", {})}
+LOSSY = {".jpg", ".jpeg", ".jpe", ".jxl", ".avif", ".heic", ".heif", ".gif", ".jp2", ".j2k"}
+
+
+def set_max_pixels(n: int | None) -> None:
+    """Set the pixel limit for this process (None: NICODEC_MAX_PIXELS or the default)."""
+    global _max_pixels
+    if n is not None and n < 1:
+        raise NicodecError(f"the pixel limit must be positive (got {n})")
+    _max_pixels = n
+
+
+def max_pixels() -> int:
+    if _max_pixels is not None:
+        return _max_pixels
+    env = os.environ.get("NICODEC_MAX_PIXELS")
+    try:
+        return int(env) if env else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise NicodecError(f"NICODEC_MAX_PIXELS={env!r} is not a number") from None
+
+
+def check_pixels(width: int, height: int) -> None:
+    """Refuse an image over the pixel limit before any memory is spent on it."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise NicodecError(f"image of {width}x{height} ({width * height:,} pixels) is over "
+                           f"the pixel limit of {limit:,} (about 0.2 GB of memory per "
+                           "megapixel); raise it with --max-pixels or NICODEC_MAX_PIXELS")
+
+
+def output_format(path: Path | str) -> tuple[str, dict]:
+    """(Pillow format, options) for a decoded image's path; '-' (stdout) is PNG."""
+    suffix = "" if str(path) == "-" else Path(path).suffix.lower()
+    if str(path) == "-":
+        return OUTPUT_FORMATS[".png"]
+    if suffix in OUTPUT_FORMATS:
+        return OUTPUT_FORMATS[suffix]
+    what = "a lossy format" if suffix in LOSSY else "not a format nicodec writes"
+    raise NicodecError(f"{path}: {suffix or 'no extension'} is {what}; decoded images are "
+                       f"written losslessly as {', '.join(sorted(OUTPUT_FORMATS))}")
+
+
+def encode_image(rgb: np.ndarray, channels: int, path: Path | str) -> bytes:
+    """Decoded pixels as the bytes of the lossless format ``path`` names."""
+    fmt, options = output_format(path)
+    buf = io.BytesIO()
+    to_pil(rgb, channels).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
 
 @dataclass
 class LoadedImage:
@@ -35,6 +97,7 @@ def from_pil(im: Image.Image) -> LoadedImage:
     """Pixels of a Pillow image as nicodec codes them (EXIF orientation applied, greyscale
     kept as one channel, alpha dropped)."""
     check_size(*im.size)
+    check_pixels(*im.size)
     im = ImageOps.exif_transpose(im)
     mode = im.mode
     alpha = "A" in mode or (mode == "P" and "transparency" in im.info)
@@ -57,6 +120,7 @@ def from_array(a: np.ndarray) -> LoadedImage:
         raise NicodecError(f"an image array must be uint8 (H, W) or (H, W, 3|4), not "
                            f"{a.dtype} {a.shape}")
     check_size(a.shape[1], a.shape[0])
+    check_pixels(a.shape[1], a.shape[0])
     if a.ndim == 2 or a.shape[2] == 1:
         grey = a.reshape(a.shape[0], a.shape[1])
         return LoadedImage(np.repeat(grey[:, :, None], 3, axis=2), 1, False)
@@ -69,18 +133,32 @@ def load(path: str | Path) -> LoadedImage:
         raise NicodecError(f"{path}: no such file")
     if path.is_dir():
         raise NicodecError(f"{path}: is a directory, not an image")
+    return _open(path, str(path))
+
+
+def _open(fp, name: str) -> LoadedImage:
+    saved = Image.MAX_IMAGE_PIXELS
     try:
+        # Pillow's own bomb check follows nicodec's limit (its warning is ours: an error)
+        Image.MAX_IMAGE_PIXELS = max_pixels()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
                 return from_pil(im)
-    except NicodecError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise NicodecError(f"{path}: not an image nicodec can read ({e.__class__.__name__})") \
+    except NicodecError as e:
+        raise NicodecError(f"{name}: {e}") from None
+    except Image.DecompressionBombError:
+        raise NicodecError(f"{name}: the image is over the pixel limit of {max_pixels():,}; "
+                           "raise it with --max-pixels or NICODEC_MAX_PIXELS") from None
+    except UnidentifiedImageError as e:
+        raise NicodecError(f"{name}: not an image nicodec can read ({e.__class__.__name__})") \
             from None
+    except MemoryError:
+        raise NicodecError(f"{name}: not enough memory to read the image") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise NicodecError(f"{path}: unreadable image ({e})") from None
+        raise NicodecError(f"{name}: unreadable image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def to_pil(rgb: np.ndarray, channels: int) -> Image.Image:
@@ -89,8 +167,11 @@ def to_pil(rgb: np.ndarray, channels: int) -> Image.Image:
 
 
 def save_png(path: Path, rgb: np.ndarray, channels: int) -> None:
-    import io
-
     buf = io.BytesIO()
     to_pil(rgb, channels).save(buf, format="PNG")
     atomic_write(path, buf.getvalue())
+
+
+def load_bytes(data: bytes, name: str = "<stdin>") -> LoadedImage:
+    """An image from its file bytes (as :func:`load` reads a path)."""
+    return _open(io.BytesIO(data), name)

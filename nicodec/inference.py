@@ -152,18 +152,69 @@ class Layer:
         return gdn(x, self.b, self.a, inverse=self.kind == "igdn")
 
 
-class FrozenNet:
-    """Analysis and synthesis of one codec version, as lists of :class:`Layer`."""
+class FactorizedDensity:
+    """The factorized prior's density per latent channel (Ballé et al. 2018, appendix 6.1),
+    from the trained ``entropy_bottleneck.*`` tensors: the cumulative
+    ``c(v) = sigmoid(f_K o ... o f_0(v))`` with ``f_k(x) = H_k x + b_k`` (``H_k`` =
+    softplus(matrices.k)) and, except the last, ``x + tanh(a_k) * tanh(x)``. The frozen
+    tables were built from it; the encoder uses it to differentiate the rate when it
+    searches for better latents (:mod:`nicodec.effort`)."""
 
-    def __init__(self, analysis: list[Layer], synthesis: list[Layer], latent_channels: int):
+    def __init__(self, matrices: list, biases: list, factors: list):
+        self.matrices = [F.softplus(m) for m in matrices]  # (C, out, in)
+        self.biases, self.factors = biases, [torch.tanh(f) for f in factors]
+
+    @classmethod
+    def from_tensors(cls, t: dict, prefix: str = "entropy_bottleneck.") -> "FactorizedDensity | None":
+        if f"{prefix}matrices.0" not in t:
+            return None
+        n = sum(1 for k in t if k.startswith(f"{prefix}matrices."))
+        return cls([t[f"{prefix}matrices.{i}"] for i in range(n)],
+                   [t[f"{prefix}biases.{i}"] for i in range(n)],
+                   [t[f"{prefix}factors.{i}"] for i in range(n - 1)])
+
+    def to(self, device: str) -> "FactorizedDensity":
+        out = FactorizedDensity.__new__(FactorizedDensity)
+        out.matrices = [m.to(device) for m in self.matrices]
+        out.biases = [b.to(device) for b in self.biases]
+        out.factors = [f.to(device) for f in self.factors]
+        return out
+
+    def _logits_cumulative(self, v: torch.Tensor) -> torch.Tensor:
+        """v: (C, 1, n) -> logits of c(v), (C, 1, n)."""
+        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
+            v = torch.matmul(m, v) + b
+            if i < len(self.factors):
+                v = v + self.factors[i] * torch.tanh(v)
+        return v
+
+    def bits(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """-log2 P(y_hat) per element of (1, C, h, w) values on the integer grid around
+        the medians: ``P = c(y_hat + 1/2) - c(y_hat - 1/2)``, differentiable in y_hat."""
+        _, c, h, w = y_hat.shape
+        v = y_hat.reshape(c, 1, h * w)
+        lower, upper = self._logits_cumulative(v - 0.5), self._logits_cumulative(v + 0.5)
+        sign = -torch.sign(lower + upper).detach()  # evaluate in the far tail's stable side
+        p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        return -torch.log2(p.clamp_min(1e-9)).reshape(1, c, h, w)
+
+
+class FrozenNet:
+    """Analysis and synthesis of one codec version, as lists of :class:`Layer`, and the
+    latent density it was trained with (None for networks without one)."""
+
+    def __init__(self, analysis: list[Layer], synthesis: list[Layer], latent_channels: int,
+                 density: FactorizedDensity | None = None):
         self.analysis_layers, self.synthesis_layers = analysis, synthesis
         self.latent_channels = latent_channels
+        self.density = density
 
     def to(self, device: str) -> "FrozenNet":
         move = lambda layers: [Layer(l.kind, l.a.to(device), l.b.to(device))  # noqa: E731
                                for l in layers]
         return FrozenNet(move(self.analysis_layers), move(self.synthesis_layers),
-                         self.latent_channels)
+                         self.latent_channels,
+                         self.density.to(device) if self.density else None)
 
     def eval(self) -> "FrozenNet":
         return self
@@ -178,6 +229,11 @@ class FrozenNet:
     @torch.no_grad()
     def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
         """Quantized latent (B, C, h, w) -> reconstruction (B, 3, 16h, 16w), unclipped."""
+        return self.synthesis_graph(y_hat)
+
+    def synthesis_graph(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """:meth:`synthesis`, recording the autograd graph (the same operations, so the
+        same values)."""
         for layer in self.synthesis_layers:
             y_hat = layer(y_hat)
         return y_hat
@@ -199,7 +255,8 @@ class FrozenNet:
                     beta, gamma = base_gdn(t, f"{seq}.{i + 1}")
                     out.append(Layer(gdn_kind, gamma, beta))
             layers[side] = out
-        return cls(layers["a"], layers["s"], t["g_a.6.weight"].shape[0])
+        return cls(layers["a"], layers["s"], t["g_a.6.weight"].shape[0],
+                   FactorizedDensity.from_tensors(t))
 
     @classmethod
     def adapted(cls, base: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> "FrozenNet":
@@ -242,7 +299,8 @@ class FrozenNet:
                                 block(K.gdn_custom_gamma(gdn_name, j))))
                     out.append(Layer(gdn_kind, gamma, beta))
             layers[side] = out
-        return cls(layers["a"], layers["s"], n + block(K.custom_filters(0)).shape[0])
+        return cls(layers["a"], layers["s"], n + block(K.custom_filters(0)).shape[0],
+                   FactorizedDensity.from_tensors(p))
 
 
 def reparam(t: dict[str, torch.Tensor], prefix: str, raw: torch.Tensor) -> torch.Tensor:

@@ -253,7 +253,8 @@ def test_selective_tunes_only_about_five_percent(env, folder):
 def test_domain_auto_picks_a_codec_and_says_which(env, cawf_file, folder):
     r = run("encode", folder / "nested" / "t2.png", "-o", env / "auto.nic", "--domain", "auto")
     assert r.exit_code == 0, r.output
-    assert "(photo q3)" in r.stdout or "(stripes q3)" in r.stdout
+    assert "(photo q3)" in r.stderr or "(stripes q3)" in r.stderr
+    assert "kept" in r.stderr and "R+lambda*D" in r.stderr
 
 
 def test_adapt_refuses_too_few_or_unreadable_images(env, tmp_path):

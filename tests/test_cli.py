@@ -38,7 +38,7 @@ def test_encode_decode_info_round_trip(env, png):
     r = run("encode", png, "-q", 3)
     assert r.exit_code == 0, r.output
     nic = env / "img.nic"
-    assert nic.exists() and "bpp" in r.stdout
+    assert nic.exists() and "bpp" in r.stderr and not r.stdout
     r = run("decode", nic, "-o", env / "out.png")
     assert r.exit_code == 0, r.output
     assert Image.open(env / "out.png").size == (70, 45)
