@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zlib
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -146,3 +147,93 @@ def test_default_output_never_replaces_a_file(env, png):
 @pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs sysfs")
 def test_unwritable_output_even_for_root(env, png):
     assert_one_line_error(run("encode", png, "-o", "/sys/kernel/x.nic"), "cannot write")
+
+
+# --------------------------------------------------------------------------- conventions
+def test_stdin_to_stdout_both_ways(env, png):
+    r = CliRunner().invoke(main, ["encode", "-", "-o", "-"], input=png.read_bytes())
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes[:4] == b"NIC\x1a" and "bpp" in r.stderr
+    assert run("encode", png, "-o", env / "file.nic").exit_code == 0
+    assert r.stdout_bytes == (env / "file.nic").read_bytes()
+    d = CliRunner().invoke(main, ["decode", "-", "-o", "-"], input=r.stdout_bytes)
+    assert d.exit_code == 0, d.output
+    assert d.stdout_bytes[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run("decode", env / "file.nic", "-o", env / "file.png").exit_code == 0
+    assert d.stdout_bytes == (env / "file.png").read_bytes()
+
+
+def test_stdio_misuse_is_refused(env, png):
+    assert_one_line_error(CliRunner().invoke(main, ["encode", "-"], input=b""), "needs -o")
+    assert_one_line_error(run("encode", png, png, "-o", "-"), "single input")
+    assert_one_line_error(run("encode", "-", png, "-o", env / "d"), "only input")
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".tiff", ".webp", ".bmp"])
+def test_decoded_format_follows_the_extension_losslessly(env, nic, suffix):
+    src = _write(env, "x.nic", nic)
+    assert run("decode", src, "-o", env / "ref.png").exit_code == 0
+    assert run("decode", src, "-o", env / f"out{suffix}").exit_code == 0
+    im = Image.open(env / f"out{suffix}")
+    assert im.format == {".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}[suffix]
+    assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(Image.open(env / "ref.png")))
+
+
+@pytest.mark.parametrize("name, needle", [("out.jpg", "lossy format"),
+                                          ("out.xyz", "not a format")])
+def test_lossy_or_unknown_output_format_is_refused_up_front(env, nic, name, needle):
+    src = _write(env, "x.nic", nic)
+    assert_one_line_error(run("decode", src, "-o", env / name), needle)
+    assert not (env / name).exists()
+
+
+def test_quiet_prints_nothing_and_verbose_names_the_models(env, png):
+    r = run("encode", png, "-o", env / "q.nic", "--quiet")
+    assert r.exit_code == 0 and r.output == ""
+    r = run("decode", env / "q.nic", "-o", env / "q.png", "--quiet")
+    assert r.exit_code == 0 and r.output == ""
+    r = run("encode", png, "-o", env / "v.nic", "-v")
+    assert r.exit_code == 0 and "base model" in r.stderr
+
+
+def test_domain_error_comes_before_the_output_error(env, png):
+    assert run("encode", png).exit_code == 0  # img.nic now exists beside img.png
+    assert_one_line_error(run("encode", png, "--domain", "martian"), "unknown domain")
+    assert_one_line_error(run("encode", env / "nope.png", "-o", env / "nodir" / "x.nic"),
+                          "no such file")
+
+
+def test_pixel_limit_refuses_big_images_and_headers_quickly(env, png, nic):
+    assert_one_line_error(run("encode", png, "--max-pixels", 1000), "pixel limit")
+    # a tiny file declaring 16384 x 16384: refused before any memory is spent
+    big = _write(env, "big.nic", _recrc(nic[:10] + struct.pack("<HH", 16384, 16384) + nic[14:]))
+    assert_one_line_error(run("decode", big, "-o", env / "big.png"), "pixel limit")
+    # allowed by the limit, its payload is far too short for that many latents
+    assert_one_line_error(run("decode", big, "-o", env / "big.png", "--max-pixels", 300_000_000),
+                          "cannot hold the latents")
+    assert not (env / "big.png").exists()
+
+
+def test_allocation_failure_is_one_error_line(env, nic, monkeypatch):
+    from nicodec import codec
+
+    def no_memory(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                           "can't allocate memory")
+    monkeypatch.setattr(codec.Codec, "decode", no_memory)
+    assert_one_line_error(run("decode", _write(env, "m.nic", nic), "-o", env / "m.png"),
+                          "not enough memory")
+
+
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,), cmd
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, prefix + (name,))
+
+
+def test_every_command_has_an_example_and_exit_codes_are_documented(env):
+    assert "Exit status" in run("--help").output
+    for path, _ in _commands(main):
+        text = run(*path, "--help").output
+        assert "Example" in text, path

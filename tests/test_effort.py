@@ -1,0 +1,112 @@
+"""Encoder effort and rate control: smaller files (or files of a chosen size) that the
+unchanged decoder reads; effort 1 stays byte-identical to what every release wrote."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from nicodec import api, container, effort, ratecontrol, registry
+from nicodec.cli import main
+from nicodec.errors import NicodecError
+
+COMPAT = Path(__file__).parent / "compat" / "v0.1"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture()
+def shipped(tmp_path, monkeypatch):
+    monkeypatch.delenv("NICODEC_MODELS", raising=False)
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path))
+    return registry.Registry()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A small natural image (200x136): what 0.1's q4 decoded from a photo."""
+    return np.asarray(Image.open(COMPAT / "photo-q4.png").convert("RGB"))
+
+
+def test_effort_1_is_byte_identical_to_plain_encoding(shipped, photo, tmp_path):
+    codec = shipped.codec(quality=3)
+    assert effort.encode(codec, photo, level=1) == codec.encode(photo)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    assert run("encode", tmp_path / "p.png", "-o", tmp_path / "a.nic").exit_code == 0
+    assert run("encode", tmp_path / "p.png", "-o", tmp_path / "b.nic", "--effort", 1
+               ).exit_code == 0
+    assert (tmp_path / "a.nic").read_bytes() == (tmp_path / "b.nic").read_bytes() == \
+        codec.encode(photo)
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_refined_file_decodes_unchanged_and_costs_less(shipped, photo, level):
+    codec = shipped.codec(quality=3)
+    plain = codec.encode(photo)
+    refined = effort.encode(codec, photo, level=level)
+    assert refined != plain
+    h1, _ = container.parse(plain)
+    h2, payload = container.parse(refined)
+    assert (h2.base_id, h2.adapter_id, h2.quality) == (h1.base_id, h1.adapter_id, h1.quality)
+    # the unchanged decoding path: the codec the header names, as any release finds it
+    decoded = shipped.codec_for_header(h2).decode(h2, payload)
+    assert decoded.shape == photo.shape
+    assert api.rd_cost(codec, photo, refined) < api.rd_cost(codec, photo, plain)
+
+
+def test_unknown_effort_is_one_clear_error(env, tmp_path):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "z.png")
+    r = run("encode", tmp_path / "z.png", "--effort", 9)
+    assert r.exit_code == 2 and "effort must be one of 1, 2, 3" in r.output
+    with pytest.raises(NicodecError, match="effort must be one of"):
+        effort.effort(0)
+
+
+def test_deadzone_zero_is_plain_rounding_and_shrinks_towards_zero():
+    r = np.array([-2.6, -1.4, -0.6, -0.4, 0.0, 0.4, 0.6, 1.5, 2.6], np.float32)
+    assert np.array_equal(ratecontrol.deadzone(r, 0.0), np.round(r).astype(np.int32))
+    shrunk = ratecontrol.deadzone(r, 0.3)
+    assert np.array_equal(shrunk, [-2, -1, 0, 0, 0, 0, 0, 1, 2])
+    assert np.all(np.abs(ratecontrol.deadzone(r, 1.0)) <= np.abs(shrunk))
+
+
+def test_target_bpp_lands_within_three_percent(shipped, photo, tmp_path):
+    q1, q2 = (len(shipped.codec(quality=q).encode(photo)) * 8 / photo[..., 0].size
+              for q in (1, 2))
+    for target in (0.5 * (q1 + q2), 0.9 * q1, q2):
+        data = api.Encoder(target_bpp=target, registry=shipped).compress(photo)
+        bpp = 8 * len(data) / photo[..., 0].size
+        assert abs(bpp / target - 1) <= ratecontrol.TOLERANCE, (target, bpp)
+        header, payload = container.parse(data)
+        assert shipped.codec_for_header(header).decode(header, payload).shape == photo.shape
+
+
+def test_target_bpp_out_of_reach_is_one_error_line_and_no_file(shipped, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    for target in ("40", "0.0001"):
+        r = run("encode", tmp_path / "p.png", "-o", tmp_path / "x.nic", "--target-bpp", target)
+        assert r.exit_code == 1 and "out of reach" in r.stderr, r.output
+        assert r.stderr.count("error:") == 1 and "Traceback" not in r.output
+        assert not (tmp_path / "x.nic").exists()
+
+
+def test_target_psnr_gives_the_smallest_file_that_reaches_it(shipped, photo):
+    codec = shipped.codec(quality=2)
+    plain = codec.encode(photo)
+    target = api_psnr(shipped, plain, photo) - 0.3
+    data = api.Encoder(target_psnr=target, registry=shipped).compress(photo)
+    assert api_psnr(shipped, data, photo) >= target
+    assert len(data) < len(plain)
+    with pytest.raises(NicodecError, match="out of reach"):
+        api.Encoder(target_psnr=80, registry=shipped).compress(photo)
+
+
+def api_psnr(reg, data, rgb):
+    from nicodec import metrics
+
+    header, payload = container.parse(data)
+    return metrics.psnr(rgb, reg.codec_for_header(header).decode(header, payload))
