@@ -5,8 +5,13 @@ For each installed quality of the base codec, over the ``photo`` test images:
   ``compress()``/``decompress()`` running the same weights (and their ratio);
 * payload bytes over the ideal code length sum(-log2 p) under the frozen tables (overhead),
   and the header's share of the file;
-* bpp and RGB PSNR; JPEG 2000 (OpenJPEG) at the same per-image rates, and the BD-rate of
-  nicodec against it.
+* bpp and RGB PSNR per generation; BD-rate and BD-PSNR against JPEG 2000 and WebP sweeps
+  (settings of :mod:`nicodec.baselines`) and against generation 1; the PSNR step between
+  qualities;
+* encoder effort: BD-rate of each effort against effort 1 and encode seconds per
+  megapixel on the photo, astro and screen test sets; rate control's error over a sweep of
+  ``--target-bpp`` targets;
+* start-up times and training throughput (fp32 and the fast path).
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from nicodec import baselines, container, data, image, metrics, registry
+from nicodec import container, data, image, metrics, registry
 from nicodec.codec import pixels_to_tensor
 from nicodec.evaluate import baseline_curve
 
 console = Console(highlight=False, width=160)
 
 
-def compressai_model(reg, entry: dict, device: str):
+def compressai_model(reg, entry: registry.BaseModel, device: str):
     """CompressAI's FactorizedPrior class loaded with the same weights."""
     from compressai.entropy_models import EntropyBottleneck
     from compressai.models import FactorizedPrior
@@ -53,61 +58,160 @@ def timed(fn, repeat: int):
 
 
 def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
+    """Speed, overhead and RD of every generation of the base codec on ``domain``'s test
+    set; BD-rates against the JPEG 2000 and WebP sweeps and against generation 1."""
     files = data.list_images(data.split_dir(domain, "test"))[:limit]
     imgs = [image.load(f).rgb for f in files]
     reg = registry.Registry()
-    rows = []
-    for entry in sorted(reg.bases(), key=lambda m: m.quality):
-        if entry.domain != "photo":
-            continue
-        codec = reg.codec_by_id(entry.id, device)
-        cm = compressai_model(reg, entry, device)
-        acc = {k: [] for k in ("enc", "dec", "cai_enc", "cai_dec", "bpp", "psnr", "j2k_bpp",
-                               "j2k_psnr")}
-        payload_bytes = file_bytes = ideal_bits = 0.0
-        codec.encode(imgs[0][:64, :64])  # warm-up
-        for rgb in imgs:
-            h, w = rgb.shape[:2]
-            t_enc, blob = timed(lambda: codec.encode(rgb), repeat)
-            header, payload = container.parse(blob)
-            t_dec, out = timed(lambda: codec.decode(header, payload), repeat)
-            x = pixels_to_tensor(rgb, device)
-            with torch.no_grad():
-                t_cenc, comp = timed(lambda: cm.compress(x), repeat)
-                t_cdec, _ = timed(lambda: cm.decompress(comp["strings"], comp["shape"]), repeat)
-            q = codec.latents(rgb)
-            ideal_bits += codec.coder.ideal_bits(q)
-            payload_bytes += len(payload)
-            file_bytes += len(blob)
-            b = metrics.bpp(len(blob), w, h)
-            jn, jdec = baselines.jpeg2000(rgb, b)
-            for k, v in (("enc", t_enc), ("dec", t_dec), ("cai_enc", t_cenc),
-                         ("cai_dec", t_cdec), ("bpp", b), ("psnr", metrics.psnr(rgb, out)),
-                         ("j2k_bpp", metrics.bpp(jn, w, h)),
-                         ("j2k_psnr", metrics.psnr(rgb, jdec))):
-                acc[k].append(v)
-        row = {k: float(np.mean(v)) for k, v in acc.items()}
-        row |= {"quality": entry.quality, "lambda": entry.lam, "id": entry.id,
-                "overhead_pct": 100 * (8 * payload_bytes / ideal_bits - 1),
-                "header_pct": 100 * container.HEADER_SIZE * len(imgs) / file_bytes}
-        rows.append(row)
     result = {"domain": domain, "images": len(imgs), "device": device,
-              "threads": torch.get_num_threads(), "repeat": repeat, "rows": rows}
-    # BD against a JPEG 2000 sweep (the matched-rate points alone span too little PSNR)
-    sweep = baseline_curve("jpeg2000", [(str(i), rgb) for i, rgb in enumerate(imgs)],
-                           with_ms_ssim=False)
-    result["jpeg2000_sweep"] = [{"bpp": p["bpp"], "psnr": p["psnr"]} for p in sweep["points"]]
-    if len(rows) >= 2:
-        curves = ([p["bpp"] for p in result["jpeg2000_sweep"]],
-                  [p["psnr"] for p in result["jpeg2000_sweep"]],
-                  [r["bpp"] for r in rows], [r["psnr"] for r in rows])
-        for key, fn in (("bd_rate_vs_jpeg2000", metrics.bd_rate),
-                        ("bd_psnr_vs_jpeg2000", metrics.bd_psnr)):
-            try:
-                result[key] = fn(*curves)
-            except ValueError as e:
-                result[key], result[key + "_note"] = None, str(e)
+              "threads": torch.get_num_threads(), "repeat": repeat, "generations": {}}
+    named = [(str(i), rgb) for i, rgb in enumerate(imgs)]
+    sweeps = {kind: baseline_curve(kind, named, with_ms_ssim=False)["points"]
+              for kind in ("jpeg2000", "webp")}
+    result["sweeps"] = {k: [{"bpp": p["bpp"], "psnr": p["psnr"]} for p in v]
+                        for k, v in sweeps.items()}
+    for gen in reg.generations():
+        entries = sorted((m for m in reg.bases() if m.domain == "photo" and
+                          m.generation == gen), key=lambda m: m.quality)
+        rows = [_bench_model(reg, entry, imgs, device, repeat) for entry in entries]
+        g = {"rows": rows, "steps": [m.steps for m in entries]}
+        curve = ([r["bpp"] for r in rows], [r["psnr"] for r in rows])
+        refs = {k: ([p["bpp"] for p in v], [p["psnr"] for p in v])
+                for k, v in result["sweeps"].items()}
+        if gen != 1 and 1 in result["generations"]:
+            first = result["generations"][1]["rows"]
+            refs["generation 1"] = ([r["bpp"] for r in first], [r["psnr"] for r in first])
+        for ref, (rb, rp) in refs.items():
+            for key, fn in (("bd_rate", metrics.bd_rate), ("bd_psnr", metrics.bd_psnr)):
+                try:
+                    g.setdefault(f"{key}_vs", {})[ref] = fn(rb, rp, *curve)
+                except ValueError as e:
+                    g.setdefault(f"{key}_vs", {})[ref] = None
+                    g.setdefault("notes", []).append(f"{key} vs {ref}: {e}")
+        psnrs = [r["psnr"] for r in rows]
+        g["quality_steps_db"] = [b - a for a, b in zip(psnrs, psnrs[1:])]
+        g["span_db"] = psnrs[-1] - psnrs[0] if psnrs else None
+        result["generations"][gen] = g
     return result
+
+
+def _bench_model(reg, entry, imgs, device, repeat) -> dict:
+    codec = reg.codec_by_id(entry.id, device)
+    cm = compressai_model(reg, entry, device)
+    acc = {k: [] for k in ("enc", "dec", "cai_enc", "cai_dec", "bpp", "psnr")}
+    payload_bytes = file_bytes = ideal_bits = 0.0
+    codec.encode(imgs[0][:64, :64])  # warm-up
+    for rgb in imgs:
+        h, w = rgb.shape[:2]
+        t_enc, blob = timed(lambda: codec.encode(rgb), repeat)
+        header, payload = container.parse(blob)
+        t_dec, out = timed(lambda: codec.decode(header, payload), repeat)
+        x = pixels_to_tensor(rgb, device)
+        with torch.no_grad():
+            t_cenc, comp = timed(lambda: cm.compress(x), repeat)
+            t_cdec, _ = timed(lambda: cm.decompress(comp["strings"], comp["shape"]), repeat)
+        ideal_bits += codec.coder.ideal_bits(codec.latents(rgb))
+        payload_bytes += len(payload)
+        file_bytes += len(blob)
+        for k, v in (("enc", t_enc), ("dec", t_dec), ("cai_enc", t_cenc),
+                     ("cai_dec", t_cdec), ("bpp", metrics.bpp(len(blob), w, h)),
+                     ("psnr", metrics.psnr(rgb, out))):
+            acc[k].append(v)
+    row = {k: float(np.mean(v)) for k, v in acc.items()}
+    return row | {"quality": entry.quality, "lambda": entry.lam, "id": entry.id,
+                  "overhead_pct": 100 * (8 * payload_bytes / ideal_bits - 1),
+                  "header_pct": 100 * container.HEADER_SIZE * len(imgs) / file_bytes}
+
+
+# --------------------------------------------------------------------------- effort
+ROUNDING_LOTTERY = "m98-14a254.png"  # the dark astro image of docs/results/probe-rounding
+
+
+def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
+    """Per test set (photo; astro and screen with their adapters): RD and encode time per
+    megapixel of each effort, BD-rate against effort 1; the rounding-lottery image; and
+    rate control's achieved bpp against a sweep of targets."""
+    from nicodec import effort, ratecontrol
+
+    reg = registry.Registry()
+    out = {}
+    for domain in ("photo", "astro", "screen"):
+        files = data.list_images(data.split_dir(domain, "test"))
+        chosen = files[:limit]
+        if domain == "astro":
+            chosen += [f for f in files if f.name == ROUNDING_LOTTERY and f not in chosen]
+        imgs = [(f.name, image.load(f).rgb) for f in chosen]
+        codecs = [reg.codec(quality=q, domain=domain, device=device) for q in reg.qualities()]
+        per_effort = {}
+        for level in effort.EFFORTS:
+            points, seconds, pixels, lottery = [], 0.0, 0, {}
+            for codec in codecs:
+                bpp, psnr = [], []
+                for name, rgb in imgs:
+                    t0 = time.perf_counter()
+                    blob = effort.encode(codec, rgb, level=level)
+                    seconds += time.perf_counter() - t0
+                    pixels += rgb.shape[0] * rgb.shape[1]
+                    rec = codec.decode(*container.parse(blob))
+                    bpp.append(metrics.bpp(len(blob), rgb.shape[1], rgb.shape[0]))
+                    psnr.append(metrics.psnr(rgb, rec))
+                    if name == ROUNDING_LOTTERY:
+                        lottery[codec.quality] = {"bpp": bpp[-1], "psnr": psnr[-1]}
+                points.append({"quality": codec.quality, "bpp": float(np.mean(bpp)),
+                               "psnr": float(np.mean(psnr))})
+            per_effort[level] = {"points": points, "s_per_mp": seconds / (pixels / 1e6)}
+            if lottery:
+                per_effort[level]["rounding_lottery"] = lottery
+        ref = per_effort[1]["points"]
+        for level, row in per_effort.items():
+            args = ([p["bpp"] for p in ref], [p["psnr"] for p in ref],
+                    [p["bpp"] for p in row["points"]], [p["psnr"] for p in row["points"]])
+            row["bd_rate_vs_effort1"] = metrics.bd_rate(*args) if level > 1 else 0.0
+            row["bd_psnr_vs_effort1"] = metrics.bd_psnr(*args) if level > 1 else 0.0
+        # rate control: per image, targets spread over what its qualities reach
+        errors, missed = [], 0
+        for _, rgb in imgs:
+            lo, hi = (metrics.bpp(len(c.encode(rgb)), rgb.shape[1], rgb.shape[0])
+                      for c in (codecs[0], codecs[-1]))
+            for target in np.geomspace(lo, hi, targets):
+                try:
+                    got = ratecontrol.to_bpp(codecs, rgb, float(target))
+                except Exception:  # noqa: BLE001 - counted, reported
+                    missed += 1
+                    continue
+                errors.append(100 * (got.bpp / target - 1))
+        out[domain] = {"images": [n for n, _ in imgs], "efforts": per_effort,
+                       "rate_control": {"targets": len(imgs) * targets, "missed": missed,
+                                        "mean_abs_error_pct": float(np.mean(np.abs(errors))),
+                                        "worst_error_pct": float(np.max(np.abs(errors))),
+                                        "within_3pct": int(sum(abs(e) <= 3 for e in errors))}}
+    return out
+
+
+def show_effort(result: dict) -> None:
+    from nicodec.effort import EFFORTS
+
+    for domain, r in result.items():
+        t = Table(title=f"encoder effort, {domain} test set ({len(r['images'])} images)")
+        for col in ("effort", "what", "bpp per quality", "PSNR per quality", "BD-rate vs 1",
+                    "BD-PSNR vs 1", "encode s/MP"):
+            t.add_column(col, justify="right")
+        for level, row in r["efforts"].items():
+            t.add_row(str(level), EFFORTS[int(level)].description,
+                      " ".join(f"{p['bpp']:.3f}" for p in row["points"]),
+                      " ".join(f"{p['psnr']:.2f}" for p in row["points"]),
+                      f"{row['bd_rate_vs_effort1']:+.2f} %",
+                      f"{row['bd_psnr_vs_effort1']:+.2f} dB", f"{row['s_per_mp']:.1f}")
+        console.print(t)
+        for level, row in r["efforts"].items():
+            if "rounding_lottery" in row:
+                console.print(f"  {ROUNDING_LOTTERY} at effort {level}: " + ", ".join(
+                    f"q{q} {v['bpp']:.3f} bpp {v['psnr']:.2f} dB"
+                    for q, v in row["rounding_lottery"].items()))
+        rc = r["rate_control"]
+        console.print(f"  --target-bpp over {rc['targets']} targets: {rc['within_3pct']} within "
+                      f"+-3 %, mean |error| {rc['mean_abs_error_pct']:.2f} %, worst "
+                      f"{rc['worst_error_pct']:.2f} %, {rc['missed']} refused")
 
 
 def training_throughput(domain: str, device: str, steps: int, warmup: int = 20) -> list[dict]:
@@ -191,26 +295,33 @@ def show_startup(times: dict) -> None:
 
 
 def show(result: dict) -> None:
-    t = Table(title=f"nicodec bench: {result['domain']} test set, {result['images']} images, "
-                    f"{result['device']} ({result['threads']} threads), best of "
-                    f"{result['repeat']}")
-    for col in ("q", "bpp", "PSNR", "J2K bpp", "J2K PSNR", "enc s", "CAI enc s", "ratio",
-                "dec s", "CAI dec s", "ratio", "overhead %", "header %"):
-        t.add_column(col, justify="right")
-    for r in result["rows"]:
-        t.add_row(str(r["quality"]), f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
-                  f"{r['j2k_bpp']:.4f}", f"{r['j2k_psnr']:.2f}", f"{r['enc']:.3f}",
-                  f"{r['cai_enc']:.3f}", f"{r['enc'] / r['cai_enc']:.2f}", f"{r['dec']:.3f}",
-                  f"{r['cai_dec']:.3f}", f"{r['dec'] / r['cai_dec']:.2f}",
-                  f"{r['overhead_pct']:.4f}", f"{r['header_pct']:.3f}")
-    console.print(t)
-    bd, bdp = result.get("bd_rate_vs_jpeg2000"), result.get("bd_psnr_vs_jpeg2000")
-    console.print("JPEG 2000 sweep: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB"
-                                                for p in result["jpeg2000_sweep"]))
-    console.print("BD-rate of nicodec against JPEG 2000 (OpenJPEG sweep): " +
-                  (f"{bd:+.2f} %" if bd is not None else
-                   f"n/a ({result.get('bd_rate_vs_jpeg2000_note')})") +
-                  ("" if bdp is None else f"; BD-PSNR {bdp:+.2f} dB"))
+    for gen, g in result["generations"].items():
+        t = Table(title=f"nicodec generation {gen} (steps {g['steps']}): {result['domain']} "
+                        f"test set, {result['images']} images, {result['device']} "
+                        f"({result['threads']} threads), best of {result['repeat']}")
+        for col in ("q", "bpp", "PSNR", "enc s", "CAI enc s", "ratio", "dec s", "CAI dec s",
+                    "ratio", "overhead %", "header %"):
+            t.add_column(col, justify="right")
+        for r in g["rows"]:
+            t.add_row(str(r["quality"]), f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
+                      f"{r['enc']:.3f}", f"{r['cai_enc']:.3f}", f"{r['enc'] / r['cai_enc']:.2f}",
+                      f"{r['dec']:.3f}", f"{r['cai_dec']:.3f}",
+                      f"{r['dec'] / r['cai_dec']:.2f}", f"{r['overhead_pct']:.4f}",
+                      f"{r['header_pct']:.3f}")
+        console.print(t)
+        for ref in g["bd_rate_vs"]:
+            bd, bdp = g["bd_rate_vs"][ref], g["bd_psnr_vs"][ref]
+            console.print(f"  generation {gen} against {ref}: BD-rate " +
+                          ("n/a" if bd is None else f"{bd:+.2f} %") + ", BD-PSNR " +
+                          ("n/a" if bdp is None else f"{bdp:+.2f} dB"))
+        console.print("  PSNR steps between qualities: " +
+                      ", ".join(f"{d:+.2f} dB" for d in g["quality_steps_db"]) +
+                      f"; q4 - q1 = {g['span_db']:.2f} dB")
+        for note in g.get("notes", []):
+            console.print(f"  note: {note}")
+    for kind, pts in result["sweeps"].items():
+        console.print(f"{kind} sweep: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB"
+                                                    for p in pts))
     console.print("ratio = nicodec time / CompressAI time (below 1: nicodec is faster); "
                   "overhead = payload bits over the ideal sum of -log2 p")
 
@@ -224,13 +335,25 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the numbers here")
     ap.add_argument("--train-steps", type=int, default=100,
                     help="timed steps per training path (0: skip the training throughput)")
+    ap.add_argument("--effort-limit", type=int, default=5,
+                    help="images per test set for the effort bench (0: skip it; the astro "
+                         "set always adds its rounding-lottery image)")
+    ap.add_argument("--only", choices=["codec", "effort", "training", "startup"], default=None,
+                    help="run one part only")
     args = ap.parse_args()
     device = registry.pick_device(args.device)
-    result = {"startup_s": startup_times()}
-    show_startup(result["startup_s"])
-    result |= bench(args.domain, device, args.repeat, args.limit)
-    show(result)
-    if args.train_steps:
+    part = lambda name: args.only in (None, name)  # noqa: E731
+    result = {}
+    if part("startup"):
+        result["startup_s"] = startup_times()
+        show_startup(result["startup_s"])
+    if part("codec"):
+        result |= bench(args.domain, device, args.repeat, args.limit)
+        show(result)
+    if part("effort") and args.effort_limit:
+        result["effort"] = effort_bench(device, args.effort_limit)
+        show_effort(result["effort"])
+    if part("training") and args.train_steps:
         result["training"] = training_throughput(args.domain, device, args.train_steps)
         show_training(result["training"])
     if args.json:

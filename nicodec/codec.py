@@ -94,6 +94,9 @@ class Codec:
         """A parsed .nic file -> (H, W, 3) uint8 pixels (``strict``: see
         :meth:`LatentCoder.decode`)."""
         check_coder(header)
+        if strict and header.quality != self.quality:
+            raise NicodecError(f"corrupt .nic file (quality field {header.quality} does not "
+                               f"match its model's quality {self.quality})")
         image.check_pixels(header.width, header.height)
         shape = latent_shape(header.width, header.height, self.coder.channels)
         try:

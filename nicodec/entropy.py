@@ -167,7 +167,7 @@ class LatentCoder:
             raise NicodecError(f"corrupt payload: {e}") from None
         out = np.empty((c_, h * w), np.int32)
         for c in range(c_):
-            idx = coder.decode(self.models[c], h * w).astype(np.int64)
+            idx = self._decode_channel(coder, c, h * w, strict and c == c_ - 1)
             vals = idx + self.offset[c]
             esc = np.nonzero(idx == self.length[c])[0]
             lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
@@ -182,13 +182,36 @@ class LatentCoder:
                 mag = (1 << (nbits - 1)) + rest
                 vals[pos] = lo - mag if neg else hi + mag
             out[c] = vals
+            if strict and c < c_ - 1 and coder.is_empty():
+                # drained before the last channel: the rest would be decoded from nothing
+                raise NicodecError("corrupt payload: the entropy-coded stream ends before "
+                                   "the latents do")
         # Every symbol was pushed onto an empty coder: decoding them all must consume the
-        # stream exactly and end in the initial state. Anything else (trailing words, a
-        # stream that was cut or altered) is refused.
-        if strict and not coder.is_empty():
+        # stream exactly and end in the initial state. That alone misses a stream cut short
+        # (the decoder's state drains to the initial one and "decodes" the rest), so the
+        # latents are also coded again: the encoder is deterministic, so a payload is valid
+        # exactly when it is the encoding of what it decodes to. Anything else (trailing or
+        # missing words, a stream that was cut or altered) is refused.
+        q = out.reshape(c_, h, w)
+        if strict and (not coder.is_empty() or self.encode(q) != bytes(data)):
             raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
                                "the latents do")
-        return out.reshape(c_, h, w)
+        return q
+
+    def _decode_channel(self, coder, c: int, n: int, check_drain: bool) -> np.ndarray:
+        """One channel's table indices; ``check_drain`` (the last channel) decodes it in
+        eighths and refuses a stream that is empty before its end (see :meth:`decode`)."""
+        if not check_drain:
+            return coder.decode(self.models[c], n).astype(np.int64)
+        parts, done, step = [], 0, max(1, -(-n // 8))
+        while done < n:
+            if done and coder.is_empty():
+                raise NicodecError("corrupt payload: the entropy-coded stream ends before "
+                                   "the latents do")
+            k = min(step, n - done)
+            parts.append(coder.decode(self.models[c], k).astype(np.int64))
+            done += k
+        return np.concatenate(parts)
 
     def min_bits(self, symbols_per_channel: int) -> float:
         """A lower bound on the payload of any latents of that many symbols per channel:

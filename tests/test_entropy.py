@@ -77,3 +77,21 @@ def test_a_stream_with_trailing_or_altered_words_is_refused(coder):
     words[-1] ^= 0x40  # the last word is decoded first: alter it
     with pytest.raises(NicodecError):
         coder.decode(bytes(words), q.shape)
+
+
+def test_every_cut_of_a_stream_is_refused(coder):
+    """A stream cut short drains the decoder to its initial state, which then "decodes"
+    the rest from nothing: every whole-word prefix and suffix must still be refused."""
+    rng = np.random.default_rng(4)
+    q = rng.integers(-4, 5, (64, 4, 6)).astype(np.int32)
+    data = coder.encode(q)
+    for k in range(4, len(data), 4):
+        for cut in (data[:k], data[k:]):
+            with pytest.raises(NicodecError):
+                coder.decode(cut, q.shape)
+
+
+def test_a_payload_too_short_for_the_declared_size_is_refused_at_once(coder):
+    data = coder.encode(np.zeros((64, 2, 2), np.int32))
+    with pytest.raises(NicodecError, match="cannot hold the latents"):
+        coder.decode(data, (64, 1024, 1024))
