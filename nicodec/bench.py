@@ -123,6 +123,82 @@ def _bench_model(reg, entry, imgs, device, repeat) -> dict:
                   "header_pct": 100 * container.HEADER_SIZE * len(imgs) / file_bytes}
 
 
+# --------------------------------------------------------------------------- memory
+def memory_bench(megapixels=(24.0,), keep_whole_mp: float = 2.0) -> list[dict]:
+    """Peak RSS and wall time of ``nicodec encode`` and ``decode`` (fresh processes) on
+    large images made by mirroring a photo test image, and the PSNR of tiled against
+    whole-image decoding on a ``keep_whole_mp`` image."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    src = image.load(data.list_images(data.split_dir("photo", "test"))[0]).rgb
+    rows = []
+    probe = ("import resource, subprocess, sys, time; t = time.time(); "
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time() - t, "
+             "r.returncode, r.stderr.strip().splitlines()[-1:] if r.returncode else '')")
+    nic = [sys.executable, "-m", "nicodec.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for mp in megapixels:
+            side = int((mp * 1e6 * 1.5) ** 0.5)
+            w, h = side, int(mp * 1e6 / side)
+            reps = (-(-h // src.shape[0]), -(-w // src.shape[1]))
+            tile = np.concatenate([src, src[::-1]], 0)
+            tile = np.concatenate([tile, tile[:, ::-1]], 1)
+            big = np.tile(tile, (reps[0] // 2 + 1, reps[1] // 2 + 1, 1))[:h, :w]
+            png, out, dec = (Path(tmp) / n for n in ("big.png", "big.nic", "big-dec.png"))
+            Image.fromarray(big).save(png, compress_level=1)
+            row = {"megapixels": round(w * h / 1e6, 1), "size": f"{w}x{h}"}
+            limit = ["--max-pixels", str(w * h)]
+            for step, args in (("encode", ["encode", str(png), "-o", str(out)] + limit),
+                               ("decode", ["decode", str(out), "-o", str(dec)] + limit)):
+                r = subprocess.run([sys.executable, "-c", probe, *nic, *args],
+                                   capture_output=True, text=True)
+                kb, secs, rc, tail = r.stdout.split(" ", 3)
+                row[f"{step}_peak_rss_gb"] = round(int(kb) / 1e6, 2)
+                row[f"{step}_s"] = round(float(secs), 1)
+                row[f"{step}_ok"] = rc == "0"
+            if row["decode_ok"]:
+                got = np.asarray(Image.open(dec).convert("RGB"))
+                row["psnr"] = metrics.psnr(big, got)
+            rows.append(row)
+    # tiled against whole-image decoding of the same latents
+    from nicodec import tiling
+
+    reg = registry.Registry()
+    codec = reg.codec(quality=3)
+    side = int((keep_whole_mp * 1e6) ** 0.5)
+    tile = np.concatenate([src, src[::-1]], 0)
+    tile = np.concatenate([tile, tile[:, ::-1]], 1)
+    img = np.tile(tile, (side // tile.shape[0] + 1, side // tile.shape[1] + 1, 1))[:side, :side]
+    q = codec.latents(img)
+    whole = codec.reconstruct(q, side, side, tiled=False)
+    tiled = codec.reconstruct(q, side, side, tiled=True)
+    rows.append({"tiled_vs_whole_psnr": metrics.psnr(whole, tiled),
+                 "tiled_vs_whole_max_diff": int(np.abs(whole.astype(int) - tiled).max()),
+                 "megapixels": round(side * side / 1e6, 1), "tile_latents": tiling.TILE,
+                 "halo_latents": tiling.HALO})
+    return rows
+
+
+def show_memory(rows: list[dict]) -> None:
+    for r in rows:
+        if "tiled_vs_whole_psnr" in r:
+            console.print(f"tiled vs whole-image decoding of the same latents ({r['megapixels']} "
+                          f"MP, tiles of {r['tile_latents']} latents, halo {r['halo_latents']}): "
+                          f"PSNR {r['tiled_vs_whole_psnr']:.2f} dB, max difference "
+                          f"{r['tiled_vs_whole_max_diff']} grey level(s)")
+        else:
+            console.print(f"{r['size']} ({r['megapixels']} MP): encode {r['encode_s']} s, peak "
+                          f"RSS {r['encode_peak_rss_gb']} GB; decode {r['decode_s']} s, peak RSS "
+                          f"{r['decode_peak_rss_gb']} GB; PSNR {r.get('psnr', float('nan')):.2f} dB"
+                          + ("" if r["encode_ok"] and r["decode_ok"] else "  FAILED"))
+
+
 # --------------------------------------------------------------------------- effort
 ROUNDING_LOTTERY = "m98-14a254.png"  # the dark astro image of docs/results/probe-rounding
 
@@ -338,7 +414,10 @@ def main() -> None:
     ap.add_argument("--effort-limit", type=int, default=5,
                     help="images per test set for the effort bench (0: skip it; the astro "
                          "set always adds its rounding-lottery image)")
-    ap.add_argument("--only", choices=["codec", "effort", "training", "startup"], default=None,
+    ap.add_argument("--memory-mp", type=float, nargs="*", default=[24.0],
+                    help="image sizes (megapixels) for the memory bench (none: skip it)")
+    ap.add_argument("--only", choices=["codec", "effort", "training", "startup", "memory"],
+                    default=None,
                     help="run one part only")
     args = ap.parse_args()
     device = registry.pick_device(args.device)
@@ -353,6 +432,9 @@ def main() -> None:
     if part("effort") and args.effort_limit:
         result["effort"] = effort_bench(device, args.effort_limit)
         show_effort(result["effort"])
+    if part("memory") and args.memory_mp:
+        result["memory"] = memory_bench(args.memory_mp)
+        show_memory(result["memory"])
     if part("training") and args.train_steps:
         result["training"] = training_throughput(args.domain, device, args.train_steps)
         show_training(result["training"])

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nicodec import container, image
+from nicodec import container, image, tiling
 from nicodec.entropy import CODER_NAME, LatentCoder, coder_version
 from nicodec.errors import NicodecError
 from nicodec.inference import DOWNSAMPLING
@@ -62,13 +62,28 @@ class Codec:
         return self.coder.median.to(self.device)[None, :, None, None]
 
     @torch.no_grad()
-    def latents(self, rgb: np.ndarray) -> np.ndarray:
-        """Integer latents q (C, h, w) int32 of an image."""
-        y = self.net.analysis(pixels_to_tensor(rgb, self.device))
-        return torch.round(y - self.median)[0].to(torch.int32).cpu().numpy()
+    def residual(self, rgb: np.ndarray) -> torch.Tensor:
+        """``y - median`` (1, C, h, w) of an image: what :meth:`latents` rounds (in tiles,
+        on the CPU, for images that :mod:`nicodec.tiling` codes in tiles)."""
+        h, w = rgb.shape[:2]
+        if tiling.tiled(w, h):
+            return tiling.analysis(self.net, rgb, self.device) - self.median.cpu()
+        return self.net.analysis(pixels_to_tensor(rgb, self.device)) - self.median
 
     @torch.no_grad()
-    def reconstruct(self, q: np.ndarray, height: int, width: int) -> np.ndarray:
+    def latents(self, rgb: np.ndarray) -> np.ndarray:
+        """Integer latents q (C, h, w) int32 of an image."""
+        return torch.round(self.residual(rgb))[0].to(torch.int32).cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, q: np.ndarray, height: int, width: int,
+                    tiled: bool | None = None) -> np.ndarray:
+        """Pixels of integer latents; ``tiled``: the synthesis in tiles (format version 2;
+        default: as the encoder chooses for this size)."""
+        tiled = tiling.tiled(width, height) if tiled is None else tiled
+        if tiled:
+            y_hat = torch.from_numpy(q)[None].float() + self.median.cpu()
+            return tiling.synthesis(self.net, y_hat, height, width, self.device)
         y_hat = torch.from_numpy(q).to(self.device)[None].float() + self.median
         return tensor_to_pixels(self.net.synthesis(y_hat), height, width)
 
@@ -87,7 +102,9 @@ class Codec:
         major, minor = coder_version()
         header = container.Header(quality=self.quality, channels=channels, width=w, height=h,
                                   base_id=self.base_id, adapter_id=self.adapter_id,
-                                  coder=CODER_NAME, coder_version=(major << 8) | minor)
+                                  coder=CODER_NAME, coder_version=(major << 8) | minor,
+                                  version=container.TILED_VERSION if tiling.tiled(w, h)
+                                  else 1)
         return container.pack(header, payload)
 
     def decode(self, header: container.Header, payload: bytes, strict: bool = True) -> np.ndarray:
@@ -105,7 +122,8 @@ class Codec:
             raise
         except Exception as e:  # constriction raises plain exceptions on garbage input
             raise NicodecError(f"corrupt payload ({e})") from None
-        return self.reconstruct(q, header.height, header.width)
+        return self.reconstruct(q, header.height, header.width,
+                                tiled=header.version >= container.TILED_VERSION)
 
 
 def check_coder(header: container.Header) -> None:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from nicodec.errors import NicodecError
 
 MAGIC = b"NIC\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this release reads and writes
+TILED_VERSION = 2  # version 2: decoded in tiles (nicodec.tiling); version 1: whole image
 HEADER = struct.Struct("<4sBBBBHHHHIIII")
 HEADER_SIZE = HEADER.size  # 32
 CRC_OFFSET = HEADER_SIZE - 4
@@ -39,7 +40,7 @@ class Header:
     coder: int = 1  # 1 = constriction rANS with per-channel categorical tables
     coder_version: int = 0  # (major << 8) | minor of constriction
     flags: int = 0  # reserved, must be 0
-    version: int = FORMAT_VERSION
+    version: int = 1  # 2 (TILED_VERSION) for images coded in tiles
     payload_length: int = 0
 
     def as_dict(self) -> dict:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nicodec import tiling
 from nicodec.codec import Codec, pixels_to_tensor
 from nicodec.errors import NicodecError
 
@@ -101,6 +102,9 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
                            "needs a model loaded for inference)")
     lam = codec.lam if lam is None else lam
     h, w = rgb.shape[:2]
+    if tiling.tiled(w, h):
+        raise NicodecError(f"effort {level} searches the whole image at once: images over "
+                           f"{tiling.TILED_ABOVE:,} pixels are encoded at effort 1")
     pixels = h * w
     target = pixels_to_tensor(rgb, codec.device)[..., :h, :w]
     median = codec.median

@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from nicodec import metrics
-from nicodec.codec import Codec, pixels_to_tensor
+from nicodec.codec import Codec
 from nicodec.errors import NicodecError
 
 TOLERANCE = 0.03  # --target-bpp: the file lands within +-3 % of the target
@@ -55,10 +54,8 @@ class _Image:
     def __init__(self, codec: Codec, rgb: np.ndarray, channels: int):
         self.codec, self.rgb, self.channels = codec, rgb, channels
         self.h, self.w = rgb.shape[:2]
-        with torch.no_grad():
-            y = codec.net.analysis(pixels_to_tensor(rgb, codec.device))
-            # the same float32 arithmetic as Codec.latents, so t = 0 gives its bytes
-            self.r = (y - codec.median)[0].cpu().numpy()
+        # the same float32 arithmetic as Codec.latents, so t = 0 gives its bytes
+        self.r = codec.residual(rgb)[0].cpu().numpy()
         self._cache: dict[float, bytes] = {}
 
     def data(self, t: float) -> bytes:
