@@ -14,6 +14,7 @@ base codec's bitstreams (catastrophic forgetting); CAwF leaves the base codec un
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,8 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         f"{len(train_files)} images, holding out {len(held_files)}; qualities "
         f"{', '.join(map(str, qualities))}; {steps} steps each at lr {lr:g} on {device}")
     results, rows = {}, []
-    for entry in entries:
+    t_start = time.perf_counter()
+    for n_done, entry in enumerate(entries):
         quality = entry.quality
         base_codec = reg.codec(quality=quality, device=device)
         net = trainable(method, reg.base_network(entry, device), k, channel_affine).to(device)
@@ -151,6 +153,11 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         results[quality] = ({k_: v.cpu() for k_, v in tensors.items()}, info)
         rows.append({"quality": quality, "base_bpp": before["bpp"],
                      "base_psnr": before["psnr"], "bpp": after["bpp"], "psnr": after["psnr"]})
+        per = (time.perf_counter() - t_start) / (n_done + 1)
+        left = len(entries) - n_done - 1
+        log(f"q{quality} done ({n_done + 1}/{len(entries)}): held-out {after['bpp']:.4f} bpp "
+            f"{after['psnr']:.2f} dB" + (f"; about {per * left / 60:.1f} min left for the "
+                                         f"other {left} qualities" if left else ""))
     if not main:
         distributed.finish()
         return None

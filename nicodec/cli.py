@@ -525,8 +525,18 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
     if unknown:
         raise NicodecError(f"unknown baseline {unknown[0]!r} (use "
                            f"{', '.join(evaluate.BASELINES)})")
-    res = evaluate.evaluate(Path(folder), list(domains), kinds, qualities,
-                            device=registry.pick_device(device), reg=reg)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def progress(done, total, label):
+            bar.update(task, completed=done, total=total, description=f"evaluated {label}")
+        res = evaluate.evaluate(Path(folder), list(domains), kinds, qualities,
+                                device=registry.pick_device(device), reg=reg,
+                                progress=progress)
     t = Table(title=f"{folder}: {res['images']} images")
     for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM"):
         t.add_column(col, justify="right")

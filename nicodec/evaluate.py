@@ -56,15 +56,22 @@ def codec_point(codec, imgs: list[tuple[str, np.ndarray]], label: str,
     return _point(label, per)
 
 
+def _no_tick(label: str) -> None:
+    pass
+
+
 def nicodec_curve(reg: Registry, domain: str, imgs: list[tuple[str, np.ndarray]],
-                  qualities, device: str) -> dict:
-    points = [codec_point(reg.codec(quality=q, domain=domain, device=device), imgs, f"q{q}")
-              for q in qualities]
+                  qualities, device: str, tick=_no_tick) -> dict:
+    points = []
+    for q in qualities:
+        points.append(codec_point(reg.codec(quality=q, domain=domain, device=device), imgs,
+                                  f"q{q}"))
+        tick(f"nicodec:{domain} q{q}")
     return {"name": f"nicodec:{domain}", "points": points}
 
 
 def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]],
-                   with_ms_ssim: bool = True) -> dict:
+                   with_ms_ssim: bool = True, tick=_no_tick) -> dict:
     if kind not in BASELINES:
         raise ValueError(kind)
     settings = JPEG2000_BPPS if kind == "jpeg2000" else QUALITY_SWEEP
@@ -76,6 +83,7 @@ def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]],
             n, rec = fn(rgb, s)
             per.append(_measure(name, rgb, n, rec, with_ms_ssim))
         points.append(_point(f"{'bpp' if kind == 'jpeg2000' else 'q'}={s}", per))
+        tick(f"{kind} {points[-1]['setting']}")
     return {"name": kind, "points": points}
 
 
@@ -136,7 +144,9 @@ def plot(curves: list[dict], path: Path, title: str) -> None:
 
 
 def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualities,
-             device: str = "cpu", reg: Registry | None = None) -> dict:
+             device: str = "cpu", reg: Registry | None = None, progress=None) -> dict:
+    """RD curves of nicodec (each domain) and the baselines on every image in ``folder``,
+    and their BD comparisons. ``progress(done, total, label)`` follows each curve point."""
     from nicodec.data import list_images
     from nicodec.errors import NicodecError
 
@@ -148,7 +158,15 @@ def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualit
     if not files:
         raise NicodecError(f"{folder}: no images found")
     imgs = [(f.name, image.load(f).rgb) for f in files]
-    curves = [nicodec_curve(reg, d, imgs, qualities, device) for d in domains]
-    curves += [baseline_curve(b, imgs) for b in baseline_kinds]
+    total = len(domains) * len(qualities) + sum(
+        len(JPEG2000_BPPS if b == "jpeg2000" else QUALITY_SWEEP) for b in baseline_kinds)
+    done = [0]
+
+    def tick(label: str) -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], total, label)
+    curves = [nicodec_curve(reg, d, imgs, qualities, device, tick) for d in domains]
+    curves += [baseline_curve(b, imgs, tick=tick) for b in baseline_kinds]
     return {"folder": str(folder), "images": len(imgs), "curves": curves,
             "comparisons": compare(curves) if len(curves) > 1 else []}
