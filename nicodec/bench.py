@@ -242,8 +242,12 @@ def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
         for level, row in per_effort.items():
             args = ([p["bpp"] for p in ref], [p["psnr"] for p in ref],
                     [p["bpp"] for p in row["points"]], [p["psnr"] for p in row["points"]])
-            row["bd_rate_vs_effort1"] = metrics.bd_rate(*args) if level > 1 else 0.0
-            row["bd_psnr_vs_effort1"] = metrics.bd_psnr(*args) if level > 1 else 0.0
+            for key, fn in (("bd_rate_vs_effort1", metrics.bd_rate),
+                            ("bd_psnr_vs_effort1", metrics.bd_psnr)):
+                try:
+                    row[key] = fn(*args) if level > 1 else 0.0
+                except ValueError as e:  # curves too far apart for it: say so
+                    row[key], row[key + "_note"] = None, str(e)
         # rate control: per image, targets spread over what its qualities reach
         errors, missed = [], 0
         for _, rgb in imgs:
@@ -264,6 +268,10 @@ def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
     return out
 
 
+def _maybe(value: float | None, unit: str) -> str:
+    return "n/a" if value is None else f"{value:+.2f} {unit}"
+
+
 def show_effort(result: dict) -> None:
     from nicodec.effort import EFFORTS
 
@@ -276,8 +284,8 @@ def show_effort(result: dict) -> None:
             t.add_row(str(level), EFFORTS[int(level)].description,
                       " ".join(f"{p['bpp']:.3f}" for p in row["points"]),
                       " ".join(f"{p['psnr']:.2f}" for p in row["points"]),
-                      f"{row['bd_rate_vs_effort1']:+.2f} %",
-                      f"{row['bd_psnr_vs_effort1']:+.2f} dB", f"{row['s_per_mp']:.1f}")
+                      _maybe(row["bd_rate_vs_effort1"], "%"),
+                      _maybe(row["bd_psnr_vs_effort1"], "dB"), f"{row['s_per_mp']:.1f}")
         console.print(t)
         for level, row in r["efforts"].items():
             if "rounding_lottery" in row:
