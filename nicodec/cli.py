@@ -223,47 +223,61 @@ def encode(images, output, quality, domain, effort, target_bpp, target_psnr, max
     encoder = api.Encoder(quality=quality, domain=domain, device=device, effort=effort,
                           target_bpp=target_bpp, target_psnr=target_psnr)
     targets = _stdio_outputs(images, output, ".nic")
-    failures = 0
-    with _files_progress(len(images), not quiet) as files_bar:
-        files_task = files_bar.add_task("encoding", total=len(images))
-        for src, dst in zip(images, targets):
-            try:
-                t0 = time.perf_counter()
-                img = (image.load_bytes(sys.stdin.buffer.read()) if src == "-"
-                       else image.load(src))
-                with _effort_progress(effort, quiet, src) as advance:
-                    enc = encoder.encode(img, progress=advance)
-                _write(dst, enc.data)
-                dt = time.perf_counter() - t0
-            except NicodecError as e:
-                if len(images) == 1:
-                    raise
-                err.print(f"[red]error:[/red] {escape(str(e))}")
-                failures += 1
-                continue
-            finally:
-                files_bar.advance(files_task)
-            h, w = img.rgb.shape[:2]
-            if not quiet:
-                note = "  (alpha channel dropped)" if img.dropped_alpha else ""
-                err.print(f"{src} -> {dst}  {w}x{h}  {len(enc.data):,} bytes  "
-                          f"{8 * len(enc.data) / (w * h):.4f} bpp  {dt:.2f} s  "
-                          f"({enc.codec_name} q{enc.quality}"
-                          f"{f', effort {effort}' if effort > 1 else ''}){note}", markup=False)
-            if enc.tried and not quiet:
-                err.print("  auto: " + ", ".join(
-                    f"{name} {n:,} bytes R+lambda*D {cost:.4f}" for name, n, cost in enc.tried)
-                    + f"; kept {enc.codec_name} (lowest R + lambda*D)", markup=False)
-            if verbose:
-                from nicodec import container
 
-                header, _ = container.parse(enc.data)
-                err.print(f"  base model {container.format_id(header.base_id)}, adapter "
-                          f"{container.format_id(header.adapter_id) if header.adapter_id else 'none'}"
-                          + (f", dead zone {enc.deadzone:.3f}" if enc.deadzone else ""),
-                          markup=False)
+    def encode_one(src, dst):
+        t0 = time.perf_counter()
+        img = image.load_bytes(sys.stdin.buffer.read()) if src == "-" else image.load(src)
+        with _effort_progress(effort, quiet, src) as advance:
+            enc = encoder.encode(img, progress=advance)
+        _write(dst, enc.data)
+        dt = time.perf_counter() - t0
+        h, w = img.rgb.shape[:2]
+        if not quiet:
+            note = "  (alpha channel dropped)" if img.dropped_alpha else ""
+            err.print(f"{src} -> {dst}  {w}x{h}  {len(enc.data):,} bytes  "
+                      f"{8 * len(enc.data) / (w * h):.4f} bpp  {dt:.2f} s  "
+                      f"({enc.codec_name} q{enc.quality}"
+                      f"{f', effort {effort}' if effort > 1 else ''}){note}", markup=False)
+        if enc.tried and not quiet:
+            err.print("  auto: " + ", ".join(
+                f"{name} {n:,} bytes R+lambda*D {cost:.4f}" for name, n, cost in enc.tried)
+                + f"; kept {enc.codec_name} (lowest R + lambda*D)", markup=False)
+        if verbose:
+            _print_models(enc.data, f", dead zone {enc.deadzone:.3f}" if enc.deadzone else "")
+
+    _for_each(list(zip(images, targets)), "encoding", quiet, encode_one)
+
+
+def _for_each(pairs: list, what: str, quiet: bool, work) -> None:
+    """``work(src, dst)`` for each input, with a progress bar over several. One input's
+    failure is the command's error; with several, each failure is one error line, the
+    others are still done, and the exit status is 1."""
+    failures = 0
+    with _files_progress(len(pairs), not quiet) as bar:
+        task = bar.add_task(what, total=len(pairs))
+        for src, dst in pairs:
+            try:
+                work(src, dst)
+            except NicodecError as e:
+                if len(pairs) == 1:
+                    raise
+                msg = str(e) if str(e).startswith(str(src)) else f"{src}: {e}"
+                err.print(f"[red]error:[/red] {escape(msg)}")
+                failures += 1
+            finally:
+                bar.advance(task)
     if failures:
         sys.exit(1)
+
+
+def _print_models(data: bytes, extra: str = "") -> None:
+    """-v: the models a file names."""
+    from nicodec import container
+
+    header, _ = container.parse(data)
+    adapter = container.format_id(header.adapter_id) if header.adapter_id else "none"
+    err.print(f"  base model {container.format_id(header.base_id)}, adapter {adapter}, "
+              f"format version {header.version}{extra}", markup=False)
 
 
 def _effort_progress(effort: int, quiet: bool, label: str):
@@ -322,36 +336,23 @@ def decode(files, output, force_model, max_pixels, quiet, verbose, device):
         if dst != "-":
             image.output_format(dst)  # a lossy or unknown extension is refused up front
     reg = registry.Registry()
-    failures = 0
-    with _files_progress(len(files), not quiet) as files_bar:
-        files_task = files_bar.add_task("decoding", total=len(files))
-        for src, dst in zip(files, targets):
-            try:
-                t0 = time.perf_counter()
-                data = sys.stdin.buffer.read() if src == "-" else _read(src)
-                header, payload = container.parse(data)
-                codec = (reg.codec_by_id(force_model, dev) if force_model
-                         else reg.codec_for_header(header, dev))
-                rgb = codec.decode(header, payload, strict=not force_model)
-                _write(dst, image.encode_image(rgb, header.channels, dst))
-                dt = time.perf_counter() - t0
-            except NicodecError as e:
-                if len(files) == 1:
-                    raise
-                err.print(f"[red]error:[/red] {escape(src)}: {escape(str(e))}")
-                failures += 1
-                continue
-            finally:
-                files_bar.advance(files_task)
-            if not quiet:
-                err.print(f"{src} -> {dst}  {header.width}x{header.height}  {dt:.2f} s  "
-                          f"({codec.name} q{header.quality})", markup=False)
-            if verbose:
-                err.print(f"  base model {container.format_id(header.base_id)}, adapter "
-                          f"{container.format_id(header.adapter_id) if header.adapter_id else 'none'}",
-                          markup=False)
-    if failures:
-        sys.exit(1)
+
+    def decode_one(src, dst):
+        t0 = time.perf_counter()
+        data = sys.stdin.buffer.read() if src == "-" else _read(src)
+        header, payload = container.parse(data)
+        codec = (reg.codec_by_id(force_model, dev) if force_model
+                 else reg.codec_for_header(header, dev))
+        rgb = codec.decode(header, payload, strict=not force_model)
+        _write(dst, image.encode_image(rgb, header.channels, dst))
+        dt = time.perf_counter() - t0
+        if not quiet:
+            err.print(f"{src} -> {dst}  {header.width}x{header.height}  {dt:.2f} s  "
+                      f"({codec.name} q{header.quality})", markup=False)
+        if verbose:
+            _print_models(data)
+
+    _for_each(list(zip(files, targets)), "decoding", quiet, decode_one)
 
 
 def _existing_file(path: str) -> Path:

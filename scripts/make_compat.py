@@ -1,0 +1,97 @@
+"""Write this release's compatibility corpus: tests/compat/<release>/ (never edit it later).
+
+    .venv/bin/python scripts/make_compat.py v0.2
+
+Files this release writes, each beside what it decodes to (``<name>.png``, or for large
+images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the
+photo codec (the newest generation) and of the shipped adapters, a greyscale image, an
+effort-3 file, a ``--target-bpp`` file, a tiled (format version 2) image, and a user
+adapter made with this release (``user-<name>.safetensors``) with a file made with it.
+Every later release must decode them all to the same pixels (``tests/test_compat.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+NIC = [sys.executable, "-m", "nicodec.cli"]
+SOURCE = ROOT / "tests" / "compat" / "v0.1" / "photo-q4.png"  # a natural 200x136 image
+ASTRO = ROOT / "tests" / "compat" / "v0.1" / "astro-q4.png"
+SCREEN = ROOT / "tests" / "compat" / "v0.1" / "screen-q4.png"
+
+
+def nic(*args, env=None) -> None:
+    r = subprocess.run(NIC + [str(a) for a in args], capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"nicodec {' '.join(map(str, args))}: {r.stderr.strip()}")
+
+
+def pixels_json(png: Path, nic_file: Path) -> None:
+    """The decoded pixels of a large file as a hash (its PNG would weigh megabytes)."""
+    with Image.open(png) as im:
+        a = np.asarray(im)
+        meta = {"mode": im.mode, "size": list(im.size),
+                "sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()}
+    nic_file.with_suffix(".pixels.json").write_text(json.dumps(meta, indent=1) + "\n")
+    png.unlink()
+
+
+def main() -> None:
+    release = sys.argv[1]
+    out = ROOT / "tests" / "compat" / release
+    if out.exists():
+        raise SystemExit(f"{out} exists: a release's corpus is written once")
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NICODEC_HOME=str(Path(tmp) / "home"))
+        env.pop("NICODEC_MODELS", None)
+        for q in (1, 2, 3, 4):
+            for domain, src in (("photo", SOURCE), ("astro", ASTRO), ("screen", SCREEN)):
+                f = out / f"{domain}-q{q}.nic"
+                nic("encode", src, "-q", q, "--domain", domain, "-o", f, "--quiet", env=env)
+        grey = Path(tmp) / "grey.png"
+        Image.open(SOURCE).convert("L").save(grey)
+        nic("encode", grey, "-q", 2, "-o", out / "grey-q2.nic", "--quiet", env=env)
+        nic("encode", SOURCE, "-q", 3, "--effort", 3, "-o", out / "photo-q3-effort3.nic",
+            "--quiet", env=env)
+        nic("encode", SOURCE, "--target-bpp", "0.3", "-o", out / "photo-target-0.3bpp.nic",
+            "--quiet", env=env)
+        # a tiled file (format version 2): a smooth 2304 x 1800 image (4.1 MP) at q1
+        yy, xx = np.mgrid[0:1800, 0:2304] / 2304
+        big = np.stack([np.sin(5 * xx + c) * np.cos(3 * yy - c) for c in range(3)], -1)
+        big = ((big + 1) * 120).astype(np.uint8)
+        Image.fromarray(big).save(Path(tmp) / "big.png")
+        nic("encode", Path(tmp) / "big.png", "-q", 1, "-o", out / "tiled-q1.nic", "--quiet",
+            env=env)
+        # a user adapter made with this release, and a file made with it
+        folder = Path(tmp) / "user"
+        folder.mkdir()
+        with Image.open(SCREEN) as im:
+            for i in range(6):
+                im.rotate(90 * (i % 4)).save(folder / f"u{i}.png")
+        name = release.replace(".", "").replace("v", "u")
+        nic("adapt", folder, "--name", name, "--qualities", "2", "--steps", 40, "--batch", 4,
+            "-o", out / f"user-{name}.safetensors", env=env)
+        nic("models", "import", out / f"user-{name}.safetensors", env=env)
+        nic("encode", SCREEN, "-q", 2, "--domain", name, "-o", out / f"user-{name}-q2.nic",
+            "--quiet", env=env)
+        for f in sorted(out.glob("*.nic")):
+            png = f.with_suffix(".png")
+            nic("decode", f, "-o", png, "--quiet", env=env)
+            if f.name == "tiled-q1.nic":
+                pixels_json(png, f)
+    print(f"wrote {len(list(out.iterdir()))} files to {out}")
+
+
+if __name__ == "__main__":
+    main()
