@@ -369,7 +369,7 @@ def _read(path: str) -> bytes:
 
 
 @main.command()
-@click.argument("file", type=click.Path())
+@click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def info(file, as_json):
     """Show the header of a .nic FILE and whether its models are installed here.
@@ -378,12 +378,13 @@ def info(file, as_json):
     Examples:
       nicodec info photo.nic
       nicodec info photo.nic --json | jq .base_model
+      nicodec encode photo.png -o - | nicodec info -
     """
     import json
 
     from nicodec import api
 
-    d = api.info(_read(file))
+    d = api.info(sys.stdin.buffer.read() if file == "-" else _read(file))
     base = d["base_model"]
     if as_json:
         click.echo(json.dumps(d, indent=1))
