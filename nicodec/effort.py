@@ -111,7 +111,9 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
     best_q, best_j = q0, objective(codec, q0, rgb, lam)[0]
     with torch.no_grad():
         r0 = net.analysis(pixels_to_tensor(rgb, codec.device)) - median
-    r = r0.clone().requires_grad_(True)
+    # channels_last: the transposed convolutions' backward runs ~1.3x faster on CPU (the
+    # search only chooses q; the decoder's own arithmetic is untouched)
+    r = r0.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     opt = torch.optim.Adam([r], lr=e.lr)
     gen = torch.Generator(device=codec.device).manual_seed(seed)
     checks = set(np.linspace(0, e.steps - 1, 6).round().astype(int).tolist())
