@@ -130,7 +130,7 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
         loss.backward()
         opt.step()
         if step in checks or step == e.steps - 1:
-            q = torch.round(r.detach())[0].to(torch.int32).cpu().numpy()
+            q = np.ascontiguousarray(torch.round(r.detach())[0].to(torch.int32).cpu().numpy())
             j = objective(codec, q, rgb, lam)[0]
             if j < best_j:
                 best_q, best_j = q, j
