@@ -10,6 +10,7 @@ count, training steps and the exact command that produced it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -203,9 +204,10 @@ def export_base(model, *, domain: str, quality: int, lam: float, steps: int,
                       parameters=count_parameters(model), steps=steps,
                       train_images=train_images, command=command,
                       created=_dt.date.today().isoformat())
-    manifest = Manifest.read(directory)
-    manifest.bases = [m for m in manifest.bases if m.file != name] + [entry]
-    manifest.write(directory)
+    with _manifest_lock(directory):  # runs of several qualities may export at once
+        manifest = Manifest.read(directory)
+        manifest.bases = [m for m in manifest.bases if m.file != name] + [entry]
+        manifest.write(directory)
     return entry
 
 
@@ -218,10 +220,24 @@ def record_package(path: Path, command: str, directory: Path | None = None) -> S
                            qualities={str(q): r.to_json()
                                       for q, r in sorted(meta.qualities.items())},
                            command=command, created=meta.date)
-    manifest = Manifest.read(directory)
-    manifest.packages = [m for m in manifest.packages if m.file != path.name] + [entry]
-    manifest.write(directory)
+    with _manifest_lock(directory):
+        manifest = Manifest.read(directory)
+        manifest.packages = [m for m in manifest.packages if m.file != path.name] + [entry]
+        manifest.write(directory)
     return entry
+
+
+@contextlib.contextmanager
+def _manifest_lock(directory: Path):
+    """An exclusive lock on ``directory``'s manifest for a read-modify-write."""
+    import fcntl
+
+    with open(directory / ".manifest.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- loading
