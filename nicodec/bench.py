@@ -207,7 +207,7 @@ def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
     """Per test set (photo; astro and screen with their adapters): RD and encode time per
     megapixel of each effort, BD-rate against effort 1; the rounding-lottery image; and
     rate control's achieved bpp against a sweep of targets."""
-    from nicodec import effort, ratecontrol
+    from nicodec import effort
 
     reg = registry.Registry()
     out = {}
@@ -248,23 +248,42 @@ def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
                     row[key] = fn(*args) if level > 1 else 0.0
                 except ValueError as e:  # curves too far apart for it: say so
                     row[key], row[key + "_note"] = None, str(e)
-        # rate control: per image, targets spread over what its qualities reach
-        errors, missed = [], 0
-        for _, rgb in imgs:
-            lo, hi = (metrics.bpp(len(c.encode(rgb)), rgb.shape[1], rgb.shape[0])
-                      for c in (codecs[0], codecs[-1]))
-            for target in np.geomspace(lo, hi, targets):
-                try:
-                    got = ratecontrol.to_bpp(codecs, rgb, float(target))
-                except Exception:  # noqa: BLE001 - counted, reported
-                    missed += 1
-                    continue
-                errors.append(100 * (got.bpp / target - 1))
         out[domain] = {"images": [n for n, _ in imgs], "efforts": per_effort,
-                       "rate_control": {"targets": len(imgs) * targets, "missed": missed,
-                                        "mean_abs_error_pct": float(np.mean(np.abs(errors))),
-                                        "worst_error_pct": float(np.max(np.abs(errors))),
-                                        "within_3pct": int(sum(abs(e) <= 3 for e in errors))}}
+                       "rate_control": _rate_control(codecs, imgs, targets)}
+    return out
+
+
+def _rate_control(codecs, imgs, targets: int) -> dict:
+    """--target-bpp per image over ``targets`` targets spread (geometrically) between
+    what its lowest and its highest quality give: achieved against asked."""
+    from nicodec import ratecontrol
+
+    errors, missed = [], []
+    for name, rgb in imgs:
+        lo, hi = (metrics.bpp(len(c.encode(rgb)), rgb.shape[1], rgb.shape[0])
+                  for c in (codecs[0], codecs[-1]))
+        for target in np.geomspace(lo, hi, targets):
+            try:
+                got = ratecontrol.to_bpp(codecs, rgb, float(target))
+            except Exception as e:  # noqa: BLE001 - counted, reported
+                missed.append(f"{name} {target:.4f}: {e}")
+                continue
+            errors.append(100 * (got.bpp / target - 1))
+    return {"targets": len(imgs) * targets, "missed": len(missed), "missed_cases": missed,
+            "mean_abs_error_pct": float(np.mean(np.abs(errors))),
+            "worst_error_pct": float(np.max(np.abs(errors))),
+            "within_3pct": int(sum(abs(e) <= 3 for e in errors))}
+
+
+def ratecontrol_bench(device: str, limit: int | None, targets: int = 6) -> dict:
+    """:func:`_rate_control` alone, on each test set with its own codec."""
+    reg = registry.Registry()
+    out = {}
+    for domain in ("photo", "astro", "screen"):
+        imgs = [(f.name, image.load(f).rgb)
+                for f in data.list_images(data.split_dir(domain, "test"))[:limit]]
+        codecs = [reg.codec(quality=q, domain=domain, device=device) for q in reg.qualities()]
+        out[domain] = _rate_control(codecs, imgs, targets)
     return out
 
 
@@ -424,7 +443,8 @@ def main() -> None:
                          "set always adds its rounding-lottery image)")
     ap.add_argument("--memory-mp", type=float, nargs="*", default=[24.0],
                     help="image sizes (megapixels) for the memory bench (none: skip it)")
-    ap.add_argument("--only", choices=["codec", "effort", "training", "startup", "memory"],
+    ap.add_argument("--only", choices=["codec", "effort", "ratecontrol", "training", "startup",
+                                       "memory"],
                     default=None,
                     help="run one part only")
     args = ap.parse_args()
@@ -440,6 +460,15 @@ def main() -> None:
     if part("effort") and args.effort_limit:
         result["effort"] = effort_bench(device, args.effort_limit)
         show_effort(result["effort"])
+    if args.only == "ratecontrol":
+        result["ratecontrol"] = ratecontrol_bench(device, args.limit)
+        for domain, rc in result["ratecontrol"].items():
+            console.print(f"{domain}: --target-bpp over {rc['targets']} targets: "
+                          f"{rc['within_3pct']} within +-3 %, mean |error| "
+                          f"{rc['mean_abs_error_pct']:.2f} %, worst {rc['worst_error_pct']:.2f} %, "
+                          f"{rc['missed']} refused")
+            for case in rc["missed_cases"]:
+                console.print(f"  refused: {case}")
     if part("memory") and args.memory_mp:
         result["memory"] = memory_bench(args.memory_mp)
         show_memory(result["memory"])

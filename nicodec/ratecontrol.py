@@ -27,6 +27,7 @@ from nicodec.errors import NicodecError
 
 TOLERANCE = 0.03  # --target-bpp: the file lands within +-3 % of the target
 MAX_DEADZONE = 4.0  # t beyond this zeroes nearly every latent
+MIN_DEADZONE = -0.5  # t = -1/2 rounds every latent away from zero: the most bits
 BISECTION_STEPS = 30
 
 
@@ -97,12 +98,15 @@ def to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float,
     if img.bpp(0.0) <= hi_ok:
         return img.result(0.0)
     floor_bpp = img.bpp(MAX_DEADZONE)
-    if floor_bpp > hi_ok:
-        raise NicodecError(f"--target-bpp {target:g} is out of reach: quality "
-                           f"{img.codec.quality} gives at least {floor_bpp:.4f} bpp on this "
-                           "image" + (" (its header alone is 32 bytes)" if img is images[0]
-                                      else ""))
     lo, hi = 0.0, MAX_DEADZONE  # bpp(lo) > target band >= ... bpp(hi)
+    if floor_bpp > hi_ok:
+        if img is images[0]:
+            raise NicodecError(f"--target-bpp {target:g} is out of reach: quality "
+                               f"{img.codec.quality} gives at least {floor_bpp:.4f} bpp on "
+                               "this image (its header alone is 32 bytes)")
+        # the next lower quality, rounding away from zero (t < 0) for more bits
+        img = images[images.index(img) - 1]
+        lo, hi = MIN_DEADZONE, 0.0
     for _ in range(BISECTION_STEPS):
         mid = (lo + hi) / 2
         b = img.bpp(mid)
