@@ -58,6 +58,7 @@ class _Image:
         # the same float32 arithmetic as Codec.latents, so t = 0 gives its bytes
         self.r = codec.residual(rgb)[0].cpu().numpy()
         self._cache: dict[float, bytes] = {}
+        self._psnr: dict[float, float] = {}
 
     def data(self, t: float) -> bytes:
         if t not in self._cache:
@@ -69,8 +70,10 @@ class _Image:
         return metrics.bpp(len(self.data(t)), self.w, self.h)
 
     def psnr(self, t: float) -> float:
-        rec = self.codec.reconstruct(deadzone(self.r, t), self.h, self.w)
-        return metrics.psnr(self.rgb, rec)
+        if t not in self._psnr:  # each costs a synthesis: bisection asks again at the end
+            rec = self.codec.reconstruct(deadzone(self.r, t), self.h, self.w)
+            self._psnr[t] = metrics.psnr(self.rgb, rec)
+        return self._psnr[t]
 
     def result(self, t: float) -> Controlled:
         return Controlled(self.data(t), self.codec, t, self.bpp(t), self.psnr(t))
