@@ -146,10 +146,7 @@ def memory_bench(megapixels=(24.0,), keep_whole_mp: float = 2.0) -> list[dict]:
         for mp in megapixels:
             side = int((mp * 1e6 * 1.5) ** 0.5)
             w, h = side, int(mp * 1e6 / side)
-            reps = (-(-h // src.shape[0]), -(-w // src.shape[1]))
-            tile = np.concatenate([src, src[::-1]], 0)
-            tile = np.concatenate([tile, tile[:, ::-1]], 1)
-            big = np.tile(tile, (reps[0] // 2 + 1, reps[1] // 2 + 1, 1))[:h, :w]
+            big = _mirrored(src, h, w)
             png, out, dec = (Path(tmp) / n for n in ("big.png", "big.nic", "big-dec.png"))
             Image.fromarray(big).save(png, compress_level=1)
             row = {"megapixels": round(w * h / 1e6, 1), "size": f"{w}x{h}"}
@@ -172,9 +169,7 @@ def memory_bench(megapixels=(24.0,), keep_whole_mp: float = 2.0) -> list[dict]:
     reg = registry.Registry()
     codec = reg.codec(quality=3)
     side = int((keep_whole_mp * 1e6) ** 0.5)
-    tile = np.concatenate([src, src[::-1]], 0)
-    tile = np.concatenate([tile, tile[:, ::-1]], 1)
-    img = np.tile(tile, (side // tile.shape[0] + 1, side // tile.shape[1] + 1, 1))[:side, :side]
+    img = _mirrored(src, side, side)
     q = codec.latents(img)
     whole = codec.reconstruct(q, side, side, tiled=False)
     tiled = codec.reconstruct(q, side, side, tiled=True)
@@ -183,6 +178,13 @@ def memory_bench(megapixels=(24.0,), keep_whole_mp: float = 2.0) -> list[dict]:
                  "megapixels": round(side * side / 1e6, 1), "tile_latents": tiling.TILE,
                  "halo_latents": tiling.HALO})
     return rows
+
+
+def _mirrored(src: np.ndarray, h: int, w: int) -> np.ndarray:
+    """An h x w image tiled from ``src`` and its mirror images (no seams at the joins)."""
+    tile = np.concatenate([src, src[::-1]], 0)
+    tile = np.concatenate([tile, tile[:, ::-1]], 1)
+    return np.tile(tile, (h // tile.shape[0] + 1, w // tile.shape[1] + 1, 1))[:h, :w]
 
 
 def show_memory(rows: list[dict]) -> None:

@@ -93,9 +93,8 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
     ``lam`` (default: the codec's own lambda; another lambda trades rate for quality at
     encode time). Effort 1 is exactly :meth:`Codec.latents`."""
     e = effort(level)
-    q0 = codec.latents(rgb)
     if e.steps == 0:
-        return q0
+        return codec.latents(rgb)
     net, density = codec.net, getattr(codec.net, "density", None)
     if density is None or not hasattr(net, "synthesis_graph"):
         raise NicodecError("this codec has no latent density to search with (effort > 1 "
@@ -108,9 +107,9 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
     pixels = h * w
     target = pixels_to_tensor(rgb, codec.device)[..., :h, :w]
     median = codec.median
+    r0 = codec.residual(rgb)  # one analysis: effort 1's latents are its rounding
+    q0 = torch.round(r0)[0].to(torch.int32).cpu().numpy()
     best_q, best_j = q0, objective(codec, q0, rgb, lam)[0]
-    with torch.no_grad():
-        r0 = net.analysis(pixels_to_tensor(rgb, codec.device)) - median
     # channels_last: the transposed convolutions' backward runs ~1.3x faster on CPU (the
     # search only chooses q; the decoder's own arithmetic is untouched)
     r = r0.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
