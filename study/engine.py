@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from nicodec import image, methods
 from nicodec.adapt import adapted_codec, package_tensors, trainable
+from nicodec.baselines import SETTINGS
 from nicodec.codec import Codec
 from nicodec.container import format_id
 from nicodec.data import CropSampler, MixedSampler, list_images, split_dir
@@ -323,7 +325,10 @@ class Lab:
         return self.job_curve(job, on)
 
     def jpeg2000(self, domain: str) -> dict:
-        key = f"jpeg2000_{domain}{self.scale.test_images}"
+        # The key names the baseline's settings: a cache from other settings (0.1 ran
+        # without the colour transform) is never reused.
+        setting = hashlib.sha256(SETTINGS["jpeg2000"].encode()).hexdigest()[:8]
+        key = f"jpeg2000-{setting}_{domain}{self.scale.test_images}"
         return self.cached(key, lambda: _slim_curve(
             baseline_curve("jpeg2000", self.tests(domain), with_ms_ssim=False)))
 

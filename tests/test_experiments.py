@@ -198,3 +198,44 @@ def test_parameter_counts_match_the_papers_table_3():
     assert p["base"] == p["paper"]["base"]
     assert p["cawf"] == p["paper"]["cawf"]
     assert p["cawf_affine_adapter_stored"] - p["cawf_adapter_stored"] == 1_126
+
+
+def _curve(name, points):
+    return {"name": name, "points": [{"setting": name, "bpp": b, "psnr": p} for b, p in points]}
+
+
+def test_rebaseline_measures_only_the_jpeg2000_rows_again_from_stored_curves():
+    from study.rebaseline import rebaseline
+
+    joint = _curve("joint", [(0.2, 30), (0.4, 32), (0.6, 33.5), (0.8, 34.5)])
+    naive = _curve("naive_photo_astro_nall", [(0.2, 29.5), (0.4, 31.5), (0.6, 33), (0.8, 34)])
+    old = _curve("jpeg2000", [(0.2, 28), (0.4, 30), (0.6, 31.5), (0.8, 32.5)])
+    new = _curve("jpeg2000", [(0.2, 31), (0.4, 33), (0.6, 34.5), (0.8, 35.5)])
+    other = {"method": "naive", "domain": "astro", "bd_rate": 1.0, "bd_psnr": 0.1}
+    results = {
+        "table2": [{"pair": "photo->astro", "rows": [
+            dict(other), {"method": "jpeg2000", "domain": "astro", "bd_rate": 5.0,
+                          "bd_psnr": -0.5}],
+            "curves": {"astro": {"joint": joint, "naive": naive, "jpeg2000": old}}}],
+        "table1": [{"pair": "photo->astro", "reference": "naive_photo_astro_nall",
+                    "rows": [{"method": "jpeg2000", "n": 0, "bd_rate": 5.0, "bd_psnr": 0}],
+                    "curves": {}}]}
+
+    class Lab:
+        def jpeg2000(self, domain):
+            assert domain == "astro"
+            return new
+
+    out = rebaseline(results, Lab())
+    t2 = out["table2"][0]
+    assert t2["rows"][0] == other  # nothing but JPEG 2000 moves
+    assert t2["curves"]["astro"]["jpeg2000"] == new
+    assert {k: t2["rows"][1][k] for k in ("bd_rate", "bd_psnr")} == sections.bd(joint, new)
+    assert t2["rows"][1]["bd_rate"] < 0  # 3 dB better than the joint model: fewer bits
+    t1 = out["table1"][0]["rows"][0]
+    assert {k: t1[k] for k in ("bd_rate", "bd_psnr")} == sections.bd(naive, new)
+    assert results["table2"][0]["curves"]["astro"]["jpeg2000"] == old  # input untouched
+
+    results["table1"][0]["reference"] = "naive_photo_astro_n10"
+    with pytest.raises(ValueError, match="reference"):
+        rebaseline(results, Lab())
