@@ -6,7 +6,7 @@ For each installed quality of the base codec, over the ``photo`` test images:
 * payload bytes over the ideal code length sum(-log2 p) under the frozen tables (overhead),
   and the header's share of the file;
 * bpp and RGB PSNR per generation; BD-rate and BD-PSNR against JPEG 2000 and WebP sweeps
-  (settings of :mod:`nicodec.baselines`) and against generation 1; the PSNR step between
+  (settings of :mod:`nicodec.baselines`) and against every older generation; the PSNR step between
   qualities;
 * encoder effort: BD-rate of each effort against effort 1 and encode seconds per
   megapixel on the photo, astro and screen test sets; rate control's error over a sweep of
@@ -59,7 +59,7 @@ def timed(fn, repeat: int):
 
 def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
     """Speed, overhead and RD of every generation of the base codec on ``domain``'s test
-    set; BD-rates against the JPEG 2000 and WebP sweeps and against generation 1."""
+    set; BD-rates against the JPEG 2000 and WebP sweeps and against every older generation."""
     files = data.list_images(data.split_dir(domain, "test"))[:limit]
     imgs = [image.load(f).rgb for f in files]
     reg = registry.Registry()
@@ -78,9 +78,9 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
         curve = ([r["bpp"] for r in rows], [r["psnr"] for r in rows])
         refs = {k: ([p["bpp"] for p in v], [p["psnr"] for p in v])
                 for k, v in result["sweeps"].items()}
-        if gen != 1 and 1 in result["generations"]:
-            first = result["generations"][1]["rows"]
-            refs["generation 1"] = ([r["bpp"] for r in first], [r["psnr"] for r in first])
+        for old, o in result["generations"].items():  # every older generation
+            refs[f"generation {old}"] = ([r["bpp"] for r in o["rows"]],
+                                         [r["psnr"] for r in o["rows"]])
         for ref, (rb, rp) in refs.items():
             for key, fn in (("bd_rate", metrics.bd_rate), ("bd_psnr", metrics.bd_psnr)):
                 try:

@@ -20,6 +20,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def offset(curves: dict, name: str) -> int:
+    """Steps before a run: generation G > 2 of a quality continued generation G-1's model of
+    that quality (models/training/README.md), so its steps count on from that run's last."""
+    m = re.match(r"(.+)-g(\d+)-q(\d+)$", name)
+    domain, gen, q = m.group(1), int(m.group(2)), m.group(3)
+    prev = curves.get(f"{domain}-g{gen - 1}-q{q}") if gen > 2 else None
+    return offset(curves, f"{domain}-g{gen - 1}-q{q}") + prev[-1]["step"] if prev else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="*", default=["docs/results/training"])
@@ -38,15 +47,19 @@ def main() -> None:
         raise SystemExit("no *.curve.jsonl found")
     fig, (ax_p, ax_b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, rows in sorted(curves.items()):
-        steps = [r["step"] for r in rows]
-        ax_p.plot(steps, [r["psnr"] for r in rows], "o-", ms=3, label=name)
-        ax_b.plot(steps, [r["bpp"] for r in rows], "o-", ms=3, label=name)
+        steps = [offset(curves, name) + r["step"] for r in rows]
+        gen, q = map(int, re.match(r".+-g(\d+)-q(\d+)$", name).groups())
+        style = {"color": f"C{q - 1}", "marker": "os^"[gen % 3], "ms": 3,
+                 "ls": "-" if gen % 2 == 0 else "--", "label": name}
+        ax_p.plot(steps, [r["psnr"] for r in rows], **style)
+        ax_b.plot(steps, [r["bpp"] for r in rows], **style)
     ax_p.set(xlabel="training step", ylabel="test-set PSNR (dB)", title="quality")
     ax_b.set(xlabel="training step", ylabel="test-set bpp", title="rate")
     for ax in (ax_p, ax_b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("photo base models, generation 2: test set through the real codec")
+    fig.suptitle("photo base models: test set through the real codec (a generation's run "
+                 "continues the previous generation's model of its quality)")
     fig.tight_layout()
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output} ({', '.join(sorted(curves))})")

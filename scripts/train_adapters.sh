@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Trains the shipped CAwF adapters `astro` and `screen` of generation 2 (part of `make
-# models`) on their domains' training sets, on the newest photo base models, in nicodec's
-# default form (K=16 + channel affine), and records them in models/manifest.json. 0.1's
-# adapters (models/astro.safetensors, models/screen.safetensors: the paper's form, 600 steps,
-# on generation 1) stay shipped so that their files keep decoding.
+# Trains the shipped CAwF adapters `astro` and `screen` (part of `make models`) on their
+# domains' training sets, on the newest photo base models (generation $GEN), in nicodec's
+# default form (K=16 + channel affine), $ADAPT_STEPS steps per quality, and records them in
+# models/manifest.json. Older generations' adapters stay shipped so that their files keep
+# decoding: 0.1's (models/astro.safetensors, models/screen.safetensors: the paper's form, 600
+# steps, on generation 1) and generation 2's (astro-g2, screen-g2: 600 steps).
+# ADAPT_PARALLEL=1 trains the two at once, one thread each, logging to
+# runs/adapt-<domain>-g$GEN.out (how the shipped ones were made).
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
-STEPS=${ADAPT_STEPS:-600}
-for domain in astro screen; do
-  $NIC adapt "data/$domain/train" --name "$domain" --steps "$STEPS" --holdout 0.05 \
-    -o "models/$domain-g2.safetensors"
-done
+GEN=${GEN:-3}
+STEPS=${ADAPT_STEPS:-2000}
+one() {
+  $NIC adapt "data/$1/train" --name "$1" --steps "$STEPS" --holdout 0.05 \
+    -o "models/$1-g$GEN.safetensors"
+}
+if [ "${ADAPT_PARALLEL:-0}" = 1 ]; then
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  mkdir -p runs
+  one astro > "runs/adapt-astro-g$GEN.out" 2>&1 & a=$!
+  one screen > "runs/adapt-screen-g$GEN.out" 2>&1 & s=$!
+  wait $a; wait $s
+else
+  for domain in astro screen; do one "$domain"; done
+fi
