@@ -42,10 +42,11 @@ def _shipped_models() -> Path:
 
 
 REPO_MODELS = _shipped_models()
-# Model generations: 1 = the models of nicodec 0.1; 2 = trained long on more photos. New
-# weights get new IDs and a new generation; every older generation stays shipped, so every
-# file ever written still decodes. Encoding uses the newest generation.
-CURRENT_GENERATION = 2
+# Model generations: 1 = the models of nicodec 0.1; 2 = trained long on more photos (0.2);
+# 3 = generation 2 continued at a lower learning rate, adapters trained 2,000 steps per
+# quality (0.3). New weights get new IDs and a new generation; every older generation stays
+# shipped, so every file ever written still decodes. Encoding uses the newest generation.
+CURRENT_GENERATION = 3
 
 
 def base_file_stem(domain: str, quality: int, generation: int) -> str:
