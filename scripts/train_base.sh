@@ -1,15 +1,34 @@
 #!/usr/bin/env bash
-# Trains the four `photo` base models of generation 2 (make models): q3 for 42,000 steps from
-# the 0.1 q3 model, then 3,000-step warm starts: q4 and q2 from q3, q1 from q2. Every run
-# resumes from runs/ when interrupted and ends by exporting photo-g2-qQ.safetensors to models/
-# with its manifest entry. The shipped q2 and q4 started from q3's snapshot at step 34,000
-# (runs/q3-34k.safetensors), not from its end: models/training/README.md has the exact chain
-# of commands. Generation 1 (0.1's models) came from this script's 0.1 version.
+# Trains the four `photo` base models (make models), generation by generation:
+#   generation 2: q3 for 42,000 steps from the 0.1 q3 model (lr 1e-4), then 3,000-step warm
+#     starts: q4 and q2 from q3, q1 from q2;
+#   generation 3: each generation-2 model continued at a lower learning rate (q4 8,000 steps
+#     at 5e-5, q3 6,000 at 3e-5, q2 6,000 and q1 5,000 at 5e-5; each drops to a third late in
+#     its run).
+# Every run resumes from runs/ when interrupted and ends by exporting
+# photo-gG-qQ.safetensors to models/ with its manifest entry. The shipped generation-2 q2 and
+# q4 started from q3's snapshot at step 34,000 (runs/q3-34k.safetensors), not from its end:
+# models/training/README.md has the exact chain of commands. Generation 1 (0.1's models) came
+# from this script's 0.1 version. GENERATIONS="3" retrains only generation 3 from the
+# shipped generation 2.
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
 STEPS=${STEPS:-42000}
 WARM=${WARM:-3000}
-$NIC train --domain photo -q 3 --steps "$STEPS" --lr 1e-4 --init models/photo-q3.safetensors
-$NIC train --domain photo -q 4 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --init models/photo-g2-q3.safetensors
-$NIC train --domain photo -q 2 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --init models/photo-g2-q3.safetensors
-$NIC train --domain photo -q 1 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --init models/photo-g2-q2.safetensors
+GENERATIONS=${GENERATIONS:-2 3}
+for gen in $GENERATIONS; do
+  case $gen in
+    2)
+      $NIC train --domain photo -q 3 --steps "$STEPS" --lr 1e-4 --generation 2 --init models/photo-q3.safetensors
+      $NIC train --domain photo -q 4 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init models/photo-g2-q3.safetensors
+      $NIC train --domain photo -q 2 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init models/photo-g2-q3.safetensors
+      $NIC train --domain photo -q 1 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init models/photo-g2-q2.safetensors
+      ;;
+    3)
+      $NIC train --domain photo -q 4 --steps 8000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q4.safetensors
+      $NIC train --domain photo -q 3 --steps 6000 --lr 3e-5 --lr-drop-at 0.5 --generation 3 --init models/photo-g2-q3.safetensors
+      $NIC train --domain photo -q 2 --steps 6000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q2.safetensors
+      $NIC train --domain photo -q 1 --steps 5000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q1.safetensors
+      ;;
+  esac
+done
