@@ -1,6 +1,6 @@
 """Write this release's compatibility corpus: tests/compat/<release>/ (never edit it later).
 
-    .venv/bin/python scripts/make_compat.py v0.2
+    .venv/bin/python scripts/make_compat.py v0.3
 
 Files this release writes, each beside what it decodes to (``<name>.png``, or for large
 images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 
+from nicodec.errors import NicodecError
 from study.engine import Lab
 from study.sections import bd
 
@@ -36,18 +37,18 @@ def rebaseline(results: dict, lab: Lab) -> dict:
             new = bd(curves["joint"], curves["jpeg2000"])
             if not _jpeg2000_rows(t["rows"], lambda r: (r["method"] == "jpeg2000"
                                                         and r["domain"] == domain), new):
-                raise ValueError(f"table 2 {t['pair']}: no JPEG 2000 row for {domain}")
+                raise NicodecError(f"table 2 {t['pair']}: no JPEG 2000 row for {domain}")
     table2 = {t["pair"]: t for t in out.get("table2", [])}
     for t in out.get("table1", []):
         tgt = t["pair"].split("->")[1]
         if t["pair"] not in table2:
-            raise ValueError(f"table 1 {t['pair']}: its reference curve is only stored in "
+            raise NicodecError(f"table 1 {t['pair']}: its reference curve is only stored in "
                              "Table 2 of the same pair, which these results lack")
         ref = table2[t["pair"]]["curves"][tgt]["naive"]
         if ref["name"] != t["reference"]:
-            raise ValueError(f"table 1 {t['pair']}: reference {t['reference']} is not "
+            raise NicodecError(f"table 1 {t['pair']}: reference {t['reference']} is not "
                              f"Table 2's naive curve ({ref['name']})")
         new = bd(ref, lab.jpeg2000(tgt))
         if not _jpeg2000_rows(t["rows"], lambda r: r["method"] == "jpeg2000", new):
-            raise ValueError(f"table 1 {t['pair']}: no JPEG 2000 row")
+            raise NicodecError(f"table 1 {t['pair']}: no JPEG 2000 row")
     return out

@@ -205,6 +205,7 @@ def _curve(name, points):
 
 
 def test_rebaseline_measures_only_the_jpeg2000_rows_again_from_stored_curves():
+    from nicodec.errors import NicodecError
     from study.rebaseline import rebaseline
 
     joint = _curve("joint", [(0.2, 30), (0.4, 32), (0.6, 33.5), (0.8, 34.5)])
@@ -237,5 +238,5 @@ def test_rebaseline_measures_only_the_jpeg2000_rows_again_from_stored_curves():
     assert results["table2"][0]["curves"]["astro"]["jpeg2000"] == old  # input untouched
 
     results["table1"][0]["reference"] = "naive_photo_astro_n10"
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(NicodecError, match="reference"):
         rebaseline(results, Lab())
