@@ -20,7 +20,10 @@ if [ "${ADAPT_PARALLEL:-0}" = 1 ]; then
   mkdir -p runs
   one astro > "runs/adapt-astro-g$GEN.out" 2>&1 & a=$!
   one screen > "runs/adapt-screen-g$GEN.out" 2>&1 & s=$!
-  wait $a; wait $s
+  rc=0
+  wait $a || rc=$?
+  wait $s || rc=$?  # both finish even when one fails
+  exit $rc
 else
   for domain in astro screen; do one "$domain"; done
 fi
