@@ -43,10 +43,14 @@ class BaseRun:
     runs: Path = Path("runs")
     ckpt_every: int = 2000
     curve_images: int | None = None  # test images per curve point (None: all)
+    synthesis_only: bool = False  # tune only g_s on rounded latents (train.TrainConfig)
 
     @property
     def name(self) -> str:
-        return registry.base_file_stem(self.domain, self.quality, self.generation)
+        """The run's files in ``runs/``: a synthesis stage gets its own, so that it never
+        resumes from the full training run of the same model."""
+        stem = registry.base_file_stem(self.domain, self.quality, self.generation)
+        return stem + "-synthesis" if self.synthesis_only else stem
 
 
 def _init_weights(model: FactorizedPrior, path: Path, lam: float) -> int:
@@ -81,6 +85,8 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     sampler = data.CropSampler.from_files(distributed.shard(files), crop=128)
     model = FactorizedPrior()
     start = _init_weights(model, run.init, lam) if run.init else 0
+    if run.synthesis_only:  # a new stage: its steps count from 0 whatever it starts from
+        start = 0
     run.runs.mkdir(parents=True, exist_ok=True)
     ckpt = run.runs / f"{run.name}.ckpt"
     snapshot = run.runs / f"{run.name}.safetensors"
@@ -103,9 +109,11 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     cfg = TrainConfig(lam=lam, steps=run.steps, batch=run.batch, lr=run.lr,
                       lr_drop_at=run.lr_drop_at, start=start, ckpt_every=run.ckpt_every,
                       log_every=min(50, run.ckpt_every),
-                      label=f"{run.domain} q{run.quality}")
+                      label=f"{run.domain} q{run.quality}",
+                      synthesis_only=run.synthesis_only)
     if distributed.is_main():
-        log(f"training {run.name} (lambda={lam}) on {len(files)} images in "
+        what = "the synthesis of " if run.synthesis_only else ""
+        log(f"training {what}{run.name} (lambda={lam}) on {len(files)} images in "
             f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "
             f"{run.batch} per process, lr {run.lr:g}, device {device}")
     train(model, sampler, cfg, ckpt=ckpt, device=device, console_log=progress,

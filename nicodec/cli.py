@@ -712,9 +712,13 @@ def models_remove(name):
 @click.option("--runs", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="checkpoints, snapshots and the test-set curve")
 @click.option("--ckpt-every", type=int, default=2000, show_default=True)
+@click.option("--synthesis-only", is_flag=True,
+              help="tune only the decoder's synthesis transform, on rounded latents as it "
+                   "decodes them; the encoder and entropy model stay frozen, so file sizes "
+                   "do not change (a last stage after --init)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, runs,
-          ckpt_every, device):
+          ckpt_every, synthesis_only, device):
     """Train a base model for DOMAIN at QUALITY, then export it to the model registry.
 
     \b
@@ -729,7 +733,9 @@ def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, 
                             generation=generation or registry.CURRENT_GENERATION, batch=batch,
                             lr=lr, lr_drop_at=lr_drop_at,
                             init=Path(init_from) if init_from else None, runs=Path(runs),
-                            ckpt_every=ckpt_every)
+                            ckpt_every=ckpt_every, synthesis_only=synthesis_only)
+    if synthesis_only and run.init is None:
+        raise NicodecError("--synthesis-only tunes a trained model: give it --init")
     command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     entry = basetrain.train_base(run, device=registry.pick_device(device), command=command,
                                  log=out.print)

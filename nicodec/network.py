@@ -150,6 +150,11 @@ class FactorizedPrior(TransformCoder):
     def latent_channels(self) -> int:
         return self.n
 
+    def synthesis_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the synthesis ``g_s`` (with its channel affines, if any)."""
+        modules = [self.g_s] + ([self.s_affine] if self.affine else [])
+        return [p for m in modules for p in m.parameters()]
+
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W) in [0, 1] -> unquantized latent y (B, M, H/16, W/16)."""
         return self._run(self.g_a, self.a_affine, x) if self.affine else self.g_a(x)

@@ -48,6 +48,10 @@ class TrainConfig:
     aux_lr: float = 1e-3
     clip: float = 1.0
     round_for_synthesis: bool = False  # see TransformCoder.forward
+    # Train only the synthesis g_s, on rounded latents (implies round_for_synthesis); the
+    # analysis and the entropy model stay frozen, so the codec's rates do not change. See
+    # :func:`freeze_for_synthesis_tuning`.
+    synthesis_only: bool = False
     # The fast path (see :func:`fast_settings`): channels_last, and bf16 transforms where the
     # hardware computes bf16 natively. ``compile``: torch.compile the training forward; None
     # means when at least COMPILE_MIN_STEPS steps remain (compiling takes 15-45 s on 2 cores).
@@ -101,6 +105,22 @@ def psnr_from_mse(mse: float) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def freeze_for_synthesis_tuning(model: nn.Module) -> None:
+    """Leave only ``model.synthesis_parameters()`` trainable.
+
+    The decoder of a model trained under the uniform-noise proxy has only ever seen
+    ``y + u``, ``u ~ U(-1/2, 1/2)`` independent per element, but decodes
+    ``y_hat = round(y - median) + median``, whose error is a deterministic function of the
+    image. With ``g_a`` and the entropy model frozen, the symbols ``q = round(y - median)``
+    and their probabilities (so every file's size) are fixed, and training ``g_s`` on
+    ``y_hat`` minimises the distortion the decoder actually produces: the loss's rate term
+    is a constant.
+    """
+    keep = {id(p) for p in model.synthesis_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
 def _main_and_aux_params(model: nn.Module):
     main, aux = [], []
     for name, p in model.named_parameters():
@@ -132,7 +152,9 @@ def _load_opt_state(opt: torch.optim.Optimizer, tensors: dict, prefix: str) -> N
 def save_checkpoint(path: Path, model: nn.Module, opt, aux_opt, step: int, meta: dict) -> None:
     tensors = {f"model.{k}": v.detach().clone().contiguous()
                for k, v in model.state_dict().items() if v.numel()}
-    tensors |= _opt_state_tensors(opt, "opt") | _opt_state_tensors(aux_opt, "aux")
+    tensors |= _opt_state_tensors(opt, "opt")
+    if aux_opt is not None:
+        tensors |= _opt_state_tensors(aux_opt, "aux")
     modelfile.save(tensors, path, {})
     modelfile.atomic_write(path.with_suffix(".json"),
                            json.dumps({"step": step, **meta}, indent=1).encode())
@@ -160,15 +182,18 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
     rank, main_process = distributed.rank(), distributed.is_main()
     torch.manual_seed(cfg.seed + rank)
     model.to(device).train()
+    if cfg.synthesis_only:
+        freeze_for_synthesis_tuning(model)
     main, aux = _main_and_aux_params(model)
     opt = torch.optim.Adam(main, lr=cfg.lr)
-    aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
+    aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
     start = cfg.start
     if ckpt is not None and ckpt.exists():
         tensors = load_file(str(ckpt), device=device)
         load_model_tensors(model, tensors)
         _load_opt_state(opt, tensors, "opt")
-        _load_opt_state(aux_opt, tensors, "aux")
+        if aux_opt is not None:
+            _load_opt_state(aux_opt, tensors, "aux")
         start = json.loads(ckpt.with_suffix(".json").read_text())["step"]
     if start or rank:
         sampler.rng = np.random.default_rng(cfg.seed + start + RANK_SEED_STRIDE * rank)
@@ -192,7 +217,7 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
                 g["lr"] = lr
             x = torch.from_numpy(sampler.batch(cfg.batch)).to(device)
             x = x.contiguous(memory_format=memory_format)
-            out = forward(x, round_for_synthesis=cfg.round_for_synthesis,
+            out = forward(x, round_for_synthesis=cfg.round_for_synthesis or cfg.synthesis_only,
                           transform_dtype=transform_dtype)
             loss, bpp, mse = rd_loss(out, x, cfg.lam)
             if not math.isfinite(loss_value := loss.item()):
@@ -202,11 +227,12 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
             if cfg.clip:
                 nn.utils.clip_grad_norm_(main, cfg.clip)
             opt.step()
-            aux_loss = model.aux_loss()
-            aux_opt.zero_grad(set_to_none=True)
-            aux_loss.backward()
-            distributed.average_grads(aux)
-            aux_opt.step()
+            if aux_opt is not None:
+                aux_loss = model.aux_loss()
+                aux_opt.zero_grad(set_to_none=True)
+                aux_loss.backward()
+                distributed.average_grads(aux)
+                aux_opt.step()
             acc.append((loss_value, bpp.item(), mse.item()))
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 l, b, m = np.mean(acc, axis=0)
