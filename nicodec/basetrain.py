@@ -64,6 +64,21 @@ def _init_weights(model: FactorizedPrior, path: Path, lam: float) -> int:
     return int(meta.get("step", 0)) if same_lambda else 0
 
 
+def _history(run: BaseRun, steps: int, command: str) -> tuple[int, str]:
+    """(steps, command) for the manifest. A run that starts from the very model file it
+    exports to (a later stage of the same model, e.g. ``--synthesis-only``) adds to that
+    file's entry: its steps to the earlier ones, its command after theirs with ``&&``."""
+    stem = registry.base_file_stem(run.domain, run.quality, run.generation)
+    out = registry.models_dir() / f"{stem}.safetensors"
+    if run.init is None or not out.exists() or Path(run.init).resolve() != out.resolve():
+        return steps, command
+    earlier = next((m for m in registry.Manifest.read(out.parent).bases if m.file == out.name),
+                   None)
+    if earlier is None:
+        return steps, command
+    return earlier.steps + steps, f"{earlier.command} && {command}"
+
+
 def snapshot_codec(model: FactorizedPrior, quality: int, lam: float) -> tuple[Codec, dict]:
     """A codec (and its model-file tensors) from a copy of a model in training."""
     frozen = copy.deepcopy(model).cpu().eval()
@@ -112,16 +127,17 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
                       label=f"{run.domain} q{run.quality}",
                       synthesis_only=run.synthesis_only)
     if distributed.is_main():
-        what = "the synthesis of " if run.synthesis_only else ""
-        log(f"training {what}{run.name} (lambda={lam}) on {len(files)} images in "
+        what = ", only its synthesis on rounded latents," if run.synthesis_only else ""
+        log(f"training {run.name}{what} (lambda={lam}) on {len(files)} images in "
             f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "
             f"{run.batch} per process, lr {run.lr:g}, device {device}")
     train(model, sampler, cfg, ckpt=ckpt, device=device, console_log=progress,
           on_checkpoint=on_checkpoint)
     entry = None
     if distributed.is_main():
+        steps, command = _history(run, run.steps, command)
         entry = registry.export_base(model.cpu(), domain=run.domain, quality=run.quality,
-                                     lam=lam, steps=run.steps, command=command,
+                                     lam=lam, steps=steps, command=command,
                                      train_images=len(files), generation=run.generation)
     distributed.finish()
     return entry

@@ -41,3 +41,16 @@ def test_synthesis_only_tunes_the_decoder_and_leaves_every_rate_alone():
     assert after_tables.keys() == tables.keys()
     assert all(torch.equal(after_tables[k], v) for k, v in tables.items())
     assert _rounded_mse(net, x) < 0.9 * before
+
+
+def test_a_later_stage_of_a_model_adds_to_its_manifest_history(env, test_models):
+    from nicodec.basetrain import BaseRun, _history
+
+    own = test_models / "photo-q1.safetensors"  # generation 1's file name
+    stage = BaseRun(domain="photo", quality=1, steps=300, generation=1, init=own,
+                    synthesis_only=True)
+    assert _history(stage, 300, "nicodec train -q 1 --synthesis-only") == (
+        300, "tests/conftest.py && nicodec train -q 1 --synthesis-only")
+    other = BaseRun(domain="photo", quality=1, steps=300, generation=1,
+                    init=test_models / "photo-q3.safetensors")
+    assert _history(other, 300, "cmd") == (300, "cmd")
