@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from nicodec.train import TrainConfig, train
 
 MIN_IMAGES = 2  # at least one to train on and one to hold out
 DEFAULT_LR = 5e-4  # every method; what the shipped adapters were trained with
+SYNTHESIS_LR = 1e-4  # the synthesis stage's (as the base models' synthesis stage)
 
 
 def trainable(method: str, base: FactorizedPrior, k: int,
@@ -95,12 +97,16 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
           qualities=None, steps: int = 1000, holdout: float = 0.2,
           device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
-          log=print, progress: bool = True, channel_affine: bool | None = None) -> dict:
+          log=print, progress: bool = True, channel_affine: bool | None = None,
+          synthesis_steps: int = 0) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
     ``qualities`` None means every quality of the installed base models.
     Returns {"path", "meta", "rows"} where rows hold held-out bpp/PSNR of base and adapted.
     ``channel_affine`` (CAwF): None means on for CAwF (see :class:`~nicodec.network.Adapter`).
+    ``synthesis_steps``: after the ``steps``, this many more that tune only the trained
+    synthesis parameters on rounded latents, the analysis and entropy model frozen
+    (:func:`~nicodec.train.freeze_for_synthesis_tuning`): lower distortion at the same rates.
 
     Under torchrun every rank trains on its shard of the training images and rank 0 alone
     evaluates, writes the package and returns the summary (the others return None).
@@ -139,6 +145,13 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
                           log_every=max(1, min(50, steps // 4)),
                           label=f"q{quality} ({entries.index(entry) + 1}/{len(entries)})")
         stats = train(net, sampler, cfg, device=device, console_log=progress)
+        if synthesis_steps:
+            # the medians the package will round around (export fits them to the density)
+            net.entropy_bottleneck.update(force=True, update_quantiles=True)
+            stage = replace(cfg, steps=synthesis_steps, lr=SYNTHESIS_LR, synthesis_only=True,
+                            log_every=max(1, min(50, synthesis_steps // 4)),
+                            label=f"q{quality} synthesis")
+            stats = train(net, sampler, stage, device=device, console_log=progress)
         if not main:
             continue
         tensors = package_tensors(net, method)
@@ -146,6 +159,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
                               name, device)
         before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry.id, "lambda": entry.lam, "steps": steps, "lr": lr,
+                **({"synthesis_steps": synthesis_steps} if synthesis_steps else {}),
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}
         if "channel_affine" in m.options:

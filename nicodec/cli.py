@@ -418,6 +418,9 @@ def info(file, as_json):
               help="comma-separated, e.g. 1,3  [default: every quality]")
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
               help="training steps per quality")
+@click.option("--synthesis-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="then this many steps tuning only the decoder side on rounded latents, as "
+                   "it decodes them (file sizes stay as they are)")
 @click.option("--holdout", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
               help="fraction of the images held out for evaluation")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
@@ -426,8 +429,8 @@ def info(file, as_json):
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="write the adaptation file here instead of installing it")
 @DEVICE
-def adapt(folder, name, method, k, channel_affine, qualities, steps, holdout, batch, lr,
-          output, device):
+def adapt(folder, name, method, k, channel_affine, qualities, steps, synthesis_steps, holdout,
+          batch, lr, output, device):
     """Adapt the codec to the images under FOLDER without forgetting (CAwF by default).
 
     \b
@@ -450,7 +453,8 @@ def adapt(folder, name, method, k, channel_affine, qualities, steps, holdout, ba
     res = run_adapt(Path(folder), name=name, method=method, k=k, qualities=qualities,
                     steps=steps, holdout=holdout, device=dev, batch=batch, lr=lr,
                     out_path=Path(output) if output else None, reg=reg,
-                    log=lambda m: out.print(m, markup=False), channel_affine=channel_affine)
+                    log=lambda m: out.print(m, markup=False), channel_affine=channel_affine,
+                    synthesis_steps=synthesis_steps)
     if res is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")

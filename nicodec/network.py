@@ -260,6 +260,18 @@ class Adapter(nn.Module):
             self.s_affine = nn.ModuleList(ChannelAffine(3 if i == N_LAYERS - 1 else n + k)
                                           for i in range(N_LAYERS))
 
+    def synthesis_parameters(self) -> list[nn.Parameter]:
+        """The adapter's parameters that only the synthesis uses: its synthesis blocks,
+        inverse-GDN blocks and synthesis channel affines."""
+        keys = [key for i in range(N_LAYERS)
+                for key in (B.synthesis_from_custom(i), B.synthesis_custom_from_base(i),
+                            B.synthesis_custom_bias(i))]
+        keys += [key for j in range(N_LAYERS - 1)
+                 for key in (B.gdn_custom_beta("igdn", j), B.gdn_custom_gamma("igdn", j),
+                             B.gdn_base_from_custom("igdn", j))]
+        params = [self.p[key] for key in keys if key in self.p]
+        return params + (list(self.s_affine.parameters()) if self.channel_affine else [])
+
     def affine(self, side: str, i: int, z: torch.Tensor) -> torch.Tensor:
         """Layer i's output ``z`` through its channel affine (``side``: "a" or "s"), if any."""
         if not self.channel_affine:
@@ -315,6 +327,10 @@ class AdaptedCodec(TransformCoder):
     @property
     def latent_channels(self) -> int:
         return self.base.n + self.adapter.k
+
+    def synthesis_parameters(self) -> list[nn.Parameter]:
+        """Every parameter of the wide synthesis (the base's stay frozen all the same)."""
+        return self.base.synthesis_parameters() + self.adapter.synthesis_parameters()
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
         ad, i, j = self.adapter, 0, 0

@@ -106,7 +106,8 @@ def psnr_from_mse(mse: float) -> float:
 
 
 def freeze_for_synthesis_tuning(model: nn.Module) -> None:
-    """Leave only ``model.synthesis_parameters()`` trainable.
+    """Leave only those of ``model.synthesis_parameters()`` trainable that were trainable
+    (an adapter's frozen base stays frozen).
 
     The decoder of a model trained under the uniform-noise proxy has only ever seen
     ``y + u``, ``u ~ U(-1/2, 1/2)`` independent per element, but decodes
@@ -118,7 +119,7 @@ def freeze_for_synthesis_tuning(model: nn.Module) -> None:
     """
     keep = {id(p) for p in model.synthesis_parameters()}
     for p in model.parameters():
-        p.requires_grad_(id(p) in keep)
+        p.requires_grad_(p.requires_grad and id(p) in keep)
 
 
 def _main_and_aux_params(model: nn.Module):

@@ -2,9 +2,9 @@
 
     .venv/bin/python scripts/plot_training.py [runs/] [-o docs/results/training/curves.png]
 
-Reads every ``<domain>-g<G>-q<Q>.curve.jsonl`` (written by ``nicodec train`` at each
-checkpoint: the real bpp and PSNR of the test set through the codec) in the given folders;
-the committed copies live in ``docs/results/training/``.
+Reads every ``<domain>-g<G>-q<Q>[-synthesis].curve.jsonl`` (written by ``nicodec train`` at
+each checkpoint: the real bpp and PSNR of the test set through the codec) in the given
+folders; the committed copies live in ``docs/results/training/``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+NAME = re.compile(r"(.+)-g(\d+)-q(\d+)(-synthesis)?$")
+
+
+def end(curves: dict, domain: str, gen: int, q: str) -> int:
+    """The step at which generation ``gen``'s model of quality ``q`` was finished: its last
+    stage's last step (0 where that generation has no curve here)."""
+    for stage in (f"{domain}-g{gen}-q{q}-synthesis", f"{domain}-g{gen}-q{q}"):
+        if stage in curves:
+            return offset(curves, stage) + curves[stage][-1]["step"]
+    return 0
+
+
 def offset(curves: dict, name: str) -> int:
-    """Steps before a run: generation G > 2 of a quality continued generation G-1's model of
-    that quality (models/training/README.md), so its steps count on from that run's last."""
-    m = re.match(r"(.+)-g(\d+)-q(\d+)$", name)
-    domain, gen, q = m.group(1), int(m.group(2)), m.group(3)
-    prev = curves.get(f"{domain}-g{gen - 1}-q{q}") if gen > 2 else None
-    return offset(curves, f"{domain}-g{gen - 1}-q{q}") + prev[-1]["step"] if prev else 0
+    """Steps before a run. Generation G > 2 of a quality continued generation G-1's model of
+    that quality (models/training/README.md), so its steps count on from that model's last;
+    a ``-synthesis`` stage continues its own generation's training run where there is one."""
+    domain, gen, q, synthesis = NAME.match(name).groups()
+    gen = int(gen)
+    if synthesis and f"{domain}-g{gen}-q{q}" in curves:
+        full = f"{domain}-g{gen}-q{q}"
+        return offset(curves, full) + curves[full][-1]["step"]
+    return end(curves, domain, gen - 1, q) if gen > 2 else 0
 
 
 def main() -> None:
@@ -37,8 +52,7 @@ def main() -> None:
     curves = {}
     for folder in args.folders:
         for path in sorted(Path(folder).glob("*.curve.jsonl")):
-            m = re.match(r"(.+)-g(\d+)-q(\d+)\.curve$", path.stem)
-            if not m:
+            if not NAME.match(path.stem.replace(".curve", "")):
                 continue
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             by_step = {r["step"]: r for r in rows}  # a resumed run may repeat a step
@@ -48,9 +62,10 @@ def main() -> None:
     fig, (ax_p, ax_b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, rows in sorted(curves.items()):
         steps = [offset(curves, name) + r["step"] for r in rows]
-        gen, q = map(int, re.match(r".+-g(\d+)-q(\d+)$", name).groups())
+        _, gen, q, synthesis = NAME.match(name).groups()
+        gen, q = int(gen), int(q)
         style = {"color": f"C{q - 1}", "marker": "os^"[gen % 3], "ms": 3,
-                 "ls": "-" if gen % 2 == 0 else "--", "label": name}
+                 "ls": ":" if synthesis else "-" if gen % 2 == 0 else "--", "label": name}
         ax_p.plot(steps, [r["psnr"] for r in rows], **style)
         ax_b.plot(steps, [r["bpp"] for r in rows], **style)
     ax_p.set(xlabel="training step", ylabel="test-set PSNR (dB)", title="quality")

@@ -4,18 +4,22 @@
 #     starts: q4 and q2 from q3, q1 from q2;
 #   generation 3: each generation-2 model continued at a lower learning rate (q4 8,000 steps
 #     at 5e-5, q3 6,000 at 3e-5, q2 6,000 and q1 5,000 at 5e-5; each drops to a third late in
-#     its run).
+#     its run);
+#   generation 4: q4 continued 14,000 steps at 5e-5 (a third from 70 %); then every quality's
+#     synthesis stage (--synthesis-only, 3,000 steps at 1e-4, a third from 60 %): the decoder
+#     tuned on rounded latents, the encoder and entropy model frozen (q1-q3 on generation 3's
+#     models, q4 on its own new model).
 # Every run resumes from runs/ when interrupted and ends by exporting
 # photo-gG-qQ.safetensors to models/ with its manifest entry. The shipped generation-2 q2 and
 # q4 started from q3's snapshot at step 34,000 (runs/q3-34k.safetensors), not from its end:
 # models/training/README.md has the exact chain of commands. Generation 1 (0.1's models) came
 # from this script's 0.1 version. GENERATIONS="3" retrains only generation 3 from the
-# shipped generation 2.
+# shipped generation 2 (GENERATIONS="4": generation 4 from the shipped generation 3).
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
 STEPS=${STEPS:-42000}
 WARM=${WARM:-3000}
-GENERATIONS=${GENERATIONS:-2 3}
+GENERATIONS=${GENERATIONS:-2 3 4}
 for gen in $GENERATIONS; do
   case $gen in
     2)
@@ -29,6 +33,13 @@ for gen in $GENERATIONS; do
       $NIC train --domain photo -q 3 --steps 6000 --lr 3e-5 --lr-drop-at 0.5 --generation 3 --init models/photo-g2-q3.safetensors
       $NIC train --domain photo -q 2 --steps 6000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q2.safetensors
       $NIC train --domain photo -q 1 --steps 5000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q1.safetensors
+      ;;
+    4)
+      $NIC train --domain photo -q 4 --steps 14000 --lr 5e-5 --lr-drop-at 0.7 --generation 4 --init models/photo-g3-q4.safetensors
+      for q in 1 2 3; do
+        $NIC train --domain photo -q $q --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init models/photo-g3-q$q.safetensors
+      done
+      $NIC train --domain photo -q 4 --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init models/photo-g4-q4.safetensors
       ;;
   esac
 done

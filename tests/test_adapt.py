@@ -336,3 +336,22 @@ def test_a_fifo_among_the_adapters_is_skipped_not_read(env, cawf_file):
     os.mkfifo(registry.user_adapters_dir() / "blocker.safetensors")
     r = run("models")  # would block forever reading the FIFO
     assert r.exit_code == 0 and "stripes" in r.stdout
+
+
+def test_synthesis_steps_tune_only_the_decoder_side_of_an_adapter(env, folder, tmp_path):
+    """The same adaptation with and without a synthesis stage: the analysis blocks and
+    entropy tables (so every file's symbols and size) match, the synthesis blocks differ."""
+    packages = {}
+    for extra in (0, 4):
+        torch.manual_seed(0)
+        res = adapt(folder, name="stripes", k=2, qualities=(3,), steps=3, batch=2, crop=64,
+                    synthesis_steps=extra, out_path=tmp_path / f"s{extra}.safetensors",
+                    progress=False, log=lambda m: None)
+        packages[extra] = (load_file(str(res["path"])), res["meta"].qualities[3].training)
+    (plain, plain_info), (tuned, tuned_info) = packages[0], packages[4]
+    assert "synthesis_steps" not in plain_info and tuned_info["synthesis_steps"] == 4
+    assert plain.keys() == tuned.keys()
+    decoder_side = [k for k in plain if k.startswith(("q3.p.s", "q3.p.igdn", "q3.s_affine"))]
+    assert decoder_side and any(not torch.equal(plain[k], tuned[k]) for k in decoder_side)
+    for k in set(plain) - set(decoder_side):
+        assert torch.equal(plain[k], tuned[k]), k
