@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Trains the shipped CAwF adapters `astro` and `screen` (part of `make models`) on their
 # domains' training sets, on the newest photo base models (generation $GEN), in nicodec's
-# default form (K=16 + channel affine), $ADAPT_STEPS steps per quality, and records them in
-# models/manifest.json. Older generations' adapters stay shipped so that their files keep
-# decoding: 0.1's (models/astro.safetensors, models/screen.safetensors: the paper's form, 600
-# steps, on generation 1) and generation 2's (astro-g2, screen-g2: 600 steps).
+# default form (K=16 + channel affine), $ADAPT_STEPS steps per quality then $SYNTH_STEPS of
+# the synthesis stage (--synthesis-steps), and records them in models/manifest.json. Older
+# generations' adapters stay shipped so that their files keep decoding: 0.1's
+# (models/astro.safetensors, models/screen.safetensors: the paper's form, 600 steps, on
+# generation 1), generation 2's (astro-g2, screen-g2: 600 steps) and generation 3's
+# (astro-g3, screen-g3: 2,000 steps, GEN=3 SYNTH_STEPS=0).
 # ADAPT_PARALLEL=1 trains the two at once, one thread each, logging to
 # runs/adapt-<domain>-g$GEN.out (how the shipped ones were made).
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
-GEN=${GEN:-3}
+GEN=${GEN:-4}
 STEPS=${ADAPT_STEPS:-2000}
+SYNTH=${SYNTH_STEPS:-500}
 one() {
-  $NIC adapt "data/$1/train" --name "$1" --steps "$STEPS" --holdout 0.05 \
+  $NIC adapt "data/$1/train" --name "$1" --steps "$STEPS" --synthesis-steps "$SYNTH" --holdout 0.05 \
     -o "models/$1-g$GEN.safetensors"
 }
 if [ "${ADAPT_PARALLEL:-0}" = 1 ]; then
