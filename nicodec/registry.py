@@ -46,7 +46,7 @@ REPO_MODELS = _shipped_models()
 # 3 = generation 2 continued at a lower learning rate, adapters trained 2,000 steps per
 # quality (0.3). New weights get new IDs and a new generation; every older generation stays
 # shipped, so every file ever written still decodes. Encoding uses the newest generation.
-CURRENT_GENERATION = 3
+CURRENT_GENERATION = 4
 
 
 def base_file_stem(domain: str, quality: int, generation: int) -> str:

@@ -59,7 +59,7 @@ def main() -> None:
             curves[path.stem.replace(".curve", "")] = [by_step[s] for s in sorted(by_step)]
     if not curves:
         raise SystemExit("no *.curve.jsonl found")
-    fig, (ax_p, ax_b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_p, ax_b) = plt.subplots(1, 2, figsize=(13, 4.5))
     for name, rows in sorted(curves.items()):
         steps = [offset(curves, name) + r["step"] for r in rows]
         _, gen, q, synthesis = NAME.match(name).groups()
@@ -72,9 +72,10 @@ def main() -> None:
     ax_b.set(xlabel="training step", ylabel="test-set bpp", title="rate")
     for ax in (ax_p, ax_b):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ax_b.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("photo base models: test set through the real codec (a generation's run "
-                 "continues the previous generation's model of its quality)")
+                 "continues the previous generation's model of its quality; dotted: "
+                 "synthesis stages)")
     fig.tight_layout()
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output} ({', '.join(sorted(curves))})")
