@@ -1,6 +1,6 @@
 """Write this release's compatibility corpus: tests/compat/<release>/ (never edit it later).
 
-    .venv/bin/python scripts/make_compat.py v0.3
+    .venv/bin/python scripts/make_compat.py v0.4
 
 Files this release writes, each beside what it decodes to (``<name>.png``, or for large
 images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the
@@ -85,7 +85,7 @@ def main() -> None:
                 im.rotate(90 * (i % 4)).save(folder / f"u{i}.png")
         name = release.replace(".", "").replace("v", "u")
         nic("adapt", folder, "--name", name, "--qualities", "2", "--steps", 40, "--batch", 4,
-            "-o", out / f"user-{name}.safetensors", env=env)
+            "--synthesis-steps", 10, "-o", out / f"user-{name}.safetensors", env=env)
         nic("models", "import", out / f"user-{name}.safetensors", env=env)
         nic("encode", SCREEN, "-q", 2, "--domain", name, "-o", out / f"user-{name}-q2.nic",
             "--quiet", env=env)
