@@ -26,6 +26,7 @@ from nicodec import data, distributed, image, modelfile, registry
 from nicodec.codec import Codec
 from nicodec.container import NO_ADAPTER
 from nicodec.entropy import LatentCoder
+from nicodec.errors import NicodecError
 from nicodec.network import FactorizedPrior
 from nicodec.train import TrainConfig, load_model_tensors, train
 
@@ -94,6 +95,8 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     """Train (or resume) ``run`` and export it to the registry; returns the manifest entry."""
     from nicodec.evaluate import codec_point
 
+    if run.synthesis_only and run.init is None:
+        raise NicodecError("--synthesis-only tunes a trained model: give it --init")
     device = distributed.init(device)
     lam = registry.Registry().lambda_for(run.quality)
     files = data.list_images(data.split_dir(run.domain, "train"))

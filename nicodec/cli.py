@@ -738,8 +738,6 @@ def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, 
                             lr=lr, lr_drop_at=lr_drop_at,
                             init=Path(init_from) if init_from else None, runs=Path(runs),
                             ckpt_every=ckpt_every, synthesis_only=synthesis_only)
-    if synthesis_only and run.init is None:
-        raise NicodecError("--synthesis-only tunes a trained model: give it --init")
     command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     entry = basetrain.train_base(run, device=registry.pick_device(device), command=command,
                                  log=out.print)

@@ -44,8 +44,10 @@ def _shipped_models() -> Path:
 REPO_MODELS = _shipped_models()
 # Model generations: 1 = the models of nicodec 0.1; 2 = trained long on more photos (0.2);
 # 3 = generation 2 continued at a lower learning rate, adapters trained 2,000 steps per
-# quality (0.3). New weights get new IDs and a new generation; every older generation stays
-# shipped, so every file ever written still decodes. Encoding uses the newest generation.
+# quality (0.3); 4 = generation 3 with a synthesis stage (the decoder tuned on rounded
+# latents; q4 trained longer first), adapters with one too (0.4). New weights get new IDs and
+# a new generation; every older generation stays shipped, so every file ever written still
+# decodes. Encoding uses the newest generation.
 CURRENT_GENERATION = 4
 
 

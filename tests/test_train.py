@@ -54,3 +54,13 @@ def test_a_later_stage_of_a_model_adds_to_its_manifest_history(env, test_models)
     other = BaseRun(domain="photo", quality=1, steps=300, generation=1,
                     init=test_models / "photo-q3.safetensors")
     assert _history(other, 300, "cmd") == (300, "cmd")
+
+
+def test_a_synthesis_stage_needs_a_trained_model(env):
+    from click.testing import CliRunner
+
+    from nicodec.cli import main
+
+    r = CliRunner().invoke(main, ["train", "-q", "1", "--synthesis-only", "--steps", "1"])
+    assert r.exit_code == 1
+    assert r.output.strip() == "error: --synthesis-only tunes a trained model: give it --init"
