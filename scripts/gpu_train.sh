@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains the four photo base models of the newest generation on a lent GPU machine (the
+# Trains the four photo base models of a new generation ($GEN) on a lent GPU machine (the
 # `device` tool) in under 8 minutes of device time. Never needed: the same commands run on
 # CPU, only slower.
 #
@@ -13,8 +13,11 @@
 # compressai, constriction, platformdirs, pytorch-msssim for its Python 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+GEN=${GEN:-5}                  # the generation it trains (exports photo-g$GEN-q*)
+INIT_GEN=${INIT_GEN:-4}        # the shipped generation whose q3 it starts from
 STEPS_Q3=${STEPS_Q3:-30000}    # from the current q3, then each neighbour warm-started
 STEPS_WARM=${STEPS_WARM:-12000}
+STEPS_SYNTH=${STEPS_SYNTH:-3000}  # then every quality's synthesis stage
 BATCH=${BATCH:-16}
 DEVICE=${DEVICE:-cuda}
 
@@ -49,17 +52,21 @@ run() {
   cp models/manifest.json "$out/models/"
   export NICODEC_MODELS=$out/models
   cp models/photo-q*.safetensors "$out/models/"
-  local g2=${INIT_Q3:-models/photo-g2-q3.safetensors}
-  [ -f "$g2" ] || g2=models/photo-q3.safetensors
+  local init=${INIT_Q3:-models/photo-g$INIT_GEN-q3.safetensors} g="$out/models/photo-g$GEN"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  time $nic train -q 3 --steps "$STEPS_Q3" --batch "$BATCH" --init "$g2" --device "$DEVICE" \
-    --runs "$out/runs" --ckpt-every 5000
+  time $nic train -q 3 --steps "$STEPS_Q3" --batch "$BATCH" --init "$init" --device "$DEVICE" \
+    --generation "$GEN" --runs "$out/runs" --ckpt-every 5000
   for q in 4 2; do
     time $nic train -q $q --steps "$STEPS_WARM" --batch "$BATCH" --device "$DEVICE" \
-      --init "$out/models/photo-g2-q3.safetensors" --runs "$out/runs" --ckpt-every 4000
+      --generation "$GEN" --init "$g-q3.safetensors" --runs "$out/runs" --ckpt-every 4000
   done
   time $nic train -q 1 --steps "$STEPS_WARM" --batch "$BATCH" --device "$DEVICE" \
-    --init "$out/models/photo-g2-q2.safetensors" --runs "$out/runs" --ckpt-every 4000
+    --generation "$GEN" --init "$g-q2.safetensors" --runs "$out/runs" --ckpt-every 4000
+  for q in 1 2 3 4; do
+    time $nic train -q $q --steps "$STEPS_SYNTH" --lr 1e-4 --lr-drop-at 0.6 --synthesis-only \
+      --batch "$BATCH" --device "$DEVICE" --generation "$GEN" --init "$g-q$q.safetensors" \
+      --runs "$out/runs" --ckpt-every 1000
+  done
   rm -f "$out"/models/photo-q*.safetensors
 }
 
