@@ -98,7 +98,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
           device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
           log=print, progress: bool = True, channel_affine: bool | None = None,
-          synthesis_steps: int = 0) -> dict:
+          synthesis_steps: int | None = None) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
     ``qualities`` None means every quality of the installed base models.
@@ -106,7 +106,8 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     ``channel_affine`` (CAwF): None means on for CAwF (see :class:`~nicodec.network.Adapter`).
     ``synthesis_steps``: after the ``steps``, this many more that tune only the trained
     synthesis parameters on rounded latents, the analysis and entropy model frozen
-    (:func:`~nicodec.train.freeze_for_synthesis_tuning`): lower distortion at the same rates.
+    (:func:`~nicodec.train.freeze_for_synthesis_tuning`): lower distortion at the same rates
+    (astro q1, held out: +0.73 dB for 500 after 2,000). None: a quarter of ``steps``.
 
     Under torchrun every rank trains on its shard of the training images and rank 0 alone
     evaluates, writes the package and returns the summary (the others return None).
@@ -119,6 +120,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         raise NicodecError("--channel-affine applies to CAwF adapters only")
     channel_affine = "channel_affine" in m.options if channel_affine is None else channel_affine
     lr = DEFAULT_LR if lr is None else lr
+    synthesis_steps = steps // 4 if synthesis_steps is None else synthesis_steps
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)
     reg = reg or registry.Registry()

@@ -418,9 +418,10 @@ def info(file, as_json):
               help="comma-separated, e.g. 1,3  [default: every quality]")
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True,
               help="training steps per quality")
-@click.option("--synthesis-steps", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--synthesis-steps", type=click.IntRange(0),
               help="then this many steps tuning only the decoder side on rounded latents, as "
-                   "it decodes them (file sizes stay as they are)")
+                   "it decodes them (file sizes stay as they are)  [default: a quarter of "
+                   "--steps]")
 @click.option("--holdout", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
               help="fraction of the images held out for evaluation")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)

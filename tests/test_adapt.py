@@ -355,3 +355,9 @@ def test_synthesis_steps_tune_only_the_decoder_side_of_an_adapter(env, folder, t
     assert decoder_side and any(not torch.equal(plain[k], tuned[k]) for k in decoder_side)
     for k in set(plain) - set(decoder_side):
         assert torch.equal(plain[k], tuned[k]), k
+
+
+def test_the_synthesis_stage_is_a_quarter_of_the_steps_by_default(env, folder, tmp_path):
+    res = adapt(folder, name="stripes", k=2, qualities=(1,), steps=4, batch=2, crop=64,
+                out_path=tmp_path / "d.safetensors", progress=False, log=lambda m: None)
+    assert res["meta"].qualities[1].training["synthesis_steps"] == 1
