@@ -45,6 +45,7 @@ class BaseRun:
     ckpt_every: int = 2000
     curve_images: int | None = None  # test images per curve point (None: all)
     synthesis_only: bool = False  # tune only g_s on rounded latents (train.TrainConfig)
+    distortion: str = "mse"  # or "psnr": the mean PSNR's gradient (train.TrainConfig)
 
     @property
     def name(self) -> str:
@@ -128,12 +129,13 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
                       lr_drop_at=run.lr_drop_at, start=start, ckpt_every=run.ckpt_every,
                       log_every=min(50, run.ckpt_every),
                       label=f"{run.domain} q{run.quality}",
-                      synthesis_only=run.synthesis_only)
+                      synthesis_only=run.synthesis_only, distortion=run.distortion)
     if distributed.is_main():
         what = ", only its synthesis on rounded latents," if run.synthesis_only else ""
         log(f"training {run.name}{what} (lambda={lam}) on {len(files)} images in "
             f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "
-            f"{run.batch} per process, lr {run.lr:g}, device {device}")
+            f"{run.batch} per process, lr {run.lr:g}, distortion {run.distortion}, "
+            f"device {device}")
     train(model, sampler, cfg, ckpt=ckpt, device=device, console_log=progress,
           on_checkpoint=on_checkpoint)
     entry = None

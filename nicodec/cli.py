@@ -721,9 +721,13 @@ def models_remove(name):
               help="tune only the decoder's synthesis transform, on rounded latents as it "
                    "decodes them; the encoder and entropy model stay frozen, so file sizes "
                    "do not change (a last stage after --init)")
+@click.option("--distortion", type=click.Choice(["mse", "psnr"]), default="mse",
+              show_default=True,
+              help="the loss's distortion: MSE, or MSE with each crop weighted by 1/its "
+                   "MSE (the gradient of the mean PSNR evaluations report)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, runs,
-          ckpt_every, synthesis_only, device):
+          ckpt_every, synthesis_only, distortion, device):
     """Train a base model for DOMAIN at QUALITY, then export it to the model registry.
 
     \b
@@ -738,7 +742,8 @@ def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, 
                             generation=generation or registry.CURRENT_GENERATION, batch=batch,
                             lr=lr, lr_drop_at=lr_drop_at,
                             init=Path(init_from) if init_from else None, runs=Path(runs),
-                            ckpt_every=ckpt_every, synthesis_only=synthesis_only)
+                            ckpt_every=ckpt_every, synthesis_only=synthesis_only,
+                            distortion=distortion)
     command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     entry = basetrain.train_base(run, device=registry.pick_device(device), command=command,
                                  log=out.print)

@@ -1,12 +1,15 @@
-"""The training loop's synthesis-only stage (``nicodec train --synthesis-only``)."""
+"""The training loop's synthesis-only stage (``nicodec train --synthesis-only``) and its
+distortions (``nicodec train --distortion``)."""
 
 import numpy as np
+import pytest
 import torch
 
 from nicodec import modelfile, registry
 from nicodec.data import CropSampler
 from nicodec.network import FactorizedPrior
-from nicodec.train import TrainConfig, train
+from nicodec.errors import NicodecError
+from nicodec.train import PSNR_WEIGHT_FLOOR, TrainConfig, psnr_weighted_mse, rd_loss, train
 
 from conftest import smooth_image
 
@@ -64,3 +67,51 @@ def test_a_synthesis_stage_needs_a_trained_model(env):
     r = CliRunner().invoke(main, ["train", "-q", "1", "--synthesis-only", "--steps", "1"])
     assert r.exit_code == 1
     assert r.output.strip() == "error: --synthesis-only tunes a trained model: give it --init"
+
+
+def _crops_with_errors(sigmas, seed=0):
+    """(x_hat, x): crops whose errors have the given standard deviations (0..1 scale)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(len(sigmas), 3, 16, 16, generator=g)
+    noise = torch.randn(x.shape, generator=g) * torch.tensor(sigmas).reshape(-1, 1, 1, 1)
+    return (x + noise).requires_grad_(True), x
+
+
+def test_psnr_distortion_is_plain_mse_when_every_crop_is_coded_alike():
+    x_hat, x = _crops_with_errors([0.02, 0.02, 0.02, 0.02])
+    per_crop = ((x_hat - x) ** 2).flatten(1).mean(1)
+    # equal sigmas give nearly (not exactly) equal MSEs: the weights are nearly 1
+    assert psnr_weighted_mse(x_hat, x).item() == pytest.approx(per_crop.mean().item(), rel=0.02)
+
+
+def test_psnr_distortion_follows_the_gradient_of_the_mean_psnr():
+    """A smooth crop coded well (small error) gets the gradient of -mean PSNR, not MSE's."""
+    x_hat, x = _crops_with_errors([0.002, 0.05, 0.1])
+    psnr_weighted_mse(x_hat, x).backward()
+    got = x_hat.grad.clone()
+    x_hat.grad = None
+    per_crop = ((x_hat - x) ** 2).flatten(1).mean(1)
+    torch.log(per_crop + PSNR_WEIGHT_FLOOR).mean().backward()
+    want = x_hat.grad
+    cos = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
+    assert cos.item() > 0.9999
+    x_hat.grad = None
+    ((x_hat - x) ** 2).mean().backward()  # plain MSE: the well-coded crop's gradient is far smaller
+    share = lambda g: (g[0].norm() / g.norm()).item()
+    assert share(got) > 10 * share(x_hat.grad)
+
+
+def test_rd_loss_reports_plain_mse_whatever_the_distortion():
+    x_hat, x = _crops_with_errors([0.002, 0.1])
+    out = {"x_hat": x_hat, "likelihoods": torch.full((2, 4, 2, 2), 0.5)}
+    j_mse, bpp, mse = rd_loss(out, x, 0.01, "mse")
+    j_psnr, bpp2, mse2 = rd_loss(out, x, 0.01, "psnr")
+    assert torch.equal(bpp, bpp2) and torch.equal(mse, mse2)
+    assert j_psnr.item() < j_mse.item()  # the badly coded crop weighs less
+
+
+def test_an_unknown_distortion_is_refused():
+    net = FactorizedPrior()
+    cfg = TrainConfig(lam=0.016, steps=1, batch=1, crop=64, fast=False, distortion="ssim")
+    with pytest.raises(NicodecError, match="distortion"):
+        train(net, CropSampler([smooth_image(64, 64)], crop=64), cfg, console_log=False)
