@@ -10,6 +10,7 @@ on one device decodes on another.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,33 @@ from nicodec import container, image, tiling
 from nicodec.entropy import CODER_NAME, LatentCoder, coder_version
 from nicodec.errors import NicodecError
 from nicodec.inference import DOWNSAMPLING
+
+
+REFERENCE_THREADS = 2
+"""The CPU threads every transform of a codec runs on, whatever the machine's core count.
+
+oneDNN splits some convolutions' sums (the first transposed convolution, the 1x1 GDN sums)
+across threads differently for each thread count: measured on the synthesis, 1, 2 and 4
+threads give outputs up to 3e-4 apart, so a decoder on another core count writes a few
+pixels one level off (at 1 thread, 44 of the 0.1-0.4 compat files). Every release's files
+were decoded with torch's default on 2 cores, 2 threads; pinning the transforms to that
+reproduces every recorded pixel on any core count (the same CPU instruction set assumed:
+another one may sum in yet another order)."""
+
+
+@contextmanager
+def reference_threads(device: str):
+    """Run the enclosed transforms on :data:`REFERENCE_THREADS` CPU threads (no-op on GPUs),
+    restoring the caller's count afterwards."""
+    before = torch.get_num_threads()
+    if device != "cpu" or before == REFERENCE_THREADS:
+        yield
+        return
+    torch.set_num_threads(REFERENCE_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def latent_shape(width: int, height: int, channels: int) -> tuple[int, int, int]:
@@ -66,9 +94,10 @@ class Codec:
         """``y - median`` (1, C, h, w) of an image: what :meth:`latents` rounds (in tiles,
         on the CPU, for images that :mod:`nicodec.tiling` codes in tiles)."""
         h, w = rgb.shape[:2]
-        if tiling.tiled(w, h):
-            return tiling.analysis(self.net, rgb, self.device) - self.median.cpu()
-        return self.net.analysis(pixels_to_tensor(rgb, self.device)) - self.median
+        with reference_threads(self.device):
+            if tiling.tiled(w, h):
+                return tiling.analysis(self.net, rgb, self.device) - self.median.cpu()
+            return self.net.analysis(pixels_to_tensor(rgb, self.device)) - self.median
 
     @torch.no_grad()
     def latents(self, rgb: np.ndarray) -> np.ndarray:
@@ -81,11 +110,12 @@ class Codec:
         """Pixels of integer latents; ``tiled``: the synthesis in tiles (format version 2;
         default: as the encoder chooses for this size)."""
         tiled = tiling.tiled(width, height) if tiled is None else tiled
-        if tiled:
-            y_hat = torch.from_numpy(q)[None].float() + self.median.cpu()
-            return tiling.synthesis(self.net, y_hat, height, width, self.device)
-        y_hat = torch.from_numpy(q).to(self.device)[None].float() + self.median
-        return tensor_to_pixels(self.net.synthesis(y_hat), height, width)
+        with reference_threads(self.device):
+            if tiled:
+                y_hat = torch.from_numpy(q)[None].float() + self.median.cpu()
+                return tiling.synthesis(self.net, y_hat, height, width, self.device)
+            y_hat = torch.from_numpy(q).to(self.device)[None].float() + self.median
+            return tensor_to_pixels(self.net.synthesis(y_hat), height, width)
 
     def encode(self, rgb: np.ndarray, channels: int = 3) -> bytes:
         """(H, W, 3) uint8 pixels -> complete .nic file bytes."""
