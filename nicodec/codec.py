@@ -30,7 +30,7 @@ REFERENCE_THREADS = 2
 oneDNN splits some convolutions' sums (the first transposed convolution, the 1x1 GDN sums)
 across threads differently for each thread count: measured on the synthesis, 1, 2 and 4
 threads give outputs up to 3e-4 apart, so a decoder on another core count writes a few
-pixels one level off (at 1 thread, 44 of the 0.1-0.4 compat files). Every release's files
+pixels one level off (at 1 thread, 40 of the 0.1-0.4 compat files). Every release's files
 were decoded with torch's default on 2 cores, 2 threads; pinning the transforms to that
 reproduces every recorded pixel on any core count (the same CPU instruction set assumed:
 another one may sum in yet another order)."""
