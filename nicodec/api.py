@@ -152,7 +152,8 @@ class Decoder:
     def decompress(self, data: bytes) -> np.ndarray:
         """``.nic`` bytes -> uint8 pixels: (H, W, 3), or (H, W) for a greyscale source."""
         header, rgb = self.decode(data)
-        return rgb[:, :, 0].copy() if header.channels == 1 else rgb
+        # greyscale: the same luma as `nicodec decode` writes (the decoded R, G, B differ)
+        return np.asarray(image.to_pil(rgb, header.channels)) if header.channels == 1 else rgb
 
 
 @functools.lru_cache(maxsize=8)

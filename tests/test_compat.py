@@ -99,3 +99,14 @@ def test_old_files_decode_alike_on_any_core_count(home, nic, threads):
         torch.set_num_threads(before)
     with Image.open(nic.with_suffix(".png")) as want:
         assert np.array_equal(got, np.asarray(want))
+
+
+@pytest.mark.parametrize("nic", [f for f in FILES if f.stem.startswith("grey-")],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_python_api_gives_the_recorded_greyscale_pixels(home, nic):
+    """``nicodec.decompress`` of a greyscale file: the pixels ``nicodec decode`` writes
+    (until 0.4 it returned the decoded red channel, up to 6 levels off that luma)."""
+    from nicodec import api
+
+    with Image.open(nic.with_suffix(".png")) as want:
+        assert np.array_equal(api.decompress(nic.read_bytes(), "cpu"), np.asarray(want))
