@@ -72,8 +72,10 @@ SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 MPL_PHOTOS = ("grace_hopper.jpg",)
 # The one photograph among lomiri-wallpapers-20.04's four (the others are renders). Of the
-# other wallpaper packages checked, ukui-wallpapers, sway-backgrounds, gnome-backgrounds and
-# desktop-base hold renders and logos only.
+# other wallpaper packages checked, ukui-wallpapers, sway-backgrounds, gnome-backgrounds,
+# desktop-base and lomiri-wallpapers hold renders and logos only; visp-images-data holds
+# greyscale video frames of a few lab scenes and tuxpaint-stamps-default cut-outs on
+# transparency (checked for 0.5; neither adds whole photographs).
 LOMIRI20_PHOTOS = ("Kleiber_by_Lukas_Baubkus.jpg",)
 # GCompris activities whose pictures are photographs (the others are drawings).
 GCOMPRIS_RCC = "gcompris-qt-data/usr/share/gcompris-qt/rcc"
