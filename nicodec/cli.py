@@ -723,8 +723,8 @@ def models_remove(name):
                    "do not change (a last stage after --init)")
 @click.option("--distortion", type=click.Choice(["mse", "psnr"]), default="mse",
               show_default=True,
-              help="the loss's distortion: MSE, or MSE with each crop weighted by 1/its "
-                   "MSE (the gradient of the mean PSNR evaluations report)")
+              help="the loss's distortion: the MSE, or the geometric mean of the crops' "
+                   "MSEs (whose PSNR is their mean PSNR, as evaluations report)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, runs,
           ckpt_every, synthesis_only, distortion, device):

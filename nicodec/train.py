@@ -52,8 +52,8 @@ class TrainConfig:
     # analysis and the entropy model stay frozen, so the codec's rates do not change. See
     # :func:`freeze_for_synthesis_tuning`.
     synthesis_only: bool = False
-    # The distortion of the loss: "mse", or "psnr" (per-crop weights 1/MSE_i, the gradient
-    # of the mean PSNR; see :func:`psnr_weighted_mse`).
+    # The distortion of the loss: "mse", or "psnr" (the geometric mean of the crops' MSEs,
+    # whose PSNR is their mean PSNR; see :func:`psnr_distortion`).
     distortion: str = "mse"
     # The fast path (see :func:`fast_settings`): channels_last, and bf16 transforms where the
     # hardware computes bf16 natively. ``compile``: torch.compile the training forward; None
@@ -100,27 +100,27 @@ def rd_terms(out: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 DISTORTIONS = ("mse", "psnr")
-PSNR_WEIGHT_FLOOR = 1e-5  # MSE on [0, 1] (50 dB): no crop weighs more than one coded this well
+PSNR_FLOOR = 1e-5  # added to each crop's MSE on [0, 1] (50 dB): a flat crop cannot dominate
 
 
-def psnr_weighted_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The batch's MSE with each crop weighted by ``1 / MSE_i`` (detached), the weights
-    normalised to mean 1: the gradient of ``mean_i log MSE_i``, i.e. of the mean PSNR that
-    evaluations report, at the scale of plain MSE (so ``lambda`` keeps its meaning).
+def psnr_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The geometric mean of the crops' MSEs, ``exp(mean_i log MSE_i)``: the MSE whose PSNR
+    is the crops' mean PSNR (each MSE plus :data:`PSNR_FLOOR`).
 
-    Plain MSE lets a smooth crop's error count for as little as its MSE; averaged PSNR
-    counts every image's *relative* error alike, so a smooth photo coded at 37 dB where
-    its content allows 45 dB costs as much as a textured one 8 dB short."""
-    per_crop = ((x_hat - x) ** 2).flatten(1).mean(1)
-    w = 1.0 / (per_crop.detach() + PSNR_WEIGHT_FLOOR)
-    return torch.mean(per_crop * (w / w.mean()))
+    Its gradient is each crop's MSE gradient weighted by ``GM / MSE_i``: plain MSE lets a
+    smooth crop's error count for as little as its MSE, while the mean PSNR that
+    evaluations report counts every crop's *relative* error alike (a smooth photo coded at
+    37 dB where 45 dB were possible costs as much as a textured one 8 dB short). Its value
+    is on MSE's scale, so ``lambda`` keeps its meaning."""
+    per_crop = ((x_hat - x) ** 2).flatten(1).mean(1) + PSNR_FLOOR
+    return torch.exp(torch.log(per_crop).mean()) - PSNR_FLOOR
 
 
 def rd_loss(out: dict, x: torch.Tensor, lam: float, distortion: str = "mse"):
     """``(J, bpp, mse)``: ``J = bpp + lambda * 255^2 * D`` with ``D`` the MSE or, for
-    ``distortion="psnr"``, :func:`psnr_weighted_mse`; the returned ``mse`` is plain."""
+    ``distortion="psnr"``, :func:`psnr_distortion`; the returned ``mse`` is plain."""
     bpp, mse = rd_terms(out, x)
-    d = mse if distortion == "mse" else psnr_weighted_mse(out["x_hat"], x)
+    d = mse if distortion == "mse" else psnr_distortion(out["x_hat"], x)
     return bpp + lam * 255 ** 2 * d, bpp, mse
 
 

@@ -1,6 +1,8 @@
 """The training loop's synthesis-only stage (``nicodec train --synthesis-only``) and its
 distortions (``nicodec train --distortion``)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from nicodec import modelfile, registry
 from nicodec.data import CropSampler
 from nicodec.network import FactorizedPrior
 from nicodec.errors import NicodecError
-from nicodec.train import PSNR_WEIGHT_FLOOR, TrainConfig, psnr_weighted_mse, rd_loss, train
+from nicodec.train import PSNR_FLOOR, TrainConfig, psnr_distortion, rd_loss, train
 
 from conftest import smooth_image
 
@@ -77,21 +79,26 @@ def _crops_with_errors(sigmas, seed=0):
     return (x + noise).requires_grad_(True), x
 
 
-def test_psnr_distortion_is_plain_mse_when_every_crop_is_coded_alike():
-    x_hat, x = _crops_with_errors([0.02, 0.02, 0.02, 0.02])
-    per_crop = ((x_hat - x) ** 2).flatten(1).mean(1)
-    # equal sigmas give nearly (not exactly) equal MSEs: the weights are nearly 1
-    assert psnr_weighted_mse(x_hat, x).item() == pytest.approx(per_crop.mean().item(), rel=0.02)
+def test_psnr_distortion_is_the_mse_of_the_mean_psnr():
+    x_hat, x = _crops_with_errors([0.002, 0.05, 0.1])
+    per_crop = ((x_hat - x) ** 2).flatten(1).mean(1).detach()
+    mean_psnr = (-10 * torch.log10(per_crop + PSNR_FLOOR)).mean()
+    got = psnr_distortion(x_hat, x).item() + PSNR_FLOOR
+    assert -10 * math.log10(got) == pytest.approx(mean_psnr.item(), abs=1e-4)
+    same, _ = _crops_with_errors([0.02, 0.02])  # crops coded alike: nearly plain MSE
+    same_x = _crops_with_errors([0.02, 0.02])[1]
+    assert psnr_distortion(same, same_x).item() == pytest.approx(
+        ((same - same_x) ** 2).mean().item(), rel=0.02)
 
 
 def test_psnr_distortion_follows_the_gradient_of_the_mean_psnr():
     """A smooth crop coded well (small error) gets the gradient of -mean PSNR, not MSE's."""
     x_hat, x = _crops_with_errors([0.002, 0.05, 0.1])
-    psnr_weighted_mse(x_hat, x).backward()
+    psnr_distortion(x_hat, x).backward()
     got = x_hat.grad.clone()
     x_hat.grad = None
     per_crop = ((x_hat - x) ** 2).flatten(1).mean(1)
-    torch.log(per_crop + PSNR_WEIGHT_FLOOR).mean().backward()
+    torch.log(per_crop + PSNR_FLOOR).mean().backward()
     want = x_hat.grad
     cos = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
     assert cos.item() > 0.9999
