@@ -1,6 +1,6 @@
 """Write this release's compatibility corpus: tests/compat/<release>/ (never edit it later).
 
-    .venv/bin/python scripts/make_compat.py v0.4
+    .venv/bin/python scripts/make_compat.py v0.5
 
 Files this release writes, each beside what it decodes to (``<name>.png``, or for large
 images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the
@@ -54,9 +54,9 @@ def main() -> None:
     out.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NICODEC_HOME=str(Path(tmp) / "home"))
-        # The decoder's float32 sums depend on the thread count (measured: 1 thread against
-        # 2 moves 1-2 pixels of a 200x136 image by one grey level), so the expected pixels
-        # are recorded as the test suite decodes them: with torch's default threads.
+        # The decoder's float32 sums depend on the thread count; since 0.5 the codec pins
+        # its transforms to codec.REFERENCE_THREADS (2, what 0.1-0.4 recorded with torch's
+        # default on 2 cores), so the expected pixels are the same whatever runs this.
         for var in ("NICODEC_MODELS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env.pop(var, None)
         for q in (1, 2, 3, 4):
