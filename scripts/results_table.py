@@ -1,4 +1,5 @@
-"""Markdown tables of docs/results/{photo,astro,screen}.json (what README's Results quote).
+"""Markdown tables of docs/results/{photo,astro,screen}.json and of the independent sets'
+independent-{photos,screens}.json (scripts/independent_eval.sh): what README's Results quote.
 
     .venv/bin/python scripts/results_table.py [docs/results]
 
@@ -32,14 +33,15 @@ def bd(ref: dict, test: dict) -> str:
 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
-    for domain in ("photo", "astro", "screen"):
+    for domain in ("photo", "astro", "screen", "independent-photos", "independent-screens"):
         path = folder / f"{domain}.json"
         if not path.exists():
             continue
         res = json.loads(path.read_text())
         ours = [c for c in res["curves"] if c["name"].startswith("nicodec")]
         base = [c for c in res["curves"] if not c["name"].startswith("nicodec")]
-        print(f"**{domain} test set** ({res['images']} images)\n")
+        what = "set, nobody trained on it" if domain.startswith("independent") else "test set"
+        print(f"**{domain} {what}** ({res['images']} images)\n")
         head = " | ".join(f"{c['name'].split(':')[1]} bpp | {c['name'].split(':')[1]} PSNR"
                           for c in ours)
         print(f"| quality | {head} |")
