@@ -45,7 +45,7 @@ class BaseRun:
     ckpt_every: int = 2000
     curve_images: int | None = None  # test images per curve point (None: all)
     synthesis_only: bool = False  # tune only g_s on rounded latents (train.TrainConfig)
-    distortion: str = "mse"  # or "psnr": the mean PSNR's gradient (train.TrainConfig)
+    distortion: str = "mse"  # or "psnr": the crops' geometric-mean MSE (train.TrainConfig)
 
     @property
     def name(self) -> str:

@@ -1,8 +1,9 @@
 """Rate-distortion training: base models, and (in :mod:`nicodec.adapt`) adapters.
 
 Loss (CompressAI's convention): ``J = R + lambda * 255^2 * MSE`` with R in bits per pixel
-estimated from the uniform-noise proxy, MSE on [0, 1] images. The entropy model's quantiles
-are fitted by a separate auxiliary loss with its own optimizer.
+estimated from the uniform-noise proxy, MSE on [0, 1] images (or, with ``distortion="psnr"``,
+the geometric mean of the crops' MSEs: :func:`psnr_distortion`). The entropy model's
+quantiles are fitted by a separate auxiliary loss with its own optimizer.
 
 Checkpoints are safetensors (model and Adam state) plus a JSON sidecar; training resumes from
 them. Nothing is pickled.
