@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nicodec import container, data, image, metrics, registry
-from nicodec.codec import pixels_to_tensor
+from nicodec.codec import REFERENCE_THREADS, pixels_to_tensor, reference_threads
 from nicodec.evaluate import baseline_curve
 
 console = Console(highlight=False, width=160)
@@ -64,7 +64,8 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
     imgs = [image.load(f).rgb for f in files]
     reg = registry.Registry()
     result = {"domain": domain, "images": len(imgs), "device": device,
-              "threads": torch.get_num_threads(), "repeat": repeat, "generations": {}}
+              "threads": REFERENCE_THREADS if device == "cpu" else torch.get_num_threads(),
+              "repeat": repeat, "generations": {}}
     named = [(str(i), rgb) for i, rgb in enumerate(imgs)]
     sweeps = {kind: baseline_curve(kind, named, with_ms_ssim=False)["points"]
               for kind in ("jpeg2000", "webp")}
@@ -107,7 +108,7 @@ def _bench_model(reg, entry, imgs, device, repeat) -> dict:
         header, payload = container.parse(blob)
         t_dec, out = timed(lambda: codec.decode(header, payload), repeat)
         x = pixels_to_tensor(rgb, device)
-        with torch.no_grad():
+        with torch.no_grad(), reference_threads(device):  # the threads the codec runs on
             t_cenc, comp = timed(lambda: cm.compress(x), repeat)
             t_cdec, _ = timed(lambda: cm.decompress(comp["strings"], comp["shape"]), repeat)
         ideal_bits += codec.coder.ideal_bits(codec.latents(rgb))
