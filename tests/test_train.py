@@ -85,8 +85,7 @@ def test_psnr_distortion_is_the_mse_of_the_mean_psnr():
     mean_psnr = (-10 * torch.log10(per_crop + PSNR_FLOOR)).mean()
     got = psnr_distortion(x_hat, x).item() + PSNR_FLOOR
     assert -10 * math.log10(got) == pytest.approx(mean_psnr.item(), abs=1e-4)
-    same, _ = _crops_with_errors([0.02, 0.02])  # crops coded alike: nearly plain MSE
-    same_x = _crops_with_errors([0.02, 0.02])[1]
+    same, same_x = _crops_with_errors([0.02, 0.02])  # crops coded alike: nearly plain MSE
     assert psnr_distortion(same, same_x).item() == pytest.approx(
         ((same - same_x) ** 2).mean().item(), rel=0.02)
 
@@ -122,3 +121,18 @@ def test_an_unknown_distortion_is_refused():
     cfg = TrainConfig(lam=0.016, steps=1, batch=1, crop=64, fast=False, distortion="ssim")
     with pytest.raises(NicodecError, match="distortion"):
         train(net, CropSampler([smooth_image(64, 64)], crop=64), cfg, console_log=False)
+
+
+def test_training_on_the_psnr_distortion_differs_from_mse():
+    """The option reaches the loop: the same seed and steps end at other weights."""
+    images = [smooth_image(64, 64, seed=s) for s in range(2)]
+    weights = {}
+    for distortion in ("mse", "psnr"):
+        torch.manual_seed(0)
+        net = FactorizedPrior()
+        cfg = TrainConfig(lam=0.016, steps=3, batch=2, crop=64, lr=1e-3, fast=False,
+                          distortion=distortion, ckpt_every=1000)
+        train(net, CropSampler(images, crop=64), cfg, console_log=False)
+        weights[distortion] = net.g_a[0].weight.detach().clone()
+    assert torch.isfinite(weights["psnr"]).all()
+    assert not torch.equal(weights["mse"], weights["psnr"])
