@@ -721,6 +721,7 @@ def models_remove(name):
               help="tune only the decoder's synthesis transform, on rounded latents as it "
                    "decodes them; the encoder and entropy model stay frozen, so file sizes "
                    "do not change (a last stage after --init)")
+# the choices are train.DISTORTIONS, spelled out so that --help does not load torch
 @click.option("--distortion", type=click.Choice(["mse", "psnr"]), default="mse",
               show_default=True,
               help="the loss's distortion: the MSE, or the geometric mean of the crops' "

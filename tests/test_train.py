@@ -136,3 +136,12 @@ def test_training_on_the_psnr_distortion_differs_from_mse():
         weights[distortion] = net.g_a[0].weight.detach().clone()
     assert torch.isfinite(weights["psnr"]).all()
     assert not torch.equal(weights["mse"], weights["psnr"])
+
+
+def test_the_cli_offers_exactly_the_loops_distortions():
+    """cli.py spells the choices out (importing train would load torch for every command)."""
+    from nicodec.cli import train as train_cmd
+    from nicodec.train import DISTORTIONS
+
+    option = next(p for p in train_cmd.params if p.name == "distortion")
+    assert tuple(option.type.choices) == DISTORTIONS
