@@ -45,10 +45,12 @@ REPO_MODELS = _shipped_models()
 # Model generations: 1 = the models of nicodec 0.1; 2 = trained long on more photos (0.2);
 # 3 = generation 2 continued at a lower learning rate, adapters trained 2,000 steps per
 # quality (0.3); 4 = generation 3 with a synthesis stage (the decoder tuned on rounded
-# latents; q4 trained longer first), adapters with one too (0.4). New weights get new IDs and
-# a new generation; every older generation stays shipped, so every file ever written still
-# decodes. Encoding uses the newest generation.
-CURRENT_GENERATION = 4
+# latents; q4 trained longer first), adapters with one too (0.4); 5 = generation 4 trained on
+# the crops' geometric-mean MSE (``--distortion psnr``), then a synthesis stage (0.6). New
+# weights get new IDs and a new generation; every older generation stays shipped, so every
+# file ever written still decodes. Encoding uses the newest generation; ``nicodec train``
+# exports as CURRENT_GENERATION unless told otherwise.
+CURRENT_GENERATION = 5
 
 
 def base_file_stem(domain: str, quality: int, generation: int) -> str:

@@ -8,18 +8,22 @@
 #   generation 4: q4 continued 14,000 steps at 5e-5 (a third from 70 %); then every quality's
 #     synthesis stage (--synthesis-only, 3,000 steps at 1e-4, a third from 60 %): the decoder
 #     tuned on rounded latents, the encoder and entropy model frozen (q1-q3 on generation 3's
-#     models, q4 on its own new model).
+#     models, q4 on its own new model);
+#   generation 5: each generation-4 model continued at 5e-5 on the crops' geometric-mean MSE
+#     (--distortion psnr; q1 12,000 steps, q2 8,000, q3 and q4 7,000; a third from step
+#     7,200, 7,200, 4,200, 4,200), then a synthesis stage (q1 3,000 steps, the others 2,000).
 # Every run resumes from runs/ when interrupted and ends by exporting
 # photo-gG-qQ.safetensors to models/ with its manifest entry. The shipped generation-2 q2 and
 # q4 started from q3's snapshot at step 34,000 (runs/q3-34k.safetensors), not from its end:
 # models/training/README.md has the exact chain of commands. Generation 1 (0.1's models) came
 # from this script's 0.1 version. GENERATIONS="3" retrains only generation 3 from the
-# shipped generation 2 (GENERATIONS="4": generation 4 from the shipped generation 3).
+# shipped generation 2 (GENERATIONS="4": generation 4 from the shipped generation 3; GENERATIONS="5": generation 5 from
+# the shipped generation 4).
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
 STEPS=${STEPS:-42000}
 WARM=${WARM:-3000}
-GENERATIONS=${GENERATIONS:-2 3 4}
+GENERATIONS=${GENERATIONS:-2 3 4 5}
 for gen in $GENERATIONS; do
   case $gen in
     2)
@@ -40,6 +44,17 @@ for gen in $GENERATIONS; do
         $NIC train --domain photo -q $q --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init models/photo-g3-q$q.safetensors
       done
       $NIC train --domain photo -q 4 --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init models/photo-g4-q4.safetensors
+      ;;
+    5)
+      $NIC train --domain photo -q 1 --steps 12000 --lr 5e-5 --lr-drop-at 0.6 --generation 5 --init models/photo-g4-q1.safetensors --distortion psnr
+      $NIC train --domain photo -q 2 --steps 8000 --lr 5e-5 --lr-drop-at 0.9 --generation 5 --init models/photo-g4-q2.safetensors --distortion psnr
+      for q in 3 4; do
+        $NIC train --domain photo -q $q --steps 7000 --lr 5e-5 --lr-drop-at 0.6 --generation 5 --init models/photo-g4-q$q.safetensors --distortion psnr
+      done
+      $NIC train --domain photo -q 1 --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 5 --synthesis-only --init models/photo-g5-q1.safetensors
+      for q in 2 3 4; do
+        $NIC train --domain photo -q $q --steps 2000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 5 --synthesis-only --init models/photo-g5-q$q.safetensors
+      done
       ;;
   esac
 done
