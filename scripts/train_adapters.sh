@@ -5,13 +5,14 @@
 # the synthesis stage (--synthesis-steps), and records them in models/manifest.json. Older
 # generations' adapters stay shipped so that their files keep decoding: 0.1's
 # (models/astro.safetensors, models/screen.safetensors: the paper's form, 600 steps, on
-# generation 1), generation 2's (astro-g2, screen-g2: 600 steps) and generation 3's
-# (astro-g3, screen-g3: 2,000 steps, GEN=3 SYNTH_STEPS=0).
+# generation 1), generation 2's (astro-g2, screen-g2: 600 steps), generation 3's
+# (astro-g3, screen-g3: 2,000 steps, GEN=3 SYNTH_STEPS=0) and generation 4's (astro-g4,
+# screen-g4: GEN=4, the recipe generation 5's used too).
 # ADAPT_PARALLEL=1 trains the two at once, one thread each, logging to
 # runs/adapt-<domain>-g$GEN.out (how the shipped ones were made).
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
-GEN=${GEN:-4}
+GEN=${GEN:-5}
 STEPS=${ADAPT_STEPS:-2000}
 SYNTH=${SYNTH_STEPS:-500}
 one() {
