@@ -330,6 +330,14 @@ def decode(files, output, force_model, max_pixels, quiet, verbose, device):
 
     image.set_max_pixels(max_pixels)
     _check_inputs(files)
+    if output is None:  # `decode photo.png` is a wrong input, not an output to protect
+        for src in files:
+            if src != "-" and Path(src).with_suffix(".png") == Path(src):
+                with _existing_file(src).open("rb") as f:
+                    try:
+                        container.check_magic(f.read(4))
+                    except NicodecError as e:
+                        raise NicodecError(f"{src}: {e}") from None
     dev = registry.pick_device(device)
     targets = _stdio_outputs(files, output, ".png")
     for dst in targets:

@@ -85,10 +85,16 @@ def pack(header: Header, payload: bytes) -> bytes:
     return head + struct.pack("<I", crc) + payload
 
 
-def parse(data: bytes) -> tuple[Header, bytes]:
-    """File bytes -> (header, payload). Raises NicodecError on anything malformed."""
+def check_magic(data: bytes) -> None:
+    """Raise NicodecError unless ``data`` (a file's first bytes or all of them) opens with
+    the .nic magic."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise NicodecError("not a .nic file (wrong magic bytes)")
+
+
+def parse(data: bytes) -> tuple[Header, bytes]:
+    """File bytes -> (header, payload). Raises NicodecError on anything malformed."""
+    check_magic(data)
     if len(data) < HEADER_SIZE:
         raise NicodecError("truncated .nic file (incomplete header)")
     (_, version, quality, channels, coder, coder_version, width, height, flags, base_id,

@@ -98,6 +98,15 @@ def test_bad_nic_files_fail_cleanly_without_output(env, nic, name, mutate, needl
     assert not [p for p in env.iterdir() if p.name.endswith(".part")]
 
 
+def test_decoding_an_image_says_it_is_not_a_nic_file(env, png):
+    """`nicodec decode photo.png` (a slip for encode) names the wrong input, not the output."""
+    before = png.read_bytes()
+    result = run("decode", png)
+    assert_one_line_error(result, "not a .nic file")
+    assert str(png.name) in result.output and "exists" not in result.output
+    assert png.read_bytes() == before
+
+
 def test_bad_images_fail_cleanly_without_output(env):
     assert_one_line_error(run("encode", env / "missing.png"), "no such file")
     txt = _write(env, "notes.png", b"this is not an image")
