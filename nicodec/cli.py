@@ -702,7 +702,11 @@ def models_remove(name):
     """
     from nicodec import registry
 
-    meta = registry.Registry().find_package(name)
+    reg = registry.Registry()
+    if name in {m.domain for m in reg.bases()}:
+        raise NicodecError(f"{name!r} is the base codec: it ships with nicodec and cannot be "
+                           "removed")
+    meta = reg.find_package(name)
     if meta.shipped:
         raise NicodecError(f"{name!r} ships with nicodec and cannot be removed")
     meta.path.unlink()

@@ -361,3 +361,13 @@ def test_the_synthesis_stage_is_a_quarter_of_the_steps_by_default(env, folder, t
     res = adapt(folder, name="stripes", k=2, qualities=(1,), steps=4, batch=2, crop=64,
                 out_path=tmp_path / "d.safetensors", progress=False, log=lambda m: None)
     assert res["meta"].qualities[1].training["synthesis_steps"] == 1
+
+
+def test_shipped_models_cannot_be_removed(env, monkeypatch):
+    """The base codec and shipped adapters refuse removal with one line saying why."""
+    monkeypatch.delenv("NICODEC_MODELS")  # the repository's models: astro ships there
+    for name, needle in (("photo", "is the base codec"), ("astro", "ships with nicodec")):
+        r = run("models", "remove", name)
+        assert r.exit_code == 1 and needle in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1
+    assert "astro" in run("models").stdout
