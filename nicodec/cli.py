@@ -392,7 +392,11 @@ def info(file, as_json):
 
     from nicodec import api
 
-    d = api.info(sys.stdin.buffer.read() if file == "-" else _read(file))
+    data = sys.stdin.buffer.read() if file == "-" else _read(file)
+    try:
+        d = api.info(data)
+    except NicodecError as e:
+        raise NicodecError(f"{file}: {e}") from None
     base = d["base_model"]
     if as_json:
         click.echo(json.dumps(d, indent=1))
