@@ -105,6 +105,7 @@ def test_decoding_an_image_says_it_is_not_a_nic_file(env, png):
     assert_one_line_error(result, "not a .nic file")
     assert str(png.name) in result.output and "exists" not in result.output
     assert png.read_bytes() == before
+    assert_one_line_error(run("info", png), f"{png.name}: not a .nic file")
 
 
 def test_bad_images_fail_cleanly_without_output(env):
