@@ -344,7 +344,8 @@ class Registry:
         """Metadata of every installed adaptation package (cheap: headers only); each has
         ``generation``, that of the base models it was made on. A shipped name may exist in
         several generations; ``newest_only`` keeps the newest of each name (what encoding
-        uses)."""
+        uses): the one on the newest base generation and, between shipped packages on the
+        same generation, the one recorded last in the manifest (a retrained adapter)."""
         if self._packages is None:
             gens = {m.id: m.generation for m in self.bases()}
             found: list[package.PackageInfo] = []
@@ -360,9 +361,14 @@ class Registry:
             self._packages = found
         if not newest_only:
             return self._packages
+        recorded = {p.file: i for i, p in enumerate(self.manifest.packages)}
+
+        def rank(meta: package.PackageInfo) -> tuple[int, int]:
+            return meta.generation, recorded.get(meta.path.name, -1) if meta.shipped else -1
+
         newest: dict[str, package.PackageInfo] = {}
         for meta in self._packages:
-            if meta.name not in newest or meta.generation > newest[meta.name].generation:
+            if meta.name not in newest or rank(meta) > rank(newest[meta.name]):
                 newest[meta.name] = meta
         return list(newest.values())
 

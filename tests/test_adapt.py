@@ -371,3 +371,26 @@ def test_shipped_models_cannot_be_removed(env, monkeypatch):
         assert r.exit_code == 1 and needle in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1
     assert "astro" in run("models").stdout
+
+
+def test_a_retrained_shipped_adapter_on_the_same_generation_wins(env, folder, test_models,
+                                                                   tmp_path, monkeypatch):
+    """Two shipped packages of one name on one base generation: encoding takes the one the
+    manifest recorded last (the retrained one), whatever their file names sort to."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(test_models, models)
+    monkeypatch.setenv("NICODEC_MODELS", str(models))
+    for stem, steps in (("stripes-a", 2), ("stripes-z", 3)):  # z is the retrained one
+        adapt(folder, name="stripes", k=2, qualities=(1,), steps=steps, batch=2, crop=64,
+              out_path=models / f"{stem}.safetensors", progress=False, log=lambda m: None)
+        registry.record_package(models / f"{stem}.safetensors", "test", models)
+    reg = registry.Registry()
+    assert reg.find_package("stripes").path.name == "stripes-z.safetensors"
+    assert len([m for m in reg.packages() if m.name == "stripes"]) == 2
+    src = folder / "nested" / "t0.png"
+    assert run("encode", src, "-o", env / "z.nic", "--domain", "stripes", "-q", 1).exit_code == 0
+    header, _ = container.parse((env / "z.nic").read_bytes())
+    z = package.read_meta(models / "stripes-z.safetensors").qualities[1].id
+    assert container.format_id(header.adapter_id) == z
