@@ -619,9 +619,12 @@ def _list_models(show_all: bool = False):
         size = (reg.dir / m.file).stat().st_size
         t.add_row(m.domain, str(m.quality), m.id, str(m.generation), "base",
                   f"{m.parameters:,}", f"{size / 1e6:.2f} MB", "shipped")
+    encoding = {m.path for m in reg.packages(newest_only=True)}  # what --domain NAME takes
     for meta in sorted(reg.packages(), key=lambda m: (m.name, -m.generation)):
-        # a user's adapter on an old base is listed all the same: it is what encodes NAME
-        if not (shown(meta.generation) or not meta.shipped):
+        # a user's adapter on an old base is listed all the same: it is what encodes NAME;
+        # a shipped one that a retrained one of its name superseded only decodes old files
+        if not (show_all or not meta.shipped or
+                (shown(meta.generation) and meta.path in encoding)):
             hidden += len(meta.qualities)
             continue
         size = meta.path.stat().st_size / len(meta.qualities)
@@ -633,8 +636,9 @@ def _list_models(show_all: bool = False):
                       "shipped" if meta.shipped else "user")
     out.print(t)
     if hidden:
-        out.print(f"{hidden} model(s) of older generations are installed too; they decode the "
-                  "files made with them (nicodec models --all)", markup=False)
+        out.print(f"{hidden} model(s) of older generations or superseded adapters are installed "
+                  "too; they decode the files made with them (nicodec models --all)",
+                  markup=False)
 
 
 @models.command("list")

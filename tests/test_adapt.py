@@ -394,3 +394,7 @@ def test_a_retrained_shipped_adapter_on_the_same_generation_wins(env, folder, te
     header, _ = container.parse((env / "z.nic").read_bytes())
     z = package.read_meta(models / "stripes-z.safetensors").qualities[1].id
     assert container.format_id(header.adapter_id) == z
+    a = package.read_meta(models / "stripes-a.safetensors").qualities[1].id
+    short, full = run("models").stdout, run("models", "--all").stdout
+    assert z in short and a not in short and "superseded" in short  # listed: what encodes
+    assert z in full and a in full
