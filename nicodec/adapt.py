@@ -93,15 +93,52 @@ def adapted_codec(net: nn.Module, method: str, tensors: dict, base_id: str, qual
                  quality=quality, lam=lam, device=device, name=name)
 
 
-def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
+def start_from(init: Path | str, reg: registry.Registry) -> tuple[package.PackageInfo, dict]:
+    """The adaptation ``init`` names (a package file, or an installed adaptation's name),
+    validated: its metadata and tensors, for :func:`adapt` to continue training from."""
+    path = Path(init)
+    if path.is_file():
+        return package.validate(path, reg.base_ids(), qualities=set(reg.qualities()))
+    if path.suffix == ".safetensors" or len(path.parts) > 1:
+        raise NicodecError(f"--init {init}: no such file")
+    try:
+        meta = reg.find_package(str(init))
+    except NicodecError as e:
+        raise NicodecError(f"--init {init}: not a file, and {e}") from None
+    return meta, reg.package_tensors(meta)
+
+
+def _check_start(start: package.PackageInfo, method: str | None, k: int | None,
+                 channel_affine: bool | None) -> tuple[str, int, bool | None]:
+    """(method, K, channel_affine) of a run that continues ``start``: its own, and a clear
+    error where the caller asked for another."""
+    m = methods.get(start.method)
+    own_affine = None
+    if "channel_affine" in m.options:
+        own_affine = bool(next(iter(start.qualities.values())).training.get("channel_affine"))
+    asked = {"method": (method, start.method), "custom filters": (k, start.k if m.uses_k else None),
+             "channel affine": (channel_affine, own_affine)}
+    for what, (wanted, own) in asked.items():
+        if wanted is not None and wanted != own:
+            raise NicodecError(f"--init {start.path.name}: its {what} is {own}, not {wanted} "
+                               "(a continued adaptation keeps the form it has)")
+    return start.method, start.k, own_affine
+
+
+def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None = None,
           qualities=None, steps: int = 1000, holdout: float = 0.2,
           device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
           log=print, progress: bool = True, channel_affine: bool | None = None,
-          synthesis_steps: int | None = None) -> dict:
+          synthesis_steps: int | None = None, init: Path | str | None = None) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
+    ``method`` None means ``cawf``, ``k`` None 16 custom filters.
     ``qualities`` None means every quality of the installed base models.
+    ``init``: continue training an existing adaptation (a package file or an installed
+    name) instead of starting from the base codec: its method and form are kept, and each
+    quality must extend the base model this run adapts (the newest generation's). The new
+    package has new IDs; the one it started from is not modified.
     Returns {"path", "meta", "rows"} where rows hold held-out bpp/PSNR of base and adapted.
     ``channel_affine`` (CAwF): None means on for CAwF (see :class:`~nicodec.network.Adapter`).
     ``synthesis_steps``: after the ``steps``, this many more that tune only the trained
@@ -113,6 +150,12 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     evaluates, writes the package and returns the summary (the others return None).
     """
     package.check_name(name)
+    reg = reg or registry.Registry()
+    start = start_from(init, reg) if init is not None else None
+    if start is not None:
+        method, k, channel_affine = _check_start(start[0], method, k, channel_affine)
+    method = "cawf" if method is None else method
+    k = 16 if k is None else k
     if method not in methods.names():
         raise NicodecError(f"unknown method {method!r} (use {', '.join(methods.names())})")
     m = methods.get(method)
@@ -123,9 +166,10 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
     synthesis_steps = steps // 4 if synthesis_steps is None else synthesis_steps
     files = read_folder(folder)
     train_files, held_files = split_holdout(files, holdout)
-    reg = reg or registry.Registry()
     qualities = reg.qualities() if qualities is None else qualities
     entries = [reg.find_base(quality=q) for q in qualities]  # fail early if one is missing
+    if start is not None:
+        _check_start_bases(start[0], entries)
     device = distributed.init(device)
     main = distributed.is_main()
     if not main:
@@ -143,6 +187,8 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         quality = entry.quality
         base_codec = reg.codec(quality=quality, device=device)
         net = trainable(method, reg.base_network(entry, device), k, channel_affine).to(device)
+        if start is not None:
+            load_start(net, method, start[1], quality)
         cfg = TrainConfig(lam=entry.lam, steps=steps, batch=batch, crop=crop, lr=lr,
                           log_every=max(1, min(50, steps // 4)),
                           label=f"q{quality} ({entries.index(entry) + 1}/{len(entries)})")
@@ -162,6 +208,7 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry.id, "lambda": entry.lam, "steps": steps, "lr": lr,
                 **({"synthesis_steps": synthesis_steps} if synthesis_steps else {}),
+                **({"init_id": start[0].qualities[quality].id} if start else {}),
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}
         if "channel_affine" in m.options:
@@ -191,6 +238,29 @@ def adapt(folder: Path, *, name: str, method: str = "cawf", k: int = 16,
         summary |= {k: v for k, v in row.items() if k.startswith("bd_")}
     distributed.finish()
     return summary
+
+
+def _check_start_bases(start: package.PackageInfo, entries) -> None:
+    """Each quality to train exists in ``start`` and extends the same base model."""
+    for entry in entries:
+        record = start.qualities.get(entry.quality)
+        if record is None:
+            raise NicodecError(f"--init {start.path.name}: has no quality {entry.quality} "
+                               f"(it has {', '.join(map(str, sorted(start.qualities)))}; "
+                               "pick them with --qualities)")
+        if record.base_id != entry.id:
+            raise NicodecError(f"--init {start.path.name}: its quality {entry.quality} "
+                               f"extends base model {record.base_id}, not {entry.id} (the "
+                               "newest generation's, which adaptation builds on); continue "
+                               "only an adaptation of the newest generation")
+
+
+def load_start(net: nn.Module, method: str, tensors: dict, quality: int) -> None:
+    """Load quality ``quality`` of a package's ``tensors`` into the trainable ``net``."""
+    from nicodec.train import load_model_tensors
+
+    weights, _ = modelfile.split_tables(package.quality_tensors(tensors, quality))
+    load_model_tensors(methods.get(method).stored(net), weights, prefix="")
 
 
 def _silent(*_args) -> None:

@@ -418,10 +418,14 @@ def info(file, as_json):
 @main.command()
 @click.argument("folder", type=click.Path())
 @click.option("--name", required=True, help="name of the new domain (used as --domain NAME)")
-@click.option("--method", type=click.Choice(methods.names()), default="cawf",
-              show_default=True)
-@click.option("--custom-filters", "k", type=click.IntRange(1, 64), default=16,
-              show_default=True, help="CAwF: extra filters per conv layer")
+@click.option("--method", type=click.Choice(methods.names()), default=None,
+              help="[default: cawf, or --init's]")
+@click.option("--custom-filters", "k", type=click.IntRange(1, 64), default=None,
+              help="CAwF: extra filters per conv layer  [default: 16, or --init's]")
+@click.option("--init", "init", metavar="FILE|NAME",
+              help="continue training this adaptation (a file, or an installed name) instead "
+                   "of starting from the base codec; it must extend the newest base models, "
+                   "and is not modified (the result gets new IDs)")
 @click.option("--channel-affine/--no-channel-affine", default=None,
               help="CAwF: also a per-channel scale and bias after every widened convolution "
                    "(+1,126 parameters at K=16) [default: on]; --no-channel-affine gives the "
@@ -442,8 +446,8 @@ def info(file, as_json):
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="write the adaptation file here instead of installing it")
 @DEVICE
-def adapt(folder, name, method, k, channel_affine, qualities, steps, synthesis_steps, holdout,
-          batch, lr, output, device):
+def adapt(folder, name, method, k, init, channel_affine, qualities, steps, synthesis_steps,
+          holdout, batch, lr, output, device):
     """Adapt the codec to the images under FOLDER without forgetting (CAwF by default).
 
     \b
@@ -452,6 +456,7 @@ def adapt(folder, name, method, k, channel_affine, qualities, steps, synthesis_s
       nicodec encode new.png --domain personal       # files name the adapter; old ones
                                                      # keep decoding with the base codec
       nicodec adapt ./scans --name scans -o scans.safetensors   # a file to share
+      nicodec adapt ./scans --name scans2 --init scans --steps 4000   # train it further
     """
     from rich.table import Table
 
@@ -467,7 +472,7 @@ def adapt(folder, name, method, k, channel_affine, qualities, steps, synthesis_s
                     steps=steps, holdout=holdout, device=dev, batch=batch, lr=lr,
                     out_path=Path(output) if output else None, reg=reg,
                     log=lambda m: out.print(m, markup=False), channel_affine=channel_affine,
-                    synthesis_steps=synthesis_steps)
+                    synthesis_steps=synthesis_steps, init=init)
     if res is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")

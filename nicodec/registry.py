@@ -381,7 +381,9 @@ class Registry:
         raise NicodecError(f"unknown domain {name!r}: no adapter of that name is installed "
                            f"(installed: {names}); import one with 'nicodec models import FILE'")
 
-    def _load_package(self, meta: package.PackageInfo) -> dict:
+    def package_tensors(self, meta: package.PackageInfo) -> dict:
+        """The validated tensors of an installed package (shipped ones checked against the
+        manifest's hash); cached."""
         key = ("package", str(meta.path))
         if key not in self._cache:
             sha256 = None
@@ -475,7 +477,7 @@ class Registry:
             return self._cache[key]
         info = meta.qualities[quality]
         weights, tables = split_tables(
-            package.quality_tensors(self._load_package(meta), quality))
+            package.quality_tensors(self.package_tensors(meta), quality))
         method = methods.get(meta.method)
         base = (self.base_tensors(self.find_base(model_id=info.base_id))[0]
                 if method.extends_base else None)

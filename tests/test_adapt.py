@@ -398,3 +398,47 @@ def test_a_retrained_shipped_adapter_on_the_same_generation_wins(env, folder, te
     short, full = run("models").stdout, run("models", "--all").stdout
     assert z in short and a not in short and "superseded" in short  # listed: what encodes
     assert z in full and a in full
+
+
+def test_init_continues_an_adaptation_in_its_own_form(env, cawf_file, folder, tmp_path):
+    """--init starts from the adaptation's weights (one step at a vanishing learning rate
+    leaves them as they were; a fresh start would not), keeps its K and records its ID."""
+    res = adapt(folder, name="stripes2", init="stripes", qualities=(1,), steps=1, lr=1e-12,
+                synthesis_steps=0, batch=2, crop=64, out_path=tmp_path / "c.safetensors",
+                progress=False, log=lambda m: None)
+    start_meta, meta = cawf_file["meta"], res["meta"]
+    assert meta.k == 2 and meta.method == "cawf"
+    assert meta.qualities[1].training["init_id"] == start_meta.qualities[1].id
+    start, cont = load_file(str(cawf_file["path"])), load_file(str(res["path"]))
+    weights = [k for k in cont if not k.startswith("q1." + modelfile.TABLE_PREFIX)
+               and not k.endswith("quantiles")]
+    assert len(weights) > 20 and set(cont) == {k for k in start if k.startswith("q1.")}
+    for k in weights:
+        assert torch.allclose(cont[k], start[k], atol=1e-6), k
+    assert package.validate(res["path"], registry.Registry().base_ids())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--custom-filters", 4), "custom filters is 2, not 4"),
+    (("--method", "naive"), "method is cawf, not naive"),
+    (("--no-channel-affine",), "channel affine is True, not False"),
+])
+def test_init_refuses_what_it_cannot_continue(env, cawf_file, folder, args, needle):
+    r = run("adapt", folder, "--name", "again", "--init", "stripes", "--steps", 1, *args)
+    assert r.exit_code == 1 and needle in r.output, r.output
+    assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1
+
+
+def test_init_needs_every_quality_it_is_to_train(env, folder, tmp_path):
+    one = adapt(folder, name="one", k=2, qualities=(1,), steps=1, batch=2, crop=64,
+                out_path=tmp_path / "one.safetensors", progress=False, log=lambda m: None)
+    r = run("adapt", folder, "--name", "again", "--init", one["path"], "--steps", 1)
+    assert r.exit_code == 1 and "has no quality 3 (it has 1; pick them with --qualities)" \
+        in r.output, r.output
+
+
+def test_init_names_a_file_or_an_installed_adaptation(env, folder, tmp_path):
+    for init, needle in (("nosuch", "not a file, and unknown domain 'nosuch'"),
+                         (tmp_path / "nosuch.safetensors", "no such file")):
+        r = run("adapt", folder, "--name", "again", "--init", init, "--steps", 1)
+        assert r.exit_code == 1 and needle in r.output, r.output

@@ -99,6 +99,11 @@ def test_an_adapter_on_an_old_generation_keeps_its_base_and_adapt_uses_the_newes
     header, _ = container.parse((tmp / "o.nic").read_bytes())
     assert container.format_id(header.base_id) == ids[(1, 3)]
     assert run("decode", tmp / "o.nic", "-o", tmp / "o.png").exit_code == 0
+    # continuing it would train custom filters for a base that adaptation no longer uses
+    r = run("adapt", folder, "--name", "again", "--init", "older", "--qualities", 3,
+            "--steps", 1)
+    assert r.exit_code == 1 and f"extends base model {ids[(1, 3)]}, not {ids[(2, 3)]}" \
+        in r.output, r.output
 
 
 def _only_generation_1(reg: registry.Registry) -> registry.Registry:
