@@ -213,7 +213,8 @@ def train(model: nn.Module, sampler: CropSampler, cfg: TrainConfig, ckpt: Path |
     if cfg.synthesis_only:
         freeze_for_synthesis_tuning(model)
     main, aux = _main_and_aux_params(model)
-    opt = torch.optim.Adam(main, lr=cfg.lr)
+    # the fast path also steps Adam in one fused kernel (about 1 ms of a CPU step less)
+    opt = torch.optim.Adam(main, lr=cfg.lr, fused=cfg.fast or None)
     aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
     start = cfg.start
     if ckpt is not None and ckpt.exists():

@@ -1,4 +1,6 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
 from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters
 
@@ -98,3 +100,31 @@ def test_channel_affine_adapter_starts_as_the_plain_adapter_and_trains_its_scale
     out["x_hat"].mean().backward()
     assert affine.a_affine[0].alpha.grad is not None
     assert all(p.grad is None for p in base.parameters())
+
+
+@pytest.mark.parametrize("cin, cout, h, w", [(64, 64, 16, 16), (80, 80, 5, 7), (64, 3, 16, 9)])
+def test_the_fast_paths_transposed_convolution_is_the_same_function(cin, cout, h, w):
+    """Per-phase and sub-pixel convolutions compute F.conv_transpose2d (stride 2, 5x5,
+    output padding 1), values and gradients, to float rounding; outside a training pass
+    under autocast upconv is conv_transpose2d itself, bit for bit."""
+    from nicodec.network import _upconv_phases, _upconv_subpixel, upconv
+
+    torch.manual_seed(0)
+    x = torch.randn(2, cin, h, w, requires_grad=True)
+    weight = (0.05 * torch.randn(cin, cout, 5, 5)).requires_grad_()
+    bias = torch.randn(cout, requires_grad=True)
+    ref = F.conv_transpose2d(x, weight, bias, 2, 2, 1)
+    assert ref.shape == (2, cout, 2 * h, 2 * w)
+    ref_grads = torch.autograd.grad((ref * ref).sum(), (x, weight, bias))
+    for fn in (_upconv_phases, _upconv_subpixel):
+        out = fn(x, weight, bias)
+        assert torch.allclose(out, ref, atol=1e-5), fn.__name__
+        for g, g_ref in zip(torch.autograd.grad((out * out).sum(), (x, weight, bias)),
+                            ref_grads):
+            assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-3), fn.__name__
+    for training in (False, True):  # no autocast: the builtin, exactly
+        assert torch.equal(upconv(x, weight, bias, training), ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = upconv(x, weight, bias, True)
+        plain = F.conv_transpose2d(x, weight, bias, 2, 2, 1)
+    assert torch.allclose(fast.float(), plain.float(), atol=0.05 * float(plain.detach().abs().max()))
