@@ -33,7 +33,35 @@ threads give outputs up to 3e-4 apart, so a decoder on another core count writes
 pixels one level off (at 1 thread, 40 of the 0.1-0.4 compat files). Every release's files
 were decoded with torch's default on 2 cores, 2 threads; pinning the transforms to that
 reproduces every recorded pixel on any core count (the same CPU instruction set assumed:
-another one may sum in yet another order)."""
+another one may sum in yet another order; see :func:`float_platform`)."""
+
+
+def float_platform() -> str:
+    """The CPU family the decoder's float32 sums depend on: vendor and oneDNN's widest
+    instruction set, e.g. ``GenuineIntel-amx`` or ``AuthenticAMD-avx512``.
+
+    On one family a file decodes to the same pixels every time, on any core count. Across
+    families oneDNN runs other kernels, which sum in another order: measured between
+    ``GenuineIntel-amx`` (where 0.1-0.7 recorded their compat files) and
+    ``AuthenticAMD-avx512``, 77 of 133 compat files decode with 1-3 pixel values one level
+    apart (at most 5 in 100,000 of a file's values), never more. An integer decoder would
+    remove this; the float one cannot."""
+    import platform
+
+    import torch
+
+    vendor = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next((line.split(":", 1)[1].strip() for line in f
+                           if line.startswith("vendor_id")), vendor)
+    except OSError:
+        pass
+    if torch.cpu._is_amx_tile_supported():
+        isa = "amx"
+    else:
+        isa = torch.backends.cpu.get_cpu_capability().lower()
+    return f"{vendor}-{isa}"
 
 
 @contextmanager

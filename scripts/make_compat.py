@@ -8,6 +8,13 @@ photo codec (the newest generation) and of the shipped adapters, a greyscale ima
 effort-3 file, a ``--target-bpp`` file, a tiled (format version 2) image, and a user
 adapter made with this release (``user-<name>.safetensors``) with a file made with it.
 Every later release must decode them all to the same pixels (``tests/test_compat.py``).
+It records in ``tests/compat/platforms.json`` the CPU family that decoded them
+(:func:`nicodec.codec.float_platform`): on another family a float sum may flip a pixel.
+
+    .venv/bin/python scripts/make_compat.py --platform-pixels
+
+records, for this machine's CPU family, the sha256 of what every file of the releases it
+did not write decodes to here, so that the tests check them exactly on this family too.
 """
 
 from __future__ import annotations
@@ -46,7 +53,46 @@ def pixels_json(png: Path, nic_file: Path) -> None:
     png.unlink()
 
 
+PLATFORMS = ROOT / "tests" / "compat" / "platforms.json"
+
+
+def read_platforms() -> dict:
+    return json.loads(PLATFORMS.read_text())
+
+
+def write_platforms(d: dict) -> None:
+    PLATFORMS.write_text(json.dumps(d, indent=1, sort_keys=True) + "\n")
+
+
+def platform_pixels() -> None:
+    """Record this CPU family's decoded pixels of every file other families wrote."""
+    from nicodec.codec import float_platform
+
+    here, d = float_platform(), read_platforms()
+    table = d.setdefault("pixels_sha256", {}).setdefault(here, {})
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NICODEC_HOME=str(Path(tmp) / "home"))
+        env.pop("NICODEC_MODELS", None)
+        for adapter in sorted(PLATFORMS.parent.glob("*/user-*.safetensors")):
+            nic("models", "import", adapter, env=env)
+        for f in sorted(PLATFORMS.parent.glob("*/*.nic")):
+            release = f.parent.name
+            if d["written_on"][release] == here:
+                continue
+            png = Path(tmp) / "out.png"
+            nic("decode", f, "-o", png, "--quiet", "--max-pixels", 100_000_000, env=env)
+            with Image.open(png) as im:
+                a = np.ascontiguousarray(np.asarray(im))
+            table[f"{release}/{f.name}"] = hashlib.sha256(a.tobytes()).hexdigest()
+    write_platforms(d)
+    print(f"recorded {len(table)} files' pixels for {here} in {PLATFORMS}")
+
+
 def main() -> None:
+    if sys.argv[1] == "--platform-pixels":
+        return platform_pixels()
+    from nicodec.codec import float_platform
+
     release = sys.argv[1]
     out = ROOT / "tests" / "compat" / release
     if out.exists():
@@ -94,7 +140,10 @@ def main() -> None:
             nic("decode", f, "-o", png, "--quiet", env=env)
             if f.name == "tiled-q1.nic":
                 pixels_json(png, f)
-    print(f"wrote {len(list(out.iterdir()))} files to {out}")
+    d = read_platforms()
+    d["written_on"][release] = float_platform()
+    write_platforms(d)
+    print(f"wrote {len(list(out.iterdir()))} files to {out}, decoded on {float_platform()}")
 
 
 if __name__ == "__main__":
