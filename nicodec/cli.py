@@ -133,6 +133,21 @@ MAX_PIXELS = click.option("--max-pixels", type=click.IntRange(1), default=None,
                                "$NICODEC_MAX_PIXELS); memory is about 0.2 GB per megapixel")
 
 
+def _efforts(ctx, param, value):
+    """``1,3`` -> [1, 3]: each an effort level (no repeats)."""
+    from nicodec.effort import EFFORTS
+
+    try:
+        levels = [int(v) for v in str(value).split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated effort levels, e.g. 1,3")
+    bad = [v for v in levels if v not in EFFORTS]
+    if bad or len(set(levels)) != len(levels):
+        raise click.BadParameter(f"{value!r}: each of {', '.join(map(str, EFFORTS))} at most "
+                                 "once")
+    return levels
+
+
 def _effort(ctx, param, value):
     from nicodec.effort import EFFORTS
 
@@ -515,8 +530,12 @@ def _bd_text(res: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write results")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="RD curves (PNG)")
 @click.option("--per-image", is_flag=True, help="also print every image's numbers")
+@click.option("-e", "--effort", "efforts", callback=_efforts, default="1", show_default=True,
+              help="encoder effort(s), comma-separated (e.g. 1,3): one curve per domain "
+                   "and effort; the files are what `encode --effort` writes")
 @DEVICE
-def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_image, device):
+def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_image, efforts,
+             device):
     """Rate-distortion curves (bpp, PSNR, MS-SSIM) and BD-rates on the images in FOLDER.
 
     \b
@@ -530,6 +549,7 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
     Examples:
       nicodec eval ./test_images --baselines jpeg2000,webp --plot rd.png
       nicodec eval ./screens --domain photo --domain screen --json screens.json
+      nicodec eval ./photos --effort 1,3 --baselines jpeg2000,webp
     """
     import json
 
@@ -560,7 +580,7 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
             bar.update(task, completed=done, total=total, description=f"evaluated {label}")
         res = evaluate.evaluate(Path(folder), list(domains), kinds, qualities,
                                 device=registry.pick_device(device), reg=reg,
-                                progress=progress)
+                                progress=progress, efforts=efforts)
     t = Table(title=f"{folder}: {res['images']} images")
     for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM"):
         t.add_column(col, justify="right")

@@ -46,11 +46,14 @@ def _measure(name: str, rgb: np.ndarray, n_bytes: int, rec: np.ndarray,
 
 
 def codec_point(codec, imgs: list[tuple[str, np.ndarray]], label: str,
-                with_ms_ssim: bool = True) -> dict:
-    """Encode and decode every image with ``codec`` (real file bytes) and average."""
+                with_ms_ssim: bool = True, effort: int = 1) -> dict:
+    """Encode (at encoder ``effort``) and decode every image with ``codec`` (real file
+    bytes) and average."""
+    from nicodec import effort as effort_
+
     per = []
     for name, rgb in imgs:
-        blob = codec.encode(rgb)
+        blob = codec.encode(rgb) if effort == 1 else effort_.encode(codec, rgb, level=effort)
         rec = codec.decode(*container.parse(blob))
         per.append(_measure(name, rgb, len(blob), rec, with_ms_ssim))
     return _point(label, per)
@@ -60,14 +63,20 @@ def _no_tick(label: str) -> None:
     pass
 
 
+def curve_name(domain: str, effort: int = 1) -> str:
+    """``nicodec:<domain>``, with ``@effort<N>`` when the encoder works harder than 1."""
+    return f"nicodec:{domain}" + (f"@effort{effort}" if effort > 1 else "")
+
+
 def nicodec_curve(reg: Registry, domain: str, imgs: list[tuple[str, np.ndarray]],
-                  qualities, device: str, tick=_no_tick) -> dict:
+                  qualities, device: str, tick=_no_tick, effort: int = 1) -> dict:
+    name = curve_name(domain, effort)
     points = []
     for q in qualities:
         points.append(codec_point(reg.codec(quality=q, domain=domain, device=device), imgs,
-                                  f"q{q}"))
-        tick(f"nicodec:{domain} q{q}")
-    return {"name": f"nicodec:{domain}", "points": points}
+                                  f"q{q}", effort=effort))
+        tick(f"{name} q{q}")
+    return {"name": name, "points": points}
 
 
 def baseline_curve(kind: str, imgs: list[tuple[str, np.ndarray]],
@@ -144,9 +153,12 @@ def plot(curves: list[dict], path: Path, title: str) -> None:
 
 
 def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualities,
-             device: str = "cpu", reg: Registry | None = None, progress=None) -> dict:
-    """RD curves of nicodec (each domain) and the baselines on every image in ``folder``,
-    and their BD comparisons. ``progress(done, total, label)`` follows each curve point."""
+             device: str = "cpu", reg: Registry | None = None, progress=None,
+             efforts=(1,)) -> dict:
+    """RD curves of nicodec (each domain at each encoder effort) and the baselines on every
+    image in ``folder``, and their BD comparisons against the first curve.
+    ``progress(done, total, label)`` follows each curve point."""
+    from nicodec import effort as effort_
     from nicodec.data import list_images
     from nicodec.errors import NicodecError
 
@@ -158,7 +170,8 @@ def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualit
     if not files:
         raise NicodecError(f"{folder}: no images found")
     imgs = [(f.name, image.load(f).rgb) for f in files]
-    total = len(domains) * len(qualities) + sum(
+    efforts = [effort_.effort(e).level for e in efforts]
+    total = len(domains) * len(efforts) * len(qualities) + sum(
         len(JPEG2000_BPPS if b == "jpeg2000" else QUALITY_SWEEP) for b in baseline_kinds)
     done = [0]
 
@@ -166,7 +179,8 @@ def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualit
         done[0] += 1
         if progress:
             progress(done[0], total, label)
-    curves = [nicodec_curve(reg, d, imgs, qualities, device, tick) for d in domains]
+    curves = [nicodec_curve(reg, d, imgs, qualities, device, tick, effort=e)
+              for d in domains for e in efforts]
     curves += [baseline_curve(b, imgs, tick=tick) for b in baseline_kinds]
     return {"folder": str(folder), "images": len(imgs), "curves": curves,
             "comparisons": compare(curves) if len(curves) > 1 else []}

@@ -113,3 +113,26 @@ def api_psnr(reg, data, rgb):
 
     header, payload = container.parse(data)
     return metrics.psnr(rgb, reg.codec_for_header(header).decode(header, payload))
+
+
+def test_eval_measures_each_effort_on_the_files_encode_writes(shipped, photo, tmp_path):
+    """`eval --effort 1,3`: one curve per effort, named after it, whose bpp are the sizes of
+    the files `effort.encode` writes, and compared with each other by BD-rate."""
+    import json
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(photo).save(d / "p.png")
+    r = run("eval", d, "--qualities", "2,3", "--effort", "1,3", "--baselines", "none",
+            "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert [c["name"] for c in res["curves"]] == ["nicodec:photo", "nicodec:photo@effort3"]
+    pixels = photo.shape[0] * photo.shape[1]
+    for curve, level in zip(res["curves"], (1, 3)):
+        for q, point in zip((2, 3), curve["points"]):
+            blob = effort.encode(shipped.codec(quality=q), photo, level=level)
+            assert point["bpp"] == pytest.approx(8 * len(blob) / pixels)
+    assert res["comparisons"][0]["test"] == "nicodec:photo@effort3"
+    bad = run("eval", d, "--effort", "1,1")
+    assert bad.exit_code == 2 and "at most once" in bad.output
