@@ -4,10 +4,12 @@ Three domains, each built from packages anyone can fetch without installing them
 
 * ``photo`` (the source domain): general photographs from Debian wallpaper and game
   packages (the photographs of GCompris's activities are unpacked from its Qt resource
-  archives), plus the colour test photos bundled with the PyPI packages sporco,
-  scikit-image, scikit-learn and matplotlib. Only photographs: wallpapers that are
-  renders, gradients or logos are left out by name, and a picture that ships in several
-  packages is kept once (:func:`dedupe`).
+  archives), Scratch's stage backgrounds, KPhotoAlbum's demo album and the photographs
+  among other packages' examples (:data:`PACKAGE_PHOTOS`), plus the test photos bundled
+  with the PyPI packages sporco, scikit-image, scikit-learn, matplotlib, ultralytics and
+  imgaug. Only photographs: renders, gradients, drawings and logos are left out by name,
+  and a picture that ships in several packages is kept once (:func:`dedupe`). The
+  packages in :data:`RESERVED_PACKAGES` are never a source (independent evaluation).
 * ``astro``: true-RGB deep-sky images from Debian's ``stellarium-data``.
 * ``screen``: GUI screenshots (dialogs, preferences, menus, toolbox) from Debian's
   ``gimp-help-en``.
@@ -52,13 +54,28 @@ DEBIAN_PACKAGES = (
     "palapeli-data",
     "stellarium-data",
     "gimp-help-en",
+    # photographs in packages' examples, demos and media (0.9; see PACKAGE_PHOTOS)
+    "scratch",
+    "kphotoalbum",
+    "forensics-samples-files",
+    "libdlib19.1",
+    "labelme-examples",
+    "tdiary-theme",
+    "eyes17",
+    "libjs-jquery-backstretch",
+    "python-kivy-examples",
+    "golang-github-rwcarlsen-goexif-dev",
 )
+# Reserved for independent evaluation (scripts/independent_eval.sh): never a source here.
+RESERVED_PACKAGES = ("opencv-doc", "libjxl-testdata", "kstars-data")
 # (pip spec, the wheel members to unpack)
 PYPI_PACKAGES = (
     ("sporco==0.2.2.post1", "/data/"),
     ("scikit-image==0.26.0", "/data/"),
     ("scikit-learn==1.9.1", "sklearn/datasets/images/"),
     ("matplotlib==3.11.2", "mpl-data/sample_data/"),
+    ("ultralytics==8.4.190", "ultralytics/assets/"),
+    ("imgaug==0.4.0", "imgaug/quokka.jpg"),
 )
 
 # The photographs among the KDE Plasma wallpapers (the others are vector artwork).
@@ -78,6 +95,62 @@ MPL_PHOTOS = ("grace_hopper.jpg",)
 # transparency (checked for 0.5; neither adds whole photographs).
 LOMIRI20_PHOTOS = ("Kleiber_by_Lukas_Baubkus.jpg",)
 # GCompris activities whose pictures are photographs (the others are drawings).
+# Scratch's stage backgrounds (Media/Backgrounds/<theme>/) are photographs except these
+# drawings (and the GIFs, all drawings).
+SCRATCH_BACKGROUNDS = "scratch/usr/share/scratch/Media/Backgrounds"
+SCRATCH_DRAWINGS = (
+    "chalkboard", "party-room", "room1", "room2", "room3", "spotlight-stage",
+    "woods-and-bench", "graffiti", "school2", "basketball-court1-a", "basketball-court1-b",
+    "basketball-court2",
+)
+# The photographs among other packages' examples, demos and media, picked by eye from
+# contact sheets of every JPEG/PNG they hold (0.9): {package: (directory, (file, ...))}.
+# Left out: dlib's collages and video frames, screenshots, drawings, textures, faded page
+# banners, and texlive-latex-extra-doc's 29 small gallery pictures (a 593 MB package).
+PACKAGE_PHOTOS = {
+    "kphotoalbum": ("usr/share/kphotoalbum/demo", (
+        "anne_helene", "bar55", "bar55_2", "blackie", "cold_water", "donna", "donna_2",
+        "grand_canyon_1", "grand_canyon_2", "grand_canyon_3", "jesper", "jesper_2",
+        "new_wave_1", "new_wave_2", "pool", "pool_2", "qt-logo", "skagen", "skagen_2",
+        "snow", "spiff", "spiff_2", "sunset", "wayne")),
+    "forensics-samples-files": ("usr/share/forensics-samples/original-files", (
+        "pic1/IMG-20191006-WA0002", "pic1/IMG_1054.JPG", "pic1/IMG_20200827_231612",
+        "pic2/IMG_20191224_234846", "pic2/IMG_20200124_231153", "pic2/IMG_20200608_111614")),
+    "libdlib19.1": ("usr/share/doc/libdlib19.1/examples", (
+        "faces/2007_007763", "faces/2008_001009", "faces/2008_001322", "faces/2008_002079",
+        "faces/2008_002470", "faces/2008_002506", "faces/2008_004176", "faces/2008_007676",
+        "faces/2009_004587", "faces/Tom_Cruise_avp_2014_4", "mmod_cars_test_image",
+        "mmod_cars_test_image2")),
+    "labelme-examples": ("usr/share/doc/labelme-examples/examples", (
+        "bbox_detection/data_dataset_voc/JPEGImages/2011_000003",
+        "bbox_detection/data_dataset_voc/JPEGImages/2011_000006",
+        "bbox_detection/data_dataset_voc/JPEGImages/2011_000025",
+        "classification/data_annotated/0001", "classification/data_annotated/0002",
+        "tutorial/apc2016_obj3", "video_annotation/data_annotated/00000100")),
+    "tdiary-theme": ("usr/share/tdiary/theme", (
+        "cafe-mint-julep-soda/cafe-mint-julep-soda-back", "cherry_blossom/body",
+        "curtain/body", "digital_gadgets/body", "noto/body", "snest/h1back",
+        "winter/background", "yukon/yukon_dayback")),
+    "eyes17": ("usr/share/eyes17/helpFiles/en/pics", (
+        "accessory", "driven-pendulum-photo", "induction-photo", "rod-pend-LB",
+        "sr04-photo", "eyes17-nb")),
+    "libjs-jquery-backstretch": ("usr/share/doc/libjs-jquery-backstretch/examples", (
+        "coffee", "dome", "pot-holder", "sample1_1920", "sample2_1920")),
+    "python-kivy-examples": ("usr/share/kivy-examples", (
+        "canvas/kiwi", "demo/pictures/images/Wall", "demo/pictures/images/faust_github",
+        "widgets/cityCC0.png")),
+    "golang-github-rwcarlsen-goexif-dev": (
+        "usr/share/gocode/src/github.com/rwcarlsen/goexif/exif", ("sample1",)),
+    "gimp-help-en": ("usr/share/gimp/2.0/help/en/images", (
+        "filters/examples/taj_orig", "tutorials/quickie-crop-example-source",
+        "tutorials/quickie-flip-example-source", "tutorials/quickie-jpeg-example",
+        "tutorials/quickie-remove-background-source",
+        "tutorials/quickie-rotate-example-source",
+        "tutorials/tone-mapping/apple-orchard-truck-from-camera",
+        "tutorials/tone-mapping/power-lines")),
+    "ultralytics": ("ultralytics/assets", ("bus", "zidane")),
+    "imgaug": ("imgaug", ("quokka",)),
+}
 GCOMPRIS_RCC = "gcompris-qt-data/usr/share/gcompris-qt/rcc"
 GCOMPRIS_PHOTO_ACTIVITIES = ("erase", "explore_monuments", "explore_world_animals",
                              "explore_farm_animals", "explore_world_music", "clickgame")
@@ -203,6 +276,12 @@ def candidates(domain: str, pkgs: Path) -> list[str]:
         out += [pkgs / f"matplotlib/matplotlib/mpl-data/sample_data/{n}" for n in MPL_PHOTOS]
         out += [pkgs / f"lomiri-wallpapers-20.04/usr/share/backgrounds/{n}"
                 for n in LOMIRI20_PHOTOS]
+        for theme in sorted((pkgs / SCRATCH_BACKGROUNDS).glob("*")):
+            out += [p for p in theme.glob("*.*") if p.suffix in (".jpg", ".png")
+                    and p.stem not in SCRATCH_DRAWINGS]
+        for package, (folder, names) in PACKAGE_PHOTOS.items():
+            out += [pkgs / package / folder / (n if Path(n).suffix else n + ".jpg")
+                    for n in names]
         for p in (pkgs / "gcompris-photos").rglob("*"):
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 with Image.open(p) as im:

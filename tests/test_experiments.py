@@ -10,7 +10,8 @@ from PIL import Image
 
 import study.__main__ as study_main
 from study import engine, report, sections
-from nicodec.data import CropSampler, MixedSampler
+from nicodec.data import CropSampler, MixedSampler, prepared_name
+from nicodec.errors import NicodecError
 from nicodec.network import AdaptedCodec, Adapter, FactorizedPrior, count_parameters, widen
 
 from conftest import smooth_image
@@ -46,15 +47,34 @@ def test_training_subsets_are_nested(env, monkeypatch, tmp_path):
     assert len(engine.training_files("astro", engine.ALL)) == 12
 
 
+def test_the_study_trains_on_the_photos_it_was_published_with(env, monkeypatch, tmp_path):
+    _fake_data(tmp_path, monkeypatch, n_train=4)
+    pinned = json.loads(engine.PHOTO_TRAIN_V01.read_text())["train"]
+    photos = tmp_path / "data/photo/train"
+    (photos / "grown-later.png").write_bytes((photos / prepared_name(pinned[0])).read_bytes())
+    assert engine.training_files("photo", engine.ALL) == sorted(
+        photos / prepared_name(rel) for rel in pinned)
+    (photos / prepared_name(pinned[1])).unlink()
+    with pytest.raises(NicodecError, match="run 'make data'"):
+        engine.training_files("photo", engine.ALL)
+
+
 def _fake_data(root, monkeypatch, n_train=6, n_test=2):
+    """Small smooth images as every domain's prepared split; photo's training images carry
+    the names of the study's pinned photos (a pin file of the first ``n_train``)."""
     monkeypatch.setenv("NICODEC_DATA", str(root / "data"))
+    pinned = json.loads(engine.PHOTO_TRAIN_V01.read_text())["train"][:n_train]
+    pin = root / "photo-train.json"
+    pin.write_text(json.dumps({"train": pinned}))
+    monkeypatch.setattr(engine, "PHOTO_TRAIN_V01", pin)
     for d, domain in enumerate(("photo", "astro", "screen")):
         for part, n in (("train", n_train), ("test", n_test)):
             folder = root / "data" / domain / part
             folder.mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(smooth_image(96, 112, seed=10 * d + i)).save(
-                    folder / f"{i}.png")
+                name = (prepared_name(pinned[i]) if (domain, part) == ("photo", "train")
+                        else f"{i}.png")
+                Image.fromarray(smooth_image(96, 112, seed=10 * d + i)).save(folder / name)
 
 
 def test_experiments_run_end_to_end_at_toy_scale(env, monkeypatch, tmp_path):
