@@ -94,7 +94,6 @@ MPL_PHOTOS = ("grace_hopper.jpg",)
 # greyscale video frames of a few lab scenes and tuxpaint-stamps-default cut-outs on
 # transparency (checked for 0.5; neither adds whole photographs).
 LOMIRI20_PHOTOS = ("Kleiber_by_Lukas_Baubkus.jpg",)
-# GCompris activities whose pictures are photographs (the others are drawings).
 # Scratch's stage backgrounds (Media/Backgrounds/<theme>/) are photographs except these
 # drawings (and the GIFs, all drawings).
 SCRATCH_BACKGROUNDS = "scratch/usr/share/scratch/Media/Backgrounds"
@@ -151,6 +150,7 @@ PACKAGE_PHOTOS = {
     "ultralytics": ("ultralytics/assets", ("bus", "zidane")),
     "imgaug": ("imgaug", ("quokka",)),
 }
+# GCompris activities whose pictures are photographs (the others are drawings).
 GCOMPRIS_RCC = "gcompris-qt-data/usr/share/gcompris-qt/rcc"
 GCOMPRIS_PHOTO_ACTIVITIES = ("erase", "explore_monuments", "explore_world_animals",
                              "explore_farm_animals", "explore_world_music", "clickgame")
