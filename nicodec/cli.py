@@ -207,8 +207,8 @@ def _files_progress(total: int, enabled: bool):
 @click.option("--domain", default="photo", show_default=True,
               help="photo (the base codec), an installed adapter's name, or auto")
 @click.option("-e", "--effort", type=int, default=1, show_default=True, callback=_effort,
-              help="1 = plain rounding (fast) .. 3 = search the latents for a smaller file "
-                   "at equal quality; every decoder reads the result")
+              help="1 = plain rounding (fast); 2, 3, 4 = search the latents longer for a "
+                   "smaller file at equal quality; every decoder reads the result")
 @click.option("--target-bpp", type=float, default=None,
               help="choose the quality per image to land within 3 % of this size")
 @click.option("--target-psnr", type=float, default=None,

@@ -47,10 +47,14 @@ class Effort:
     description: str = ""
 
 
+# Learning rates tuned in 0.9 on 256x256 crops of six training images per domain, all four
+# qualities (docs/results/effort-tuning.md): a smaller step pays at every length, and a
+# longer search wants a smaller one still (0.8's 0.08 / 0.05 left 5-8 points of BD-rate).
 EFFORTS = {
     1: Effort(1, 0, description="plain rounding, as every release writes (fast)"),
-    2: Effort(2, 15, "sga", 0.08, "15 steps of stochastic Gumbel annealing"),
-    3: Effort(3, 40, "sga", 0.05, "40 steps of stochastic Gumbel annealing"),
+    2: Effort(2, 15, "sga", 0.03, "15 steps of stochastic Gumbel annealing"),
+    3: Effort(3, 40, "sga", 0.02, "40 steps of stochastic Gumbel annealing"),
+    4: Effort(4, 120, "sga", 0.015, "120 steps of stochastic Gumbel annealing (slow)"),
 }
 DEFAULT_EFFORT = 1
 

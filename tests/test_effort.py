@@ -43,7 +43,7 @@ def test_effort_1_is_byte_identical_to_plain_encoding(shipped, photo, tmp_path):
         codec.encode(photo)
 
 
-@pytest.mark.parametrize("level", [2, 3])
+@pytest.mark.parametrize("level", [2, 3, 4])
 def test_refined_file_decodes_unchanged_and_costs_less(shipped, photo, level):
     codec = shipped.codec(quality=3)
     plain = codec.encode(photo)
@@ -64,7 +64,7 @@ def test_refined_file_decodes_unchanged_and_costs_less(shipped, photo, level):
 def test_unknown_effort_is_one_clear_error(env, tmp_path):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "z.png")
     r = run("encode", tmp_path / "z.png", "--effort", 9)
-    assert r.exit_code == 2 and "effort must be one of 1, 2, 3" in r.output
+    assert r.exit_code == 2 and "effort must be one of 1, 2, 3, 4" in r.output
     with pytest.raises(NicodecError, match="effort must be one of"):
         effort.effort(0)
 
