@@ -4,8 +4,8 @@
 
 Files this release writes, each beside what it decodes to (``<name>.png``, or for large
 images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the
-photo codec (the newest generation) and of the shipped adapters, a greyscale image, an
-effort-3 file, a ``--target-bpp`` file, a tiled (format version 2) image, and a user
+photo codec (the newest generation) and of the shipped adapters, a greyscale image,
+effort-3 and effort-4 files, a ``--target-bpp`` file, a tiled (format version 2) image, and a user
 adapter made with this release (``user-<name>.safetensors``) with a file made with it.
 Every later release must decode them all to the same pixels (``tests/test_compat.py``).
 It records in ``tests/compat/platforms.json`` the CPU family that decoded them
@@ -112,8 +112,9 @@ def main() -> None:
         grey = Path(tmp) / "grey.png"
         Image.open(SOURCE).convert("L").save(grey)
         nic("encode", grey, "-q", 2, "-o", out / "grey-q2.nic", "--quiet", env=env)
-        nic("encode", SOURCE, "-q", 3, "--effort", 3, "-o", out / "photo-q3-effort3.nic",
-            "--quiet", env=env)
+        for level in (3, 4):  # effort 4 since 0.9
+            nic("encode", SOURCE, "-q", 3, "--effort", level, "-o",
+                out / f"photo-q3-effort{level}.nic", "--quiet", env=env)
         nic("encode", SOURCE, "--target-bpp", "0.3", "-o", out / "photo-target-0.3bpp.nic",
             "--quiet", env=env)
         # a tiled file (format version 2): a smooth 2304 x 1800 image (4.1 MP) at q1
