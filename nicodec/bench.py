@@ -206,6 +206,18 @@ def show_memory(rows: list[dict]) -> None:
 ROUNDING_LOTTERY = "m98-14a254.png"  # the dark astro image of docs/results/probe-rounding
 
 
+def effort_point(codec, rgb: np.ndarray, level: int) -> tuple[float, float, float]:
+    """(bpp, PSNR, encode seconds) of one image encoded at an effort level and decoded."""
+    from nicodec import effort
+
+    t0 = time.perf_counter()
+    blob = effort.encode(codec, rgb, level=level)
+    seconds = time.perf_counter() - t0
+    rec = codec.decode(*container.parse(blob))
+    return (metrics.bpp(len(blob), rgb.shape[1], rgb.shape[0]), metrics.psnr(rgb, rec),
+            seconds)
+
+
 def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
     """Per test set (photo; astro and screen with their adapters): RD and encode time per
     megapixel of each effort, BD-rate against effort 1; the rounding-lottery image; and
@@ -227,13 +239,11 @@ def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
             for codec in codecs:
                 bpp, psnr = [], []
                 for name, rgb in imgs:
-                    t0 = time.perf_counter()
-                    blob = effort.encode(codec, rgb, level=level)
-                    seconds += time.perf_counter() - t0
+                    b, p, s = effort_point(codec, rgb, level)
+                    seconds += s
                     pixels += rgb.shape[0] * rgb.shape[1]
-                    rec = codec.decode(*container.parse(blob))
-                    bpp.append(metrics.bpp(len(blob), rgb.shape[1], rgb.shape[0]))
-                    psnr.append(metrics.psnr(rgb, rec))
+                    bpp.append(b)
+                    psnr.append(p)
                     if name == ROUNDING_LOTTERY:
                         lottery[codec.quality] = {"bpp": bpp[-1], "psnr": psnr[-1]}
                 points.append({"quality": codec.quality, "bpp": float(np.mean(bpp)),

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 
-from nicodec import container, data, effort, image, metrics, registry
+from nicodec import bench, data, effort, image, metrics, registry
 from nicodec.effort import Effort
 
 
@@ -34,13 +33,11 @@ def curve(codecs, imgs, level: int) -> tuple[list[tuple[float, float]], float]:
     for codec in codecs:
         bpp, psnr = [], []
         for rgb in imgs:
-            t0 = time.perf_counter()
-            blob = effort.encode(codec, rgb, level=level)
-            seconds += time.perf_counter() - t0
+            b, p, s = bench.effort_point(codec, rgb, level)
+            seconds += s
             pixels += rgb.shape[0] * rgb.shape[1]
-            rec = codec.decode(*container.parse(blob))
-            bpp.append(metrics.bpp(len(blob), rgb.shape[1], rgb.shape[0]))
-            psnr.append(metrics.psnr(rgb, rec))
+            bpp.append(b)
+            psnr.append(p)
         points.append((float(np.mean(bpp)), float(np.mean(psnr))))
     return points, seconds / (pixels / 1e6)
 
