@@ -38,6 +38,7 @@ class BaseRun:
     steps: int
     generation: int = registry.CURRENT_GENERATION
     batch: int = 8
+    crop: int = 128  # side of the square training crops, in pixels (a multiple of 16)
     lr: float = 1e-4
     lr_drop_at: float = 0.8
     init: Path | None = None
@@ -101,7 +102,7 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     device = distributed.init(device)
     lam = registry.Registry().lambda_for(run.quality)
     files = data.list_images(data.split_dir(run.domain, "train"))
-    sampler = data.CropSampler.from_files(distributed.shard(files), crop=128)
+    sampler = data.CropSampler.from_files(distributed.shard(files), crop=run.crop)
     model = FactorizedPrior()
     start = _init_weights(model, run.init, lam) if run.init else 0
     if run.synthesis_only:  # a new stage: its steps count from 0 whatever it starts from
@@ -125,7 +126,7 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
         log(f"step {step}: test {row['bpp']:.4f} bpp {row['psnr']:.2f} dB "
             f"(train loss {stats['loss']:.4f})")
 
-    cfg = TrainConfig(lam=lam, steps=run.steps, batch=run.batch, lr=run.lr,
+    cfg = TrainConfig(lam=lam, steps=run.steps, batch=run.batch, crop=run.crop, lr=run.lr,
                       lr_drop_at=run.lr_drop_at, start=start, ckpt_every=run.ckpt_every,
                       log_every=min(50, run.ckpt_every),
                       label=f"{run.domain} q{run.quality}",
@@ -134,8 +135,8 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
         what = ", only its synthesis on rounded latents," if run.synthesis_only else ""
         log(f"training {run.name}{what} (lambda={lam}) on {len(files)} images in "
             f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "
-            f"{run.batch} per process, lr {run.lr:g}, distortion {run.distortion}, "
-            f"device {device}")
+            f"{run.batch} of {run.crop}x{run.crop} per process, lr {run.lr:g}, distortion "
+            f"{run.distortion}, device {device}")
     train(model, sampler, cfg, ckpt=ckpt, device=device, console_log=progress,
           on_checkpoint=on_checkpoint)
     entry = None

@@ -111,6 +111,13 @@ def _quality(ctx, param, value):
     return value
 
 
+def _multiple_of_16(value: int) -> int:
+    """A training crop's side: the network downsamples by 16."""
+    if value % 16:
+        raise click.BadParameter(f"{value} is not a multiple of 16")
+    return value
+
+
 def _qualities(ctx, param, value):
     """A comma-separated list of qualities; default: every quality the models define."""
     known = _installed_qualities()
@@ -752,6 +759,9 @@ def models_remove(name):
 @click.option("--steps", type=int, default=5000, show_default=True,
               help="the run's total length (a resumed run continues to it)")
 @click.option("--batch", type=int, default=8, show_default=True, help="crops per process")
+@click.option("--crop", type=click.IntRange(min=16), default=128, show_default=True,
+              callback=lambda ctx, p, v: _multiple_of_16(v),
+              help="side of the square training crops in pixels (a multiple of 16)")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--lr-drop-at", type=float, default=0.8, show_default=True,
               help="fraction of the steps after which the learning rate is divided by 3")
@@ -772,7 +782,7 @@ def models_remove(name):
               help="the loss's distortion: the MSE, or the geometric mean of the crops' "
                    "MSEs (whose PSNR is their mean PSNR, as evaluations report)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, runs,
+def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, generation, runs,
           ckpt_every, synthesis_only, distortion, device):
     """Train a base model for DOMAIN at QUALITY, then export it to the model registry.
 
@@ -786,6 +796,7 @@ def train(domain, quality, steps, batch, lr, lr_drop_at, init_from, generation, 
 
     run = basetrain.BaseRun(domain=domain, quality=quality, steps=steps,
                             generation=generation or registry.CURRENT_GENERATION, batch=batch,
+                            crop=crop,
                             lr=lr, lr_drop_at=lr_drop_at,
                             init=Path(init_from) if init_from else None, runs=Path(runs),
                             ckpt_every=ckpt_every, synthesis_only=synthesis_only,

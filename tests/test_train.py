@@ -145,3 +145,35 @@ def test_the_cli_offers_exactly_the_loops_distortions():
 
     option = next(p for p in train_cmd.params if p.name == "distortion")
     assert tuple(option.type.choices) == DISTORTIONS
+
+
+def test_train_takes_its_crop_size_from_the_command_line(env, tmp_path, monkeypatch):
+    """``nicodec train --crop`` reaches the training loop (its checkpoint records it)."""
+    import json
+    import os
+    import shutil
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from nicodec.cli import main
+
+    models = tmp_path / "models"  # a copy: the run exports a model into it
+    shutil.copytree(os.environ["NICODEC_MODELS"], models)
+    monkeypatch.setenv("NICODEC_MODELS", str(models))
+    monkeypatch.setenv("NICODEC_DATA", str(tmp_path / "data"))
+    for part, n in (("train", 2), ("test", 1)):
+        folder = tmp_path / "data" / "photo" / part
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"{part}{i}.png")
+    runs = tmp_path / "runs"
+    r = CliRunner().invoke(main, ["train", "-q", "1", "--steps", "2", "--batch", "2",
+                                  "--crop", "32", "--ckpt-every", "2", "--generation", "2",
+                                  "--runs", str(runs)])
+    assert r.exit_code == 0, r.output
+    assert "batch 2 of 32x32" in r.output
+    config = json.loads((runs / "photo-g2-q1.json").read_text())["config"]
+    assert (config["crop"], config["batch"], config["steps"]) == (32, 2, 2)
+    refused = CliRunner().invoke(main, ["train", "-q", "1", "--crop", "40", "--steps", "1"])
+    assert refused.exit_code == 2 and "40 is not a multiple of 16" in refused.output
