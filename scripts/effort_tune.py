@@ -48,7 +48,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=6, help="training images, spread over the list")
     ap.add_argument("--crop", type=int, default=256, help="centre crop side (0: whole images)")
     ap.add_argument("--setting", action="append", required=True,
-                    help="STEPS:LR of a stochastic-Gumbel-annealing search (repeatable)")
+                    help="STEPS:LR of a stochastic-Gumbel-annealing search, or STEPS:LR:fp32 "
+                         "for its synthesis in float32 everywhere (repeatable)")
     ap.add_argument("--json", help="also write the curves here")
     args = ap.parse_args()
 
@@ -65,9 +66,10 @@ def main() -> None:
     print(f"{args.domain}: {len(imgs)} images {[f.name for f in chosen]}")
     print(f"  round        BD-rate   0.00 %  {s_per_mp:6.1f} s/MP", flush=True)
     for i, setting in enumerate(args.setting):
-        steps, lr = setting.split(":")
+        steps, lr, *precision = setting.split(":")
         level = 1000 + i  # a private level, never a user's
-        effort.EFFORTS[level] = Effort(level, int(steps), "sga", float(lr))
+        effort.EFFORTS[level] = Effort(level, int(steps), "sga", float(lr),
+                                       bf16=precision != ["fp32"])
         points, s_per_mp = curve(codecs, imgs, level)
         bd = metrics.bd_rate([p[0] for p in ref], [p[1] for p in ref],
                              [p[0] for p in points], [p[1] for p in points])

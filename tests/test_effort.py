@@ -10,6 +10,7 @@ from PIL import Image
 
 from nicodec import api, container, effort, ratecontrol, registry
 from nicodec.cli import main
+from nicodec.effort import Effort
 from nicodec.errors import NicodecError
 
 COMPAT = Path(__file__).parent / "compat" / "v0.1"
@@ -136,3 +137,21 @@ def test_eval_measures_each_effort_on_the_files_encode_writes(shipped, photo, tm
     assert res["comparisons"][0]["test"] == "nicodec:photo@effort3"
     bad = run("eval", d, "--effort", "1,1")
     assert bad.exit_code == 2 and "at most once" in bad.output
+
+
+def test_the_bf16_search_keeps_nearly_all_of_the_float32_search_gain(shipped, photo):
+    """Where bf16 is native the search's synthesis runs in it (elsewhere both are float32):
+    its file must still be chosen by the real J and keep >= 90 % of float32's gain."""
+    codec = shipped.codec(quality=3)
+    e = effort.EFFORTS[3]
+    plain = api.rd_cost(codec, photo, codec.encode(photo))
+    gains = {}
+    for bf16 in (True, False):
+        effort.EFFORTS[999] = Effort(999, e.steps, e.method, e.lr, bf16=bf16)
+        try:
+            gains[bf16] = plain - api.rd_cost(codec, photo,
+                                              effort.encode(codec, photo, level=999))
+        finally:
+            del effort.EFFORTS[999]
+    assert gains[False] > 0
+    assert gains[True] >= 0.9 * gains[False]
