@@ -111,7 +111,7 @@ def _quality(ctx, param, value):
     return value
 
 
-def _multiple_of_16(value: int) -> int:
+def _multiple_of_16(ctx, param, value: int) -> int:
     """A training crop's side: the network downsamples by 16."""
     if value % 16:
         raise click.BadParameter(f"{value} is not a multiple of 16")
@@ -760,7 +760,7 @@ def models_remove(name):
               help="the run's total length (a resumed run continues to it)")
 @click.option("--batch", type=int, default=8, show_default=True, help="crops per process")
 @click.option("--crop", type=click.IntRange(min=16), default=128, show_default=True,
-              callback=lambda ctx, p, v: _multiple_of_16(v),
+              callback=_multiple_of_16,
               help="side of the square training crops in pixels (a multiple of 16)")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--lr-drop-at", type=float, default=0.8, show_default=True,

@@ -147,10 +147,10 @@ def test_the_cli_offers_exactly_the_loops_distortions():
     assert tuple(option.type.choices) == DISTORTIONS
 
 
-def test_train_takes_its_crop_size_from_the_command_line(env, tmp_path, monkeypatch):
+def test_train_takes_its_crop_size_from_the_command_line(test_models, env, tmp_path,
+                                                         monkeypatch):
     """``nicodec train --crop`` reaches the training loop (its checkpoint records it)."""
     import json
-    import os
     import shutil
 
     from click.testing import CliRunner
@@ -159,7 +159,7 @@ def test_train_takes_its_crop_size_from_the_command_line(env, tmp_path, monkeypa
     from nicodec.cli import main
 
     models = tmp_path / "models"  # a copy: the run exports a model into it
-    shutil.copytree(os.environ["NICODEC_MODELS"], models)
+    shutil.copytree(test_models, models)
     monkeypatch.setenv("NICODEC_MODELS", str(models))
     monkeypatch.setenv("NICODEC_DATA", str(tmp_path / "data"))
     for part, n in (("train", 2), ("test", 1)):
