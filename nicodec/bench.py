@@ -367,7 +367,7 @@ def show_training(rows: list[dict]) -> None:
                   f"{r['steps_per_s']:.2f}", f"{r['mpix_per_s']:.3f}",
                   f"{rows[0]['ms_per_step'] / r['ms_per_step']:.2f}x")
     console.print(t)
-    from nicodec.train import bf16_is_fast
+    from nicodec.inference import bf16_is_fast
 
     units = "yes (bf16 transforms)" if bf16_is_fast("cpu") else "no (fp32 transforms)"
     console.print(f"CPU bf16 units (AMX or AVX512-BF16): {units}")

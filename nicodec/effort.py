@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from nicodec import tiling
 from nicodec.codec import Codec, pixels_to_tensor
 from nicodec.errors import NicodecError
+from nicodec.inference import bf16_is_fast
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,6 @@ def sga_round(r: torch.Tensor, tau: float, generator: torch.Generator | None) ->
 def search_dtype(device: str) -> torch.dtype | None:
     """The precision of the search's synthesis: bf16 where the hardware computes it
     natively (as training's fast path), else None (float32)."""
-    from nicodec.train import bf16_is_fast
-
     return torch.bfloat16 if bf16_is_fast(str(device)) else None
 
 

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from nicodec import distributed, modelfile
 from nicodec.data import CropSampler
 from nicodec.errors import NicodecError
+from nicodec.inference import bf16_is_fast
 
 
 class TrainingDiverged(NicodecError):
@@ -71,15 +72,6 @@ class TrainConfig:
 
 COMPILE_MIN_STEPS = 1000
 RANK_SEED_STRIDE = 1_000_003  # rank r draws crops from seed + r * this
-
-
-def bf16_is_fast(device: str) -> bool:
-    """Whether bf16 convolutions are faster than fp32 here: CUDA with bf16, or a CPU with
-    AMX or AVX512-BF16 units. (Elsewhere oneDNN emulates bf16 and a step takes about 2x
-    longer than in fp32: measured 441 vs 196 ms on an AVX512 CPU without them.)"""
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def fast_settings(cfg: "TrainConfig", device: str, steps_left: int):

@@ -17,7 +17,8 @@ from nicodec import data, image, modelfile, registry
 from nicodec.basetrain import snapshot_codec
 from nicodec.evaluate import codec_point
 from nicodec.network import FactorizedPrior
-from nicodec.train import TrainConfig, bf16_is_fast, fast_settings, load_model_tensors, train
+from nicodec.inference import bf16_is_fast
+from nicodec.train import TrainConfig, fast_settings, load_model_tensors, train
 
 
 def run(fast: bool, steps: int, window: int) -> dict:
