@@ -218,6 +218,23 @@ def effort_point(codec, rgb: np.ndarray, level: int) -> tuple[float, float, floa
             seconds)
 
 
+def effort_curve(codecs, imgs: list[tuple[str, np.ndarray]], level: int):
+    """(points, encode seconds per megapixel, per image) of named images at an effort level:
+    points the mean bpp and PSNR per codec's quality, per image ``{(quality, name): (bpp,
+    PSNR)}``."""
+    points, seconds, pixels, each = [], 0.0, 0, {}
+    for codec in codecs:
+        for name, rgb in imgs:
+            b, p, s = effort_point(codec, rgb, level)
+            seconds += s
+            pixels += rgb.shape[0] * rgb.shape[1]
+            each[codec.quality, name] = (b, p)
+        mine = [v for (q, _), v in each.items() if q == codec.quality]
+        points.append({"quality": codec.quality, "bpp": float(np.mean([v[0] for v in mine])),
+                       "psnr": float(np.mean([v[1] for v in mine]))})
+    return points, seconds / (pixels / 1e6), each
+
+
 def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
     """Per test set (photo; astro and screen with their adapters): RD and encode time per
     megapixel of each effort, BD-rate against effort 1; the rounding-lottery image; and
@@ -235,20 +252,10 @@ def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
         codecs = [reg.codec(quality=q, domain=domain, device=device) for q in reg.qualities()]
         per_effort = {}
         for level in effort.EFFORTS:
-            points, seconds, pixels, lottery = [], 0.0, 0, {}
-            for codec in codecs:
-                bpp, psnr = [], []
-                for name, rgb in imgs:
-                    b, p, s = effort_point(codec, rgb, level)
-                    seconds += s
-                    pixels += rgb.shape[0] * rgb.shape[1]
-                    bpp.append(b)
-                    psnr.append(p)
-                    if name == ROUNDING_LOTTERY:
-                        lottery[codec.quality] = {"bpp": bpp[-1], "psnr": psnr[-1]}
-                points.append({"quality": codec.quality, "bpp": float(np.mean(bpp)),
-                               "psnr": float(np.mean(psnr))})
-            per_effort[level] = {"points": points, "s_per_mp": seconds / (pixels / 1e6)}
+            points, s_per_mp, each = effort_curve(codecs, imgs, level)
+            per_effort[level] = {"points": points, "s_per_mp": s_per_mp}
+            lottery = {q: {"bpp": b, "psnr": p} for (q, name), (b, p) in each.items()
+                       if name == ROUNDING_LOTTERY}
             if lottery:
                 per_effort[level]["rounding_lottery"] = lottery
         ref = per_effort[1]["points"]

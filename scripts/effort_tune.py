@@ -29,17 +29,8 @@ def centre_crop(rgb: np.ndarray, side: int) -> np.ndarray:
 
 def curve(codecs, imgs, level: int) -> tuple[list[tuple[float, float]], float]:
     """Mean (bpp, PSNR) per quality at an effort level, and encode seconds per megapixel."""
-    points, seconds, pixels = [], 0.0, 0
-    for codec in codecs:
-        bpp, psnr = [], []
-        for rgb in imgs:
-            b, p, s = bench.effort_point(codec, rgb, level)
-            seconds += s
-            pixels += rgb.shape[0] * rgb.shape[1]
-            bpp.append(b)
-            psnr.append(p)
-        points.append((float(np.mean(bpp)), float(np.mean(psnr))))
-    return points, seconds / (pixels / 1e6)
+    points, s_per_mp, _ = bench.effort_curve(codecs, list(enumerate(imgs)), level)
+    return [(p["bpp"], p["psnr"]) for p in points], s_per_mp
 
 
 def main() -> None:
