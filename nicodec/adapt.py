@@ -137,7 +137,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     ``qualities`` None means every quality of the installed base models.
     ``init``: continue training an existing adaptation (a package file or an installed
     name) instead of starting from the base codec: its method and form are kept, and each
-    quality must extend the base model this run adapts (the newest generation's). The new
+    quality must extend the base model this run adapts (the newest of that quality). The new
     package has new IDs; the one it started from is not modified.
     Returns {"path", "meta", "rows"} where rows hold held-out bpp/PSNR of base and adapted.
     ``channel_affine`` (CAwF): None means on for CAwF (see :class:`~nicodec.network.Adapter`).
@@ -251,8 +251,9 @@ def _check_start_bases(start: package.PackageInfo, entries) -> None:
         if record.base_id != entry.id:
             raise NicodecError(f"--init {start.path.name}: its quality {entry.quality} "
                                f"extends base model {record.base_id}, not {entry.id} (the "
-                               "newest generation's, which adaptation builds on); continue "
-                               "only an adaptation of the newest generation")
+                               f"newest base of quality {entry.quality}, which adaptation "
+                               "builds on); continue only the qualities whose base is still "
+                               "the newest (--qualities)")
 
 
 def load_start(net: nn.Module, method: str, tensors: dict, quality: int) -> None:

@@ -71,11 +71,15 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
               for kind in ("jpeg2000", "webp")}
     result["sweeps"] = {k: [{"bpp": p["bpp"], "psnr": p["psnr"]} for p in v]
                         for k, v in sweeps.items()}
+    measured: dict[str, dict] = {}  # by model ID: a generation may keep older qualities
     for gen in reg.generations():
-        entries = sorted((m for m in reg.bases() if m.domain == "photo" and
-                          m.generation == gen), key=lambda m: m.quality)
-        rows = [_bench_model(reg, entry, imgs, device, repeat) for entry in entries]
-        g = {"rows": rows, "steps": [m.steps for m in entries]}
+        entries = [reg.find_base(quality=q, generation=gen) for q in reg.qualities()]
+        for entry in entries:
+            if entry.id not in measured:
+                measured[entry.id] = _bench_model(reg, entry, imgs, device, repeat)
+        rows = [measured[entry.id] for entry in entries]
+        g = {"rows": rows, "steps": [m.steps for m in entries],
+             "ids": [m.id for m in entries], "model_generations": [m.generation for m in entries]}
         curve = ([r["bpp"] for r in rows], [r["psnr"] for r in rows])
         refs = {k: ([p["bpp"] for p in v], [p["psnr"] for p in v])
                 for k, v in result["sweeps"].items()}
@@ -419,7 +423,10 @@ def show_startup(times: dict) -> None:
 
 def show(result: dict) -> None:
     for gen, g in result["generations"].items():
-        t = Table(title=f"nicodec generation {gen} (steps {g['steps']}): {result['domain']} "
+        kept = [f"q{r['quality']} of generation {mg}" for r, mg in
+                zip(g["rows"], g.get("model_generations", [])) if mg != gen]
+        t = Table(title=f"nicodec generation {gen} (steps {g['steps']}"
+                        + (f"; {', '.join(kept)}" if kept else "") + f"): {result['domain']} "
                         f"test set, {result['images']} images, {result['device']} "
                         f"({result['threads']} threads), best of {result['repeat']}")
         for col in ("q", "bpp", "PSNR", "enc s", "CAI enc s", "ratio", "dec s", "CAI dec s",

@@ -637,15 +637,19 @@ def _list_models(show_all: bool = False):
 
     reg = registry.Registry()
     newest = max(reg.generations(), default=0)
-    shown = lambda gen: show_all or gen == newest or gen == 0  # noqa: E731
+    # what encoding uses: per quality the newest base (a generation may renew only some)
+    current = {reg.find_base(quality=q).id for q in reg.qualities()}
     t = Table(title="installed models" + ("" if show_all else
-                                          f" (generation {newest}; --all for older ones)"))
+                                          f" (those encoding uses, generation {newest} and "
+                                          "the qualities it kept; --all for older ones)"))
     for col in ("name", "quality", "ID", "generation", "method", "parameters", "file size",
                 "where"):
         t.add_column(col)
     hidden = 0
-    for m in sorted(reg.bases(), key=lambda m: (-m.generation, m.quality)):
-        if not shown(m.generation):
+    # those encoding uses first, by quality; then (--all) older ones, newest generation first
+    for m in sorted(reg.bases(), key=lambda m: (m.id not in current, -m.generation * (
+            m.id not in current), m.quality)):
+        if not (show_all or m.id in current):
             hidden += 1
             continue
         size = (reg.dir / m.file).stat().st_size
@@ -655,8 +659,7 @@ def _list_models(show_all: bool = False):
     for meta in sorted(reg.packages(), key=lambda m: (m.name, -m.generation)):
         # a user's adapter on an old base is listed all the same: it is what encodes NAME;
         # a shipped one that a retrained one of its name superseded only decodes old files
-        if not (show_all or not meta.shipped or
-                (shown(meta.generation) and meta.path in encoding)):
+        if not (show_all or not meta.shipped or meta.path in encoding):
             hidden += len(meta.qualities)
             continue
         size = meta.path.stat().st_size / len(meta.qualities)

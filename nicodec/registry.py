@@ -46,11 +46,14 @@ REPO_MODELS = _shipped_models()
 # 3 = generation 2 continued at a lower learning rate, adapters trained 2,000 steps per
 # quality (0.3); 4 = generation 3 with a synthesis stage (the decoder tuned on rounded
 # latents; q4 trained longer first), adapters with one too (0.4); 5 = generation 4 trained on
-# the crops' geometric-mean MSE (``--distortion psnr``), then a synthesis stage (0.6). New
+# the crops' geometric-mean MSE (``--distortion psnr``), then a synthesis stage (0.6); 6 =
+# q4 alone, generation 5's q4 continued on 301 photos at a lower learning rate (0.11). New
 # weights get new IDs and a new generation; every older generation stays shipped, so every
-# file ever written still decodes. Encoding uses the newest generation; ``nicodec train``
-# exports as CURRENT_GENERATION unless told otherwise.
-CURRENT_GENERATION = 5
+# file ever written still decodes. A generation need not renew every quality: generation G's
+# model set is, per quality, the newest base of generation <= G (:meth:`Registry.find_base`).
+# Encoding uses the newest base of each quality; ``nicodec train`` exports as
+# CURRENT_GENERATION unless told otherwise.
+CURRENT_GENERATION = 6
 
 
 def base_file_stem(domain: str, quality: int, generation: int) -> str:
@@ -291,11 +294,12 @@ class Registry:
 
     def find_base(self, *, quality: int | None = None, domain: str = "photo",
                   model_id: str | None = None, generation: int | None = None) -> BaseModel:
-        """A base model by ID, or by (domain, quality) in ``generation`` (default: the
-        newest generation that has it)."""
+        """A base model by ID, or by (domain, quality) in the model set of ``generation``
+        (default: the newest). A generation may renew only some qualities (6 renewed q4), so
+        generation G's set is, per quality, the newest base of generation <= G."""
         if model_id is None:
             found = [m for m in self.bases() if m.domain == domain and
-                     m.quality == quality and generation in (None, m.generation)]
+                     m.quality == quality and (generation is None or m.generation <= generation)]
             if found:
                 return max(found, key=lambda m: m.generation)
         for m in self.bases():
@@ -304,7 +308,7 @@ class Registry:
         if model_id is not None:
             raise NicodecError(f"model {model_id} is not installed (known base models: "
                                f"{', '.join(m.id for m in self.bases()) or 'none'})")
-        where = "" if generation is None else f" of generation {generation}"
+        where = "" if generation is None else f" of generation {generation} or older"
         raise NicodecError(f"no base model{where} for domain {domain!r} at quality {quality} "
                            f"in {self.dir}")
 

