@@ -11,19 +11,22 @@
 #     models, q4 on its own new model);
 #   generation 5: each generation-4 model continued at 5e-5 on the crops' geometric-mean MSE
 #     (--distortion psnr; q1 12,000 steps, q2 8,000, q3 and q4 7,000; a third from step
-#     7,200, 7,200, 4,200, 4,200), then a synthesis stage (q1 3,000 steps, the others 2,000).
+#     7,200, 7,200, 4,200, 4,200), then a synthesis stage (q1 3,000 steps, the others 2,000);
+#   generation 6 (q4 alone): generation 5's q4 main stage (its snapshot at step 7,000 in
+#     models/training/wip/) continued on the 301 training photos to step 19,000 at 3e-5 (a
+#     third from 60 %), then to step 23,000 at 1e-5 (a third from 90 %); no synthesis stage.
 # Every run resumes from runs/ when interrupted and ends by exporting
 # photo-gG-qQ.safetensors to models/ with its manifest entry. The shipped generation-2 q2 and
 # q4 started from q3's snapshot at step 34,000 (runs/q3-34k.safetensors), not from its end:
 # models/training/README.md has the exact chain of commands. Generation 1 (0.1's models) came
 # from this script's 0.1 version. GENERATIONS="3" retrains only generation 3 from the
 # shipped generation 2 (GENERATIONS="4": generation 4 from the shipped generation 3; GENERATIONS="5": generation 5 from
-# the shipped generation 4).
+# the shipped generation 4; GENERATIONS="6": generation 6's q4 from the committed snapshot).
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
 STEPS=${STEPS:-42000}
 WARM=${WARM:-3000}
-GENERATIONS=${GENERATIONS:-2 3 4 5}
+GENERATIONS=${GENERATIONS:-2 3 4 5 6}
 for gen in $GENERATIONS; do
   case $gen in
     2)
@@ -55,6 +58,10 @@ for gen in $GENERATIONS; do
       for q in 2 3 4; do
         $NIC train --domain photo -q $q --steps 2000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 5 --synthesis-only --init models/photo-g5-q$q.safetensors
       done
+      ;;
+    6)
+      $NIC train --domain photo -q 4 --steps 19000 --lr 3e-5 --lr-drop-at 0.6 --generation 6 --init models/training/wip/photo-q4-psnr-main7000.safetensors --runs runs/g6b-q4 --distortion psnr
+      $NIC train --domain photo -q 4 --steps 23000 --lr 1e-5 --lr-drop-at 0.9 --ckpt-every 1000 --generation 6 --runs runs/g6b-q4 --distortion psnr
       ;;
   esac
 done
