@@ -21,6 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 NAME = re.compile(r"(.+)-g(\d+)-q(\d+)(-synthesis)?$")
+# Runs that continued the previous generation's main stage (its snapshot in
+# models/training/wip/, before that generation's synthesis stage) and count their steps on
+# from that run's start: generation 6's q4 starts at step 7,000 of generation 5's q4 run.
+RESUMES_MAIN_STAGE = {"photo-g6-q4"}
 
 
 def end(curves: dict, domain: str, gen: int, q: str) -> int:
@@ -38,6 +42,9 @@ def offset(curves: dict, name: str) -> int:
     a ``-synthesis`` stage continues its own generation's training run where there is one."""
     domain, gen, q, synthesis = NAME.match(name).groups()
     gen = int(gen)
+    main_stage = f"{domain}-g{gen - 1}-q{q}"
+    if (name in RESUMES_MAIN_STAGE and main_stage in curves):  # its steps count on from it
+        return offset(curves, main_stage)
     if synthesis and f"{domain}-g{gen}-q{q}" in curves:
         full = f"{domain}-g{gen}-q{q}"
         return offset(curves, full) + curves[full][-1]["step"]
@@ -59,7 +66,7 @@ def main() -> None:
             curves[path.stem.replace(".curve", "")] = [by_step[s] for s in sorted(by_step)]
     if not curves:
         raise SystemExit("no *.curve.jsonl found")
-    fig, (ax_p, ax_b) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, (ax_p, ax_b) = plt.subplots(1, 2, figsize=(13, 5.2))
     for name, rows in sorted(curves.items()):
         steps = [offset(curves, name) + r["step"] for r in rows]
         _, gen, q, synthesis = NAME.match(name).groups()
