@@ -636,12 +636,11 @@ def _list_models(show_all: bool = False):
     from nicodec import registry
 
     reg = registry.Registry()
-    newest = max(reg.generations(), default=0)
     # what encoding uses: per quality the newest base (a generation may renew only some)
     current = {reg.find_base(quality=q).id for q in reg.qualities()}
     t = Table(title="installed models" + ("" if show_all else
-                                          f" (those encoding uses, generation {newest} and "
-                                          "the qualities it kept; --all for older ones)"))
+                                          " (what encoding uses: the newest of each quality;"
+                                          " --all for older ones)"))
     for col in ("name", "quality", "ID", "generation", "method", "parameters", "file size",
                 "where"):
         t.add_column(col)
