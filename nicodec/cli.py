@@ -645,9 +645,10 @@ def _list_models(show_all: bool = False):
                 "where"):
         t.add_column(col)
     hidden = 0
-    # those encoding uses first, by quality; then (--all) older ones, newest generation first
-    for m in sorted(reg.bases(), key=lambda m: (m.id not in current, -m.generation * (
-            m.id not in current), m.quality)):
+    def order(m):  # those encoding uses first, by quality; then older ones, newest first
+        return (0, 0, m.quality) if m.id in current else (1, -m.generation, m.quality)
+
+    for m in sorted(reg.bases(), key=order):
         if not (show_all or m.id in current):
             hidden += 1
             continue
