@@ -423,8 +423,11 @@ def show_startup(times: dict) -> None:
 
 def show(result: dict) -> None:
     for gen, g in result["generations"].items():
-        kept = [f"q{r['quality']} of generation {mg}" for r, mg in
-                zip(g["rows"], g.get("model_generations", [])) if mg != gen]
+        older: dict[int, list[str]] = {}  # qualities this generation kept from older ones
+        for r, mg in zip(g["rows"], g.get("model_generations", [])):
+            if mg != int(gen):
+                older.setdefault(mg, []).append(f"q{r['quality']}")
+        kept = [f"{', '.join(qs)} of generation {mg}" for mg, qs in sorted(older.items())]
         t = Table(title=f"nicodec generation {gen} (steps {g['steps']}"
                         + (f"; {', '.join(kept)}" if kept else "") + f"): {result['domain']} "
                         f"test set, {result['images']} images, {result['device']} "
