@@ -73,7 +73,7 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
                         for k, v in sweeps.items()}
     measured: dict[str, dict] = {}  # by model ID: a generation may keep older qualities
     for gen in reg.generations():
-        entries = [reg.find_base(quality=q, generation=gen) for q in reg.qualities()]
+        entries = reg.base_set(generation=gen)
         for entry in entries:
             if entry.id not in measured:
                 measured[entry.id] = _bench_model(reg, entry, imgs, device, repeat)

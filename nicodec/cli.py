@@ -637,7 +637,7 @@ def _list_models(show_all: bool = False):
 
     reg = registry.Registry()
     # what encoding uses: per quality the newest base (a generation may renew only some)
-    current = {reg.find_base(quality=q).id for q in reg.qualities()}
+    current = {m.id for m in reg.base_set()}
     t = Table(title="installed models" + ("" if show_all else
                                           " (what encoding uses: the newest of each quality;"
                                           " --all for older ones)"))
@@ -645,6 +645,7 @@ def _list_models(show_all: bool = False):
                 "where"):
         t.add_column(col)
     hidden = 0
+
     def order(m):  # those encoding uses first, by quality; then older ones, newest first
         return (0, 0, m.quality) if m.id in current else (1, -m.generation, m.quality)
 

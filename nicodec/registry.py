@@ -312,6 +312,12 @@ class Registry:
         raise NicodecError(f"no base model{where} for domain {domain!r} at quality {quality} "
                            f"in {self.dir}")
 
+    def base_set(self, generation: int | None = None, domain: str = "photo") -> list[BaseModel]:
+        """The base model of every quality, as generation ``generation`` (default: the
+        newest) encodes with them; by quality."""
+        return [self.find_base(quality=q, domain=domain, generation=generation)
+                for q in self.qualities()]
+
     def base_tensors(self, entry: BaseModel) -> tuple[dict, dict]:
         """(tensors, metadata) of a shipped base model, its file hash verified; read once."""
         key = ("tensors", entry.id)

@@ -29,8 +29,9 @@ def main() -> None:
     reg = registry.Registry()
     gen = int(sys.argv[1]) if len(sys.argv) > 1 else max(reg.generations())
     tests = [image.load(f).rgb for f in data.list_images(data.split_dir("photo", "test"))]
-    for q in reg.qualities():
-        net = reg.base_network(reg.find_base(quality=q, generation=gen))
+    for entry in reg.base_set(generation=gen):
+        q = entry.quality
+        net = reg.base_network(entry)
         med = net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
         psnr = {name: [] for name in GRIDS}
         with torch.no_grad():

@@ -44,7 +44,7 @@ def test_shipped_models_match_manifest_and_paper_counts(shipped):
     assert shipped.qualities() == [1, 2, 3, 4]
     assert shipped.generations() == list(range(1, registry.CURRENT_GENERATION + 1))
     for gen in shipped.generations():  # each generation's set has every quality (raises if not)
-        entries = [shipped.find_base(quality=q, generation=gen) for q in (1, 2, 3, 4)]
+        entries = shipped.base_set(generation=gen)
         assert [(m.quality, m.generation <= gen) for m in entries] == \
             [(1, True), (2, True), (3, True), (4, True)]
         assert gen in {m.generation for m in entries}  # and renews at least one
