@@ -130,7 +130,8 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
           device: str = "cpu", batch: int = 8, crop: int = 128, lr: float | None = None,
           out_path: Path | None = None, reg: registry.Registry | None = None,
           log=print, progress: bool = True, channel_affine: bool | None = None,
-          synthesis_steps: int | None = None, init: Path | str | None = None) -> dict:
+          synthesis_steps: int | None = None, init: Path | str | None = None,
+          distortion: str = "mse", mixed_quantization: bool = False) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
     ``method`` None means ``cawf``, ``k`` None 16 custom filters.
@@ -145,6 +146,9 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     synthesis parameters on rounded latents, the analysis and entropy model frozen
     (:func:`~nicodec.train.freeze_for_synthesis_tuning`): lower distortion at the same rates
     (astro q1, held out: +0.73 dB for 500 after 2,000). None: a quarter of ``steps``.
+
+    ``distortion`` and ``mixed_quantization``: the main stage's loss and quantization
+    (:class:`~nicodec.train.TrainConfig`'s ``distortion`` and ``round_for_synthesis``).
 
     Under torchrun every rank trains on its shard of the training images and rank 0 alone
     evaluates, writes the package and returns the summary (the others return None).
@@ -190,6 +194,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
         if start is not None:
             load_start(net, method, start[1], quality)
         cfg = TrainConfig(lam=entry.lam, steps=steps, batch=batch, crop=crop, lr=lr,
+                          distortion=distortion, round_for_synthesis=mixed_quantization,
                           log_every=max(1, min(50, steps // 4)),
                           label=f"q{quality} ({entries.index(entry) + 1}/{len(entries)})")
         stats = train(net, sampler, cfg, device=device, console_log=progress)
@@ -208,6 +213,8 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
         before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry.id, "lambda": entry.lam, "steps": steps, "lr": lr,
                 **({"synthesis_steps": synthesis_steps} if synthesis_steps else {}),
+                **({"distortion": distortion} if distortion != "mse" else {}),
+                **({"mixed_quantization": True} if mixed_quantization else {}),
                 **({"init_id": start[0].qualities[quality].id} if start else {}),
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}

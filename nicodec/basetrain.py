@@ -47,6 +47,9 @@ class BaseRun:
     curve_images: int | None = None  # test images per curve point (None: all)
     synthesis_only: bool = False  # tune only g_s on rounded latents (train.TrainConfig)
     distortion: str = "mse"  # or "psnr": the crops' geometric-mean MSE (train.TrainConfig)
+    # the synthesis trains on rounded latents (straight-through), the rate on the noise proxy
+    # (Minnen & Singh 2020; train.TrainConfig.round_for_synthesis)
+    mixed_quantization: bool = False
 
     @property
     def name(self) -> str:
@@ -130,9 +133,11 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
                       lr_drop_at=run.lr_drop_at, start=start, ckpt_every=run.ckpt_every,
                       log_every=min(50, run.ckpt_every),
                       label=f"{run.domain} q{run.quality}",
-                      synthesis_only=run.synthesis_only, distortion=run.distortion)
+                      synthesis_only=run.synthesis_only, distortion=run.distortion,
+                      round_for_synthesis=run.mixed_quantization)
     if distributed.is_main():
-        what = ", only its synthesis on rounded latents," if run.synthesis_only else ""
+        what = (", only its synthesis on rounded latents," if run.synthesis_only else
+                ", the synthesis on rounded latents," if run.mixed_quantization else "")
         log(f"training {run.name}{what} (lambda={lam}) on {len(files)} images in "
             f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "
             f"{run.batch} of {run.crop}x{run.crop} per process, lr {run.lr:g}, distortion "

@@ -465,11 +465,18 @@ def info(file, as_json):
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True),
               help="learning rate [default: 5e-4]")
+@click.option("--distortion", type=click.Choice(["mse", "psnr"]), default="mse",
+              show_default=True,
+              help="the loss's distortion: the MSE, or the geometric mean of the crops' "
+                   "MSEs (whose PSNR is their mean PSNR, as evaluations report)")
+@click.option("--mixed-quantization", is_flag=True,
+              help="feed the synthesis the rounded latents it decodes (straight-through "
+                   "gradient) while the rate keeps the noise proxy (Minnen & Singh 2020)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="write the adaptation file here instead of installing it")
 @DEVICE
 def adapt(folder, name, method, k, init, channel_affine, qualities, steps, synthesis_steps,
-          holdout, batch, lr, output, device):
+          holdout, batch, lr, distortion, mixed_quantization, output, device):
     """Adapt the codec to the images under FOLDER without forgetting (CAwF by default).
 
     \b
@@ -494,7 +501,8 @@ def adapt(folder, name, method, k, init, channel_affine, qualities, steps, synth
                     steps=steps, holdout=holdout, device=dev, batch=batch, lr=lr,
                     out_path=Path(output) if output else None, reg=reg,
                     log=lambda m: out.print(m, markup=False), channel_affine=channel_affine,
-                    synthesis_steps=synthesis_steps, init=init)
+                    synthesis_steps=synthesis_steps, init=init, distortion=distortion,
+                    mixed_quantization=mixed_quantization)
     if res is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")
@@ -780,6 +788,9 @@ def models_remove(name):
               help="tune only the decoder's synthesis transform, on rounded latents as it "
                    "decodes them; the encoder and entropy model stay frozen, so file sizes "
                    "do not change (a last stage after --init)")
+@click.option("--mixed-quantization", is_flag=True,
+              help="feed the synthesis the rounded latents it decodes (straight-through "
+                   "gradient) while the rate keeps the noise proxy (Minnen & Singh 2020)")
 # the choices are train.DISTORTIONS, spelled out so that --help does not load torch
 @click.option("--distortion", type=click.Choice(["mse", "psnr"]), default="mse",
               show_default=True,
@@ -787,7 +798,7 @@ def models_remove(name):
                    "MSEs (whose PSNR is their mean PSNR, as evaluations report)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, generation, runs,
-          ckpt_every, synthesis_only, distortion, device):
+          ckpt_every, synthesis_only, mixed_quantization, distortion, device):
     """Train a base model for DOMAIN at QUALITY, then export it to the model registry.
 
     \b
@@ -804,7 +815,7 @@ def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, genera
                             lr=lr, lr_drop_at=lr_drop_at,
                             init=Path(init_from) if init_from else None, runs=Path(runs),
                             ckpt_every=ckpt_every, synthesis_only=synthesis_only,
-                            distortion=distortion)
+                            distortion=distortion, mixed_quantization=mixed_quantization)
     command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     entry = basetrain.train_base(run, device=registry.pick_device(device), command=command,
                                  log=out.print)

@@ -442,3 +442,25 @@ def test_init_names_a_file_or_an_installed_adaptation(env, folder, tmp_path):
                          (tmp_path / "nosuch.safetensors", "no such file")):
         r = run("adapt", folder, "--name", "again", "--init", init, "--steps", 1)
         assert r.exit_code == 1 and needle in r.output, r.output
+
+
+def test_adapt_trains_on_the_distortion_and_quantization_it_is_given(env, folder, tmp_path):
+    """``--distortion psnr --mixed-quantization`` reach the loop (the same seed and steps end
+    at other weights) and the package records them; the default records neither."""
+    runs = {}
+    for label, opts in (("plain", {}), ("psnr", {"distortion": "psnr"}),
+                        ("mixed", {"mixed_quantization": True})):
+        torch.manual_seed(0)
+        res = adapt(folder, name="stripes", k=2, qualities=(3,), steps=3, batch=2, crop=64,
+                    synthesis_steps=0, out_path=tmp_path / f"{label}.safetensors",
+                    progress=False, log=lambda m: None, **opts)
+        runs[label] = (load_file(str(res["path"])), res["meta"].qualities[3].training)
+    plain, plain_info = runs["plain"]
+    assert "distortion" not in plain_info and "mixed_quantization" not in plain_info
+    assert runs["psnr"][1]["distortion"] == "psnr"
+    assert runs["mixed"][1]["mixed_quantization"] is True
+    for label in ("psnr", "mixed"):
+        tensors = runs[label][0]
+        assert any(not torch.equal(plain[k], tensors[k]) for k in plain), label
+    r = run("adapt", folder, "--name", "x", "--distortion", "ssim")
+    assert r.exit_code == 2 and "'ssim' is not one of" in r.output

@@ -1,5 +1,5 @@
 """The training loop's synthesis-only stage (``nicodec train --synthesis-only``) and its
-distortions (``nicodec train --distortion``)."""
+distortions (``nicodec train --distortion``) and options."""
 
 import math
 
@@ -147,9 +147,10 @@ def test_the_cli_offers_exactly_the_loops_distortions():
     assert tuple(option.type.choices) == DISTORTIONS
 
 
-def test_train_takes_its_crop_size_from_the_command_line(test_models, env, tmp_path,
-                                                         monkeypatch):
-    """``nicodec train --crop`` reaches the training loop (its checkpoint records it)."""
+@pytest.fixture()
+def train_cli(test_models, env, tmp_path, monkeypatch):
+    """``invoke(*args)``: ``nicodec train`` on a tiny photo set of its own, exporting into a
+    copy of the test models; returns (result, the run's checkpoint config)."""
     import json
     import shutil
 
@@ -168,12 +169,32 @@ def test_train_takes_its_crop_size_from_the_command_line(test_models, env, tmp_p
         for i in range(n):
             Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"{part}{i}.png")
     runs = tmp_path / "runs"
-    r = CliRunner().invoke(main, ["train", "-q", "1", "--steps", "2", "--batch", "2",
-                                  "--crop", "32", "--ckpt-every", "2", "--generation", "2",
-                                  "--runs", str(runs)])
+
+    def invoke(*args):
+        r = CliRunner().invoke(main, ["train", "-q", "1", "--steps", "2", "--batch", "2",
+                                      "--ckpt-every", "2", "--generation", "2",
+                                      "--runs", str(runs), *args])
+        config = (json.loads((runs / "photo-g2-q1.json").read_text())["config"]
+                  if r.exit_code == 0 else None)
+        return r, config
+    return invoke
+
+
+def test_train_takes_its_crop_size_from_the_command_line(train_cli):
+    """``nicodec train --crop`` reaches the training loop (its checkpoint records it)."""
+    r, config = train_cli("--crop", "32")
     assert r.exit_code == 0, r.output
     assert "batch 2 of 32x32" in r.output
-    config = json.loads((runs / "photo-g2-q1.json").read_text())["config"]
     assert (config["crop"], config["batch"], config["steps"]) == (32, 2, 2)
-    refused = CliRunner().invoke(main, ["train", "-q", "1", "--crop", "40", "--steps", "1"])
+    assert config["round_for_synthesis"] is False
+    refused, _ = train_cli("--crop", "40", "--steps", "1")
     assert refused.exit_code == 2 and "40 is not a multiple of 16" in refused.output
+
+
+def test_train_mixed_quantization_feeds_the_synthesis_rounded_latents(train_cli):
+    """``nicodec train --mixed-quantization`` reaches the loop as ``round_for_synthesis``
+    (what it computes: tests/test_network.py)."""
+    r, config = train_cli("--crop", "32", "--mixed-quantization")
+    assert r.exit_code == 0, r.output
+    assert "the synthesis on rounded latents" in r.output
+    assert config["round_for_synthesis"] is True and config["synthesis_only"] is False
