@@ -172,8 +172,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     train_files, held_files = split_holdout(files, holdout)
     qualities = reg.qualities() if qualities is None else qualities
     entries = [reg.find_base(quality=q) for q in qualities]  # fail early if one is missing
-    if start is not None:
-        _check_start_bases(start[0], entries)
+    rebased = _check_start_bases(start[0], entries, reg) if start is not None else {}
     device = distributed.init(device)
     main = distributed.is_main()
     if not main:
@@ -185,6 +184,12 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     log(f"adapting '{name}' ({method}{form}) on "
         f"{len(train_files)} images, holding out {len(held_files)}; qualities "
         f"{', '.join(map(str, qualities))}; {steps} steps each at lr {lr:g} on {device}")
+    for entry in entries:
+        if entry.quality in rebased:
+            old = rebased[entry.quality]
+            log(f"q{entry.quality}: --init's adapter extends base {old.id} (generation "
+                f"{old.generation}); it goes on training on {entry.id} (generation "
+                f"{entry.generation}), the newest base of quality {entry.quality}")
     results, rows = {}, []
     t_start = time.perf_counter()
     for n_done, entry in enumerate(entries):
@@ -216,6 +221,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
                 **({"distortion": distortion} if distortion != "mse" else {}),
                 **({"mixed_quantization": True} if mixed_quantization else {}),
                 **({"init_id": start[0].qualities[quality].id} if start else {}),
+                **({"rebased_from": rebased[quality].id} if quality in rebased else {}),
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}
         if "channel_affine" in m.options:
@@ -247,20 +253,33 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     return summary
 
 
-def _check_start_bases(start: package.PackageInfo, entries) -> None:
-    """Each quality to train exists in ``start`` and extends the same base model."""
+def _check_start_bases(start: package.PackageInfo, entries,
+                       reg: registry.Registry) -> dict[int, registry.BaseModel]:
+    """Each quality to train exists in ``start`` and extends the base model it will be
+    trained on, or, for an adapter that stores only its own parameters (CAwF), an older base
+    of the same quality and domain: then its parameters are a warm start on the newest base
+    (a new generation renewed that quality). Returns {quality: that older base}."""
+    extends = methods.get(start.method).extends_base
+    known = {b.id: b for b in reg.bases()}
+    rebased = {}
     for entry in entries:
         record = start.qualities.get(entry.quality)
         if record is None:
             raise NicodecError(f"--init {start.path.name}: has no quality {entry.quality} "
                                f"(it has {', '.join(map(str, sorted(start.qualities)))}; "
                                "pick them with --qualities)")
-        if record.base_id != entry.id:
+        if record.base_id == entry.id:
+            continue
+        old = known.get(record.base_id)
+        if not (extends and old is not None and old.quality == entry.quality
+                and old.domain == entry.domain):
             raise NicodecError(f"--init {start.path.name}: its quality {entry.quality} "
                                f"extends base model {record.base_id}, not {entry.id} (the "
                                f"newest base of quality {entry.quality}, which adaptation "
                                "builds on); continue only the qualities whose base is still "
                                "the newest (--qualities)")
+        rebased[entry.quality] = old
+    return rebased
 
 
 def load_start(net: nn.Module, method: str, tensors: dict, quality: int) -> None:

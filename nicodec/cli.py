@@ -446,8 +446,9 @@ def info(file, as_json):
               help="CAwF: extra filters per conv layer  [default: 16, or --init's]")
 @click.option("--init", "init", metavar="FILE|NAME",
               help="continue training this adaptation (a file, or an installed name) instead "
-                   "of starting from the base codec; it must extend the newest base models, "
-                   "and is not modified (the result gets new IDs)")
+                   "of starting from the base codec; a CAwF adapter made on an older base of "
+                   "a quality goes on training on the newest one; it is not modified (the "
+                   "result gets new IDs)")
 @click.option("--channel-affine/--no-channel-affine", default=None,
               help="CAwF: also a per-channel scale and bias after every widened convolution "
                    "(+1,126 parameters at K=16) [default: on]; --no-channel-affine gives the "

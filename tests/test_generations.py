@@ -99,11 +99,40 @@ def test_an_adapter_on_an_old_generation_keeps_its_base_and_adapt_uses_the_newes
     header, _ = container.parse((tmp / "o.nic").read_bytes())
     assert container.format_id(header.base_id) == ids[(1, 3)]
     assert run("decode", tmp / "o.nic", "-o", tmp / "o.png").exit_code == 0
-    # continuing it would train custom filters for a base that adaptation no longer uses
+    # continuing it carries its custom filters onto the newest base of that quality
     r = run("adapt", folder, "--name", "again", "--init", "older", "--qualities", 3,
+            "--steps", 1, "--synthesis-steps", 0, "--batch", 2)
+    assert r.exit_code == 0, r.output
+    assert f"extends base {ids[(1, 3)]} (generation 1); it goes on training on " \
+           f"{ids[(2, 3)]} (generation 2)" in " ".join(r.output.split())
+    again = registry.Registry().find_package("again")
+    assert again.qualities[3].base_id == ids[(2, 3)]
+    assert again.qualities[3].training["rebased_from"] == ids[(1, 3)]
+    assert again.qualities[3].training["init_id"] == old["meta"].qualities[3].id
+    assert run("encode", png, "--domain", "again", "-q", 3, "-o", tmp / "a.nic").exit_code == 0
+    header, _ = container.parse((tmp / "a.nic").read_bytes())
+    assert container.format_id(header.base_id) == ids[(2, 3)]
+    assert run("decode", tmp / "a.nic", "-o", tmp / "a.png").exit_code == 0
+    # the old adapter and its files are untouched
+    assert run("decode", tmp / "o.nic", "-o", tmp / "o2.png").exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp / "o.png")),
+                          np.asarray(Image.open(tmp / "o2.png")))
+
+
+def test_only_an_adapter_of_its_own_parameters_moves_to_a_newer_base(gens):
+    """A naive fine-tuning stores a whole codec: continuing it on a newer base would train
+    the old codec under the new base's ID, so it is refused."""
+    tmp, reg, ids = gens
+    folder = tmp / "naive"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
+    adapt(folder, name="oldnaive", method="naive", qualities=(3,), steps=1, batch=2, crop=32,
+          progress=False, log=lambda m: None, reg=_only_generation_1(reg))
+    r = run("adapt", folder, "--name", "again", "--init", "oldnaive", "--qualities", 3,
             "--steps", 1)
-    assert r.exit_code == 1 and f"extends base model {ids[(1, 3)]}, not {ids[(2, 3)]}" \
-        in r.output, r.output
+    assert r.exit_code == 1
+    assert f"extends base model {ids[(1, 3)]}, not {ids[(2, 3)]}" in r.output, r.output
 
 
 def _only_generation_1(reg: registry.Registry) -> registry.Registry:
