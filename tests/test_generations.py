@@ -189,3 +189,7 @@ def test_adapt_builds_on_the_newest_base_of_each_quality(partial):
                  progress=False, log=lambda m: None)
     assert made["meta"].qualities[1].base_id == ids[(2, 1)]
     assert made["meta"].qualities[3].base_id == ids[(3, 3)]
+    # listed per quality with the generation of the base that quality extends
+    rows = {line.split("│")[2].strip(): line.split("│")[4].strip()
+            for line in run("models").stdout.splitlines() if "│ mixed" in line}
+    assert rows == {"1": "2", "3": "3"}
