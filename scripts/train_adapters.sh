@@ -16,6 +16,11 @@
 # astro 6,000 + 1,500 steps, screen 4,000 + 1,000) into
 # models/<domain>-g$GEN${SUFFIX}2.safetensors: how 0.8's astro-g5-long2 and
 # screen-g5-long2 were made from 0.7's (about 80 minutes more, the two side by side).
+# Then, unless CONTINUE3=0, astro is trained further once more (adapt --init from 0.8's
+# astro-g5-long2, lr 1e-4, 5,000 + 1,250 steps, --mixed-quantization) into
+# models/astro-g6-long3.safetensors: 0.12's, whose q4 went on from generation 5's q4 base
+# onto generation 6's (30 minutes on 2 cores of an AMD EPYC with AVX512-BF16). That stage
+# needs the two earlier ones (or the shipped astro-g5-long2) and generation 6.
 # ADAPT_PARALLEL=1 trains the two at once, one thread each, logging to
 # runs/adapt-<domain>-g$GEN$SUFFIX.out (how the shipped ones were made: about 2 hours
 # for 8,000 + 2,000 steps on 2 cores with AMX-BF16).
@@ -44,7 +49,12 @@ if [ "${ADAPT_PARALLEL:-0}" = 1 ]; then
   rc=0
   wait $a || rc=$?
   wait $s || rc=$?  # both finish even when one fails
-  exit $rc
+  [ $rc = 0 ] || exit $rc
 else
   for domain in astro screen; do one "$domain"; done
+fi
+if [ "${CONTINUE3:-1}" = 1 ]; then
+  $NIC adapt data/astro/train --name astro --init models/astro-g5-long2.safetensors \
+    --steps 5000 --synthesis-steps 1250 --lr 1e-4 --holdout 0.05 --mixed-quantization \
+    -o models/astro-g6-long3.safetensors
 fi
