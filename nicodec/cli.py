@@ -67,6 +67,16 @@ def main():
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                       show_default=True, help="where the network runs")
+# training options of `train` and `adapt`; the choices are train.DISTORTIONS, spelled out
+# so that --help does not load torch
+DISTORTION = click.option(
+    "--distortion", type=click.Choice(["mse", "psnr"]), default="mse", show_default=True,
+    help="the loss's distortion: the MSE, or the geometric mean of the crops' MSEs (whose "
+         "PSNR is their mean PSNR, as evaluations report)")
+MIXED_QUANTIZATION = click.option(
+    "--mixed-quantization", is_flag=True,
+    help="feed the synthesis the rounded latents it decodes (straight-through gradient) "
+         "while the rate keeps the noise proxy (Minnen & Singh 2020)")
 
 
 def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[Path]:
@@ -466,13 +476,8 @@ def info(file, as_json):
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True),
               help="learning rate [default: 5e-4]")
-@click.option("--distortion", type=click.Choice(["mse", "psnr"]), default="mse",
-              show_default=True,
-              help="the loss's distortion: the MSE, or the geometric mean of the crops' "
-                   "MSEs (whose PSNR is their mean PSNR, as evaluations report)")
-@click.option("--mixed-quantization", is_flag=True,
-              help="feed the synthesis the rounded latents it decodes (straight-through "
-                   "gradient) while the rate keeps the noise proxy (Minnen & Singh 2020)")
+@DISTORTION
+@MIXED_QUANTIZATION
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="write the adaptation file here instead of installing it")
 @DEVICE
@@ -792,14 +797,8 @@ def models_remove(name):
               help="tune only the decoder's synthesis transform, on rounded latents as it "
                    "decodes them; the encoder and entropy model stay frozen, so file sizes "
                    "do not change (a last stage after --init)")
-@click.option("--mixed-quantization", is_flag=True,
-              help="feed the synthesis the rounded latents it decodes (straight-through "
-                   "gradient) while the rate keeps the noise proxy (Minnen & Singh 2020)")
-# the choices are train.DISTORTIONS, spelled out so that --help does not load torch
-@click.option("--distortion", type=click.Choice(["mse", "psnr"]), default="mse",
-              show_default=True,
-              help="the loss's distortion: the MSE, or the geometric mean of the crops' "
-                   "MSEs (whose PSNR is their mean PSNR, as evaluations report)")
+@MIXED_QUANTIZATION
+@DISTORTION
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, generation, runs,
           ckpt_every, synthesis_only, mixed_quantization, distortion, device):

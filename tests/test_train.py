@@ -140,11 +140,13 @@ def test_training_on_the_psnr_distortion_differs_from_mse():
 
 def test_the_cli_offers_exactly_the_loops_distortions():
     """cli.py spells the choices out (importing train would load torch for every command)."""
+    from nicodec.cli import adapt as adapt_cmd
     from nicodec.cli import train as train_cmd
     from nicodec.train import DISTORTIONS
 
-    option = next(p for p in train_cmd.params if p.name == "distortion")
-    assert tuple(option.type.choices) == DISTORTIONS
+    for command in (train_cmd, adapt_cmd):
+        option = next(p for p in command.params if p.name == "distortion")
+        assert tuple(option.type.choices) == DISTORTIONS
 
 
 @pytest.fixture()
