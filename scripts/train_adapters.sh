@@ -16,11 +16,12 @@
 # astro 6,000 + 1,500 steps, screen 4,000 + 1,000) into
 # models/<domain>-g$GEN${SUFFIX}2.safetensors: how 0.8's astro-g5-long2 and
 # screen-g5-long2 were made from 0.7's (about 80 minutes more, the two side by side).
-# Then, unless CONTINUE3=0, astro is trained further once more (adapt --init from 0.8's
-# astro-g5-long2, lr 1e-4, 5,000 + 1,250 steps, --mixed-quantization) into
-# models/astro-g6-long3.safetensors: 0.12's, whose q4 went on from generation 5's q4 base
-# onto generation 6's (30 minutes on 2 cores of an AMD EPYC with AVX512-BF16). That stage
-# needs the two earlier ones (or the shipped astro-g5-long2) and generation 6.
+# Then, unless CONTINUE3=0, each is trained further once more (adapt --init from 0.8's
+# <domain>-g5-long2, lr 1e-4, 5,000 + 1,250 steps, --mixed-quantization) into
+# models/<domain>-g6-long3.safetensors: 0.12's, whose q4 went on from generation 5's q4 base
+# onto generation 6's (astro 31 minutes, screen 36, one after the other on 2 cores of an AMD
+# EPYC with AVX512-BF16). That stage needs the two earlier ones (or the shipped
+# <domain>-g5-long2) and generation 6.
 # ADAPT_PARALLEL=1 trains the two at once, one thread each, logging to
 # runs/adapt-<domain>-g$GEN$SUFFIX.out (how the shipped ones were made: about 2 hours
 # for 8,000 + 2,000 steps on 2 cores with AMX-BF16).
@@ -54,7 +55,9 @@ else
   for domain in astro screen; do one "$domain"; done
 fi
 if [ "${CONTINUE3:-1}" = 1 ]; then
-  $NIC adapt data/astro/train --name astro --init models/astro-g5-long2.safetensors \
-    --steps 5000 --synthesis-steps 1250 --lr 1e-4 --holdout 0.05 --mixed-quantization \
-    -o models/astro-g6-long3.safetensors
+  for domain in astro screen; do
+    $NIC adapt "data/$domain/train" --name "$domain" --init "models/$domain-g5-long2.safetensors" \
+      --steps 5000 --synthesis-steps 1250 --lr 1e-4 --holdout 0.05 --mixed-quantization \
+      -o "models/$domain-g6-long3.safetensors"
+  done
 fi
