@@ -147,8 +147,9 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     (:func:`~nicodec.train.freeze_for_synthesis_tuning`): lower distortion at the same rates
     (astro q1, held out: +0.73 dB for 500 after 2,000). None: a quarter of ``steps``.
 
-    ``distortion`` and ``mixed_quantization``: the main stage's loss and quantization
-    (:class:`~nicodec.train.TrainConfig`'s ``distortion`` and ``round_for_synthesis``).
+    ``distortion``: the loss's distortion, of both stages; ``mixed_quantization``: the main
+    stage feeds the synthesis rounded latents too (:class:`~nicodec.train.TrainConfig`'s
+    ``distortion`` and ``round_for_synthesis``).
 
     Under torchrun every rank trains on its shard of the training images and rank 0 alone
     evaluates, writes the package and returns the summary (the others return None).
