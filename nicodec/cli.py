@@ -671,7 +671,6 @@ def _list_models(show_all: bool = False):
         t.add_row(m.domain, str(m.quality), m.id, str(m.generation), "base",
                   f"{m.parameters:,}", f"{size / 1e6:.2f} MB", "shipped")
     encoding = {m.path for m in reg.packages(newest_only=True)}  # what --domain NAME takes
-    base_generation = {m.id: m.generation for m in reg.bases()}
     for meta in sorted(reg.packages(), key=lambda m: (m.name, -m.generation)):
         # a user's adapter on an old base is listed all the same: it is what encodes NAME;
         # a shipped one that a retrained one of its name superseded only decodes old files
@@ -683,7 +682,7 @@ def _list_models(show_all: bool = False):
             method = methods.get(meta.method).describe(meta.k, info)
             params = info.training.get("parameters")
             # per quality, the generation of the base it extends (a package may span two)
-            generation = base_generation.get(info.base_id, meta.generation)
+            generation = reg.base_generation(info.base_id) or meta.generation
             t.add_row(meta.name, str(q), info.id, str(generation or "?"),
                       method, f"{params:,}" if params else "-", f"{size / 1e6:.2f} MB",
                       "shipped" if meta.shipped else "user")

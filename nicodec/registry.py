@@ -277,6 +277,10 @@ class Registry:
     def base_ids(self) -> set[str]:
         return {m.id for m in self.bases()}
 
+    def base_generation(self, base_id: str | None) -> int:
+        """The generation of an installed base model; 0 for one not installed (or None)."""
+        return next((m.generation for m in self.bases() if m.id == base_id), 0)
+
     def generations(self) -> list[int]:
         """The base-model generations installed, oldest first."""
         return sorted({m.generation for m in self.bases()})
@@ -357,7 +361,6 @@ class Registry:
         uses): the one on the newest base generation and, between shipped packages on the
         same generation, the one recorded last in the manifest (a retrained adapter)."""
         if self._packages is None:
-            gens = {m.id: m.generation for m in self.bases()}
             found: list[package.PackageInfo] = []
             for d in self.package_dirs():
                 for path in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
@@ -367,7 +370,8 @@ class Registry:
                         continue  # a base model file, or junk: not a package
                     found.append(meta.placed(
                         shipped=d == self.dir,
-                        generation=max(gens.get(r.base_id, 0) for r in meta.qualities.values())))
+                        generation=max(self.base_generation(r.base_id)
+                                   for r in meta.qualities.values())))
             self._packages = found
         if not newest_only:
             return self._packages
