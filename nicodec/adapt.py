@@ -116,13 +116,19 @@ def _check_start(start: package.PackageInfo, method: str | None, k: int | None,
     own_affine = None
     if "channel_affine" in m.options:
         own_affine = bool(next(iter(start.qualities.values())).training.get("channel_affine"))
-    asked = {"method": (method, start.method), "custom filters": (k, start.k if m.uses_k else None),
+    if m.grows and k is not None and k > start.k:
+        k_own = k  # grown: the new filters start beside the trained ones (Method.grow)
+    else:
+        k_own = start.k
+    asked = {"method": (method, start.method), "custom filters": (k, k_own if m.uses_k else None),
              "channel affine": (channel_affine, own_affine)}
     for what, (wanted, own) in asked.items():
         if wanted is not None and wanted != own:
+            more = (f"; it can grow to more than {start.k} custom filters"
+                    if what == "custom filters" and m.grows else "")
             raise NicodecError(f"--init {start.path.name}: its {what} is {own}, not {wanted} "
-                               "(a continued adaptation keeps the form it has)")
-    return start.method, start.k, own_affine
+                               f"(a continued adaptation keeps the form it has{more})")
+    return start.method, k_own, own_affine
 
 
 def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None = None,
@@ -185,6 +191,10 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     log(f"adapting '{name}' ({method}{form}) on "
         f"{len(train_files)} images, holding out {len(held_files)}; qualities "
         f"{', '.join(map(str, qualities))}; {steps} steps each at lr {lr:g} on {device}")
+    grown = start is not None and m.uses_k and k != start[0].k
+    if grown:
+        log(f"--init's {start[0].k} custom filters per layer grow to {k}: the new ones start "
+            "beside the trained ones, which compute what they computed")
     for entry in entries:
         if entry.quality in rebased:
             old = rebased[entry.quality]
@@ -198,7 +208,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
         base_codec = reg.codec(quality=quality, device=device)
         net = trainable(method, reg.base_network(entry, device), k, channel_affine).to(device)
         if start is not None:
-            load_start(net, method, start[1], quality)
+            load_start(net, method, start[1], quality, k_from=start[0].k)
         cfg = TrainConfig(lam=entry.lam, steps=steps, batch=batch, crop=crop, lr=lr,
                           distortion=distortion, round_for_synthesis=mixed_quantization,
                           log_every=max(1, min(50, steps // 4)),
@@ -223,6 +233,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
                 **({"mixed_quantization": True} if mixed_quantization else {}),
                 **({"init_id": start[0].qualities[quality].id} if start else {}),
                 **({"rebased_from": rebased[quality].id} if quality in rebased else {}),
+                **({"grown_from_k": start[0].k} if grown else {}),
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}
         if "channel_affine" in m.options:
@@ -283,12 +294,18 @@ def _check_start_bases(start: package.PackageInfo, entries,
     return rebased
 
 
-def load_start(net: nn.Module, method: str, tensors: dict, quality: int) -> None:
-    """Load quality ``quality`` of a package's ``tensors`` into the trainable ``net``."""
+def load_start(net: nn.Module, method: str, tensors: dict, quality: int,
+               k_from: int | None = None) -> None:
+    """Load quality ``quality`` of a package's ``tensors`` into the trainable ``net``; a
+    package of ``k_from`` custom filters, fewer than ``net``'s, grows into it."""
     from nicodec.train import load_model_tensors
 
+    m = methods.get(method)
     weights, _ = modelfile.split_tables(package.quality_tensors(tensors, quality))
-    load_model_tensors(methods.get(method).stored(net), weights, prefix="")
+    if m.uses_k and k_from is not None and k_from != m.stored(net).k:
+        m.grow(net, weights, k_from)
+    else:
+        load_model_tensors(m.stored(net), weights, prefix="")
 
 
 def _silent(*_args) -> None:

@@ -453,7 +453,8 @@ def info(file, as_json):
 @click.option("--method", type=click.Choice(methods.names()), default=None,
               help="[default: cawf, or --init's]")
 @click.option("--custom-filters", "k", type=click.IntRange(1, 64), default=None,
-              help="CAwF: extra filters per conv layer  [default: 16, or --init's]")
+              help="CAwF: extra filters per conv layer  [default: 16, or --init's; more "
+                   "than --init's grows it: the new filters start beside the trained ones]")
 @click.option("--init", "init", metavar="FILE|NAME",
               help="continue training this adaptation (a file, or an installed name) instead "
                    "of starting from the base codec; a CAwF adapter made on an older base of "

@@ -327,6 +327,37 @@ class Adapter(nn.Module):
             self.s_affine = nn.ModuleList(ChannelAffine(3 if i == N_LAYERS - 1 else n + k)
                                           for i in range(N_LAYERS))
 
+    def grow_from(self, weights: dict[str, torch.Tensor], k_old: int) -> None:
+        """Load a narrower adapter's ``weights`` (``k_old`` < K custom filters) so that this
+        one computes what it computed, its K - k_old new filters added beside (Net2Net's
+        function-preserving widening, Chen et al. 2016).
+
+        Channels are ordered [base N, custom K] everywhere, so every stored tensor of the
+        old adapter is the leading slice of the new one's; the rest keeps this adapter's
+        initialisation, which already gives the new custom channels no path into the base
+        channels (zero ``base_from_custom``, ``synthesis_from_custom``, GDN couplings). One
+        path remains: the old custom filters of analysis layers 1-3 reading the new custom
+        channels, set to zero here. The distortion is then exactly the old adapter's; the
+        rate grows by what the new latent channels, small at the start and under the
+        narrowest base density, cost.
+        """
+        if not 0 < k_old < self.k:
+            raise ValueError(f"grow_from: {k_old} custom filters is not fewer than {self.k}")
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        with torch.no_grad():
+            for key, old in weights.items():
+                if key not in own:
+                    raise KeyError(f"grow_from: unexpected tensor {key}")
+                new = own[key]
+                grown = self.k - k_old  # each dimension is the same or K-dependent
+                if new.dim() != old.dim() or any(n - o not in (0, grown)
+                                                 for o, n in zip(old.shape, new.shape)):
+                    raise ValueError(f"grow_from: {key} {tuple(old.shape)} does not fit "
+                                     f"{tuple(new.shape)}")
+                new[tuple(slice(0, s) for s in old.shape)] = old.to(new.dtype)
+            for i in range(1, N_LAYERS):
+                self.p[B.custom_filters(i)][:k_old, self.n + k_old:] = 0
+
     def synthesis_parameters(self) -> list[nn.Parameter]:
         """The adapter's parameters that only the synthesis uses: its synthesis blocks,
         inverse-GDN blocks and synthesis channel affines."""

@@ -418,8 +418,36 @@ def test_init_continues_an_adaptation_in_its_own_form(env, cawf_file, folder, tm
     assert package.validate(res["path"], registry.Registry().base_ids())
 
 
+def test_init_grows_an_adaptation_to_more_custom_filters(env, cawf_file, folder, tmp_path):
+    """--custom-filters above --init's: the trained filters are the leading slices of the
+    new tensors and the new codec decodes an image as the old one did (one step at a
+    vanishing learning rate); the package records K and where it grew from."""
+    res = adapt(folder, name="wider", init="stripes", k=4, qualities=(1,), steps=1, lr=1e-12,
+                synthesis_steps=0, batch=2, crop=64, out_path=tmp_path / "w.safetensors",
+                progress=False, log=lambda m: None)
+    meta = res["meta"]
+    assert meta.k == 4 and meta.qualities[1].training["grown_from_k"] == 2
+    start, grown = load_file(str(cawf_file["path"])), load_file(str(res["path"]))
+    assert grown["q1.p.a1_cb"].shape == (4, 64 + 4, 5, 5)
+    for k in ("q1.p.a0_cb", "q1.p.s1_cb", "q1.p.a2_bc", "q1.a_affine.3.alpha"):
+        old = start[k]
+        assert torch.allclose(grown[k][tuple(slice(0, n) for n in old.shape)], old, atol=1e-6)
+    src = folder / "nested" / "t0.png"
+    outs = {}
+    for domain in ("stripes", "wider"):
+        if domain == "wider":
+            assert run("models", "import", res["path"]).exit_code == 0
+        assert run("encode", src, "-o", tmp_path / f"{domain}.nic", "--domain", domain,
+                   "-q", 1).exit_code == 0
+        assert run("decode", tmp_path / f"{domain}.nic", "-o",
+                   tmp_path / f"{domain}.png").exit_code == 0
+        outs[domain] = np.asarray(Image.open(tmp_path / f"{domain}.png"), dtype=np.int16)
+    assert np.abs(outs["wider"] - outs["stripes"]).max() <= 1
+
+
 @pytest.mark.parametrize("args, needle", [
-    (("--custom-filters", 4), "custom filters is 2, not 4"),
+    (("--custom-filters", 1), "custom filters is 2, not 1 (a continued adaptation keeps the "
+                              "form it has; it can grow to more than 2 custom filters)"),
     (("--method", "naive"), "method is cawf, not naive"),
     (("--no-channel-affine",), "channel affine is True, not False"),
 ])

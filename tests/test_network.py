@@ -129,3 +129,45 @@ def test_the_fast_paths_transposed_convolution_is_the_same_function(cin, cout, h
         plain = F.conv_transpose2d(x, weight, bias, 2, 2, 1)
     scale = float(plain.detach().abs().max())
     assert torch.allclose(fast.float(), plain.float(), atol=0.05 * scale)
+
+
+@pytest.mark.parametrize("channel_affine", [False, True])
+def test_a_grown_adapter_computes_what_the_narrower_one_computed(channel_affine):
+    """grow_from: a trained-looking K=2 adapter (every tensor random, couplings included)
+    loaded into K=5 gives the same analysis on the old channels and the same synthesis
+    whatever the new latent channels hold; the new filters are live (they get gradients)."""
+    torch.manual_seed(0)
+    base = FactorizedPrior(n=8)
+    old = Adapter(base, k=2, channel_affine=channel_affine)
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.manual_seed(1)
+    new = Adapter(base, k=5, channel_affine=channel_affine)
+    new.grow_from(old.state_dict(), 2)
+    a, b = AdaptedCodec(base, old).eval(), AdaptedCodec(base, new).eval()
+    x = torch.rand(1, 3, 64, 48)
+    with torch.no_grad():
+        y_old, y_new = a.analysis(x), b.analysis(x)
+        assert y_new.shape[1] == 8 + 5
+        assert torch.allclose(y_new[:, :10], y_old, atol=1e-5)
+        y = torch.round(y_new)
+        y[:, 10:] = torch.randn_like(y[:, 10:]) * 4  # whatever the new channels carry
+        assert torch.allclose(b.synthesis(y), a.synthesis(y[:, :10]), atol=1e-5)
+    b.train()
+    out = b(x)
+    loss = out["x_hat"].square().mean() + out["likelihoods"].log().mean()
+    loss.backward()
+    from nicodec.inference import BlockKeys as B
+
+    assert new.p[B.custom_filters(1)].grad[2:].abs().sum() > 0
+    assert new.p[B.synthesis_from_custom(1)].grad[2:].abs().sum() > 0
+
+
+def test_grow_from_refuses_what_does_not_fit():
+    base = FactorizedPrior(n=8)
+    small, big = Adapter(base, k=4), Adapter(base, k=2)
+    with pytest.raises(ValueError, match="not fewer"):
+        big.grow_from(small.state_dict(), 4)
+    with pytest.raises(ValueError, match="does not fit"):
+        Adapter(base, k=5).grow_from(Adapter(FactorizedPrior(n=4), k=2).state_dict(), 2)

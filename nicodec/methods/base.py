@@ -50,6 +50,7 @@ class Method:
     extends_base: bool = False
     user_facing: bool = True
     uses_k: bool = False  # takes a number of custom filters K
+    grows: bool = False  # a trained one can go on training with more custom filters
     options: tuple[str, ...] = ()  # the build options it accepts (adapt's flags)
 
     # -- training
@@ -60,6 +61,11 @@ class Method:
     def stored(self, net: "nn.Module") -> "nn.Module":
         """The module whose state (without CompressAI's derived buffers) a package stores."""
         return net
+
+    def grow(self, net: "nn.Module", weights: dict, k_old: int) -> None:
+        """Load the stored ``weights`` of a ``k_old``-filter adaptation into ``net``, which
+        has more custom filters, computing what they computed (``grows`` methods only)."""
+        raise NicodecError(f"{self.name} adaptations keep their form")
 
     # -- packages
     def options_of(self, weights: dict) -> dict:

@@ -20,6 +20,7 @@ class CAwF(Method):
     name = "cawf"
     extends_base = True
     uses_k = True
+    grows = True
     options = ("channel_affine",)
 
     def build(self, base, k: int = 16, channel_affine: bool = False, **_):
@@ -29,6 +30,9 @@ class CAwF(Method):
 
     def stored(self, net):
         return net.adapter if hasattr(net, "adapter") else net
+
+    def grow(self, net, weights: dict, k_old: int) -> None:
+        self.stored(net).grow_from(weights, k_old)
 
     def options_of(self, weights: dict) -> dict:
         return {"channel_affine": any(key.startswith(("a_affine.", "s_affine."))
