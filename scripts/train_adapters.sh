@@ -22,6 +22,10 @@
 # onto generation 6's (astro 31 minutes, screen 36, one after the other on 2 cores of an AMD
 # EPYC with AVX512-BF16). That stage needs the two earlier ones (or the shipped
 # <domain>-g5-long2) and generation 6.
+# Then, unless GROW=0, astro grows from 16 to 32 custom filters per layer (adapt --init from
+# 0.12's astro-g6-long3 with --custom-filters 32, lr 2e-4, 5,000 + 1,250 steps,
+# --mixed-quantization) into models/astro-g6-k32.safetensors: 0.13's (about 55 minutes on 2
+# cores of an AMD EPYC with AVX512-BF16).
 # ADAPT_PARALLEL=1 trains the two at once, one thread each, logging to
 # runs/adapt-<domain>-g$GEN$SUFFIX.out (how the shipped ones were made: about 2 hours
 # for 8,000 + 2,000 steps on 2 cores with AMX-BF16).
@@ -60,4 +64,9 @@ if [ "${CONTINUE3:-1}" = 1 ]; then
       --steps 5000 --synthesis-steps 1250 --lr 1e-4 --holdout 0.05 --mixed-quantization \
       -o "models/$domain-g6-long3.safetensors"
   done
+fi
+if [ "${GROW:-1}" = 1 ]; then
+  $NIC adapt data/astro/train --name astro --init models/astro-g6-long3.safetensors \
+    --custom-filters 32 --steps 5000 --synthesis-steps 1250 --lr 2e-4 --holdout 0.05 \
+    --mixed-quantization -o models/astro-g6-k32.safetensors
 fi
