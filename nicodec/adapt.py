@@ -116,10 +116,8 @@ def _check_start(start: package.PackageInfo, method: str | None, k: int | None,
     own_affine = None
     if "channel_affine" in m.options:
         own_affine = bool(next(iter(start.qualities.values())).training.get("channel_affine"))
-    if m.grows and k is not None and k > start.k:
-        k_own = k  # grown: the new filters start beside the trained ones (Method.grow)
-    else:
-        k_own = start.k
+    # a method that grows takes more custom filters than it has (Method.grow)
+    k_own = k if m.grows and k is not None and k > start.k else start.k
     asked = {"method": (method, start.method), "custom filters": (k, k_own if m.uses_k else None),
              "channel affine": (channel_affine, own_affine)}
     for what, (wanted, own) in asked.items():
