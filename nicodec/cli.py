@@ -799,7 +799,7 @@ def models_remove(name):
                    "do not change (a last stage after --init)")
 @MIXED_QUANTIZATION
 @DISTORTION
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@DEVICE
 def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, generation, runs,
           ckpt_every, synthesis_only, mixed_quantization, distortion, device):
     """Train a base model for DOMAIN at QUALITY, then export it to the model registry.
