@@ -1,10 +1,12 @@
 """How many bits would an entropy model that adapts to the image save on the same latents?
 
-    .venv/bin/python scripts/probe_hyperprior.py QUALITY STEPS OUT.json
+    .venv/bin/python scripts/probe_hyperprior.py [--domain NAME] QUALITY STEPS OUT.json
     .venv/bin/python scripts/probe_hyperprior.py project RESULTS.json OUT.json ...   # q1-q4
 
-The newest base of QUALITY keeps its analysis g_a and its symbols q = round(y - median)
-(so every decoded pixel and every PSNR stays the base's); only the entropy model changes.
+The newest base of QUALITY (or, with ``--domain``, that quality of the newest installed
+adaptation of that name, e.g. ``astro``, trained and tested on its domain) keeps its
+analysis and its symbols q = round(y - median) (so every decoded pixel and every PSNR stays
+the codec's); only the entropy model changes.
 A mean-scale hyperprior (Ballé et al. 2018; Minnen et al. 2018) reads the symbols with
 h_a (3x3 conv, two 5x5 stride-2 convs, 64 channels) into side information z at 1/64 of the
 image's resolution, coded with a factorized prior (CompressAI's EntropyBottleneck, the
@@ -21,7 +23,7 @@ codec: nothing here is written into a bitstream. Quoted in models/training/READM
 
 ``project`` turns the four qualities' probes into the curve the base codec would have: each
 test image's real file size (from an ``nicodec eval`` JSON such as docs/results/photo.json,
-curve ``nicodec:photo``) times that image's ideal-code-length ratio, at the same PSNR, and
+curve ``nicodec:DOMAIN``) times that image's ideal-code-length ratio, at the same PSNR, and
 prints its BD-rates against the classic codecs in that JSON beside the real curve's.
 """
 
@@ -90,10 +92,11 @@ def project(results: str, probes: list[str]) -> None:
     ratio = {}
     for path in probes:
         probe = json.load(open(path))
+        domain = probe.get("domain", "photo")
         ratio[probe["quality"]] = {r["image"]: r["hyper_bpp"] / r["fact_bpp"]
                                    for r in probe["images"]}
     real, projected = [], []
-    for q, point in enumerate(curves["nicodec:photo"]["points"], start=1):
+    for q, point in enumerate(curves[f"nicodec:{domain}"]["points"], start=1):
         imgs = point["images"]
         psnr = float(np.mean([i["psnr"] for i in imgs]))
         real.append((float(np.mean([i["bpp"] for i in imgs])), psnr))
@@ -101,40 +104,60 @@ def project(results: str, probes: list[str]) -> None:
     for q, (r, p) in enumerate(zip(real, projected), start=1):
         print(f"q{q}: {r[0]:.4f} -> {p[0]:.4f} bpp ({100 * (p[0] / r[0] - 1):+.1f} %) at {r[1]:.2f} dB")
     r, p = np.array(real), np.array(projected)
-    print(f"hyperprior projection against the base codec: "
+    print(f"hyperprior projection against {domain}'s own codec: "
           f"{metrics.bd_rate(r[:, 0], r[:, 1], p[:, 0], p[:, 1]):+.2f} % BD-rate")
     for name in ("jpeg2000", "webp"):
         c = np.array([(pt["bpp"], pt["psnr"]) for pt in curves[name]["points"]])
-        print(f"against {name}: base codec "
+        print(f"against {name}: {domain} "
               f"{metrics.bd_rate(c[:, 0], c[:, 1], r[:, 0], r[:, 1]):+.2f} %, with the "
               f"hyperprior {metrics.bd_rate(c[:, 0], c[:, 1], p[:, 0], p[:, 1]):+.2f} %")
+
+
+def trained_codec(reg: registry.Registry, domain: str, quality: int):
+    """(network, its content ID): the newest base of ``quality`` (``photo``) or quality
+    ``quality`` of the newest installed adaptation named ``domain``, as a trainable
+    network (analysis and entropy model)."""
+    if domain == "photo":
+        entry = reg.find_base(quality=quality)
+        return reg.base_network(entry), entry.id
+    from nicodec import adapt
+
+    meta = reg.find_package(domain)
+    record = meta.qualities[quality]
+    entry = next(b for b in reg.bases() if b.id == record.base_id)
+    net = adapt.trainable(meta.method, reg.base_network(entry), meta.k,
+                          bool(record.training.get("channel_affine")))
+    adapt.load_start(net, meta.method, reg.package_tensors(meta), quality)
+    return net.eval(), record.id
 
 
 def main() -> None:
     if sys.argv[1] == "project":
         return project(sys.argv[2], sys.argv[3:])
+    domain = "photo"
+    if sys.argv[1] == "--domain":
+        domain, sys.argv[1:] = sys.argv[2], sys.argv[3:]
     quality, steps, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     torch.manual_seed(0)
     reg = registry.Registry()
-    entry = reg.find_base(quality=quality)
-    base = reg.base_network(entry)
-    base.requires_grad_(False)
-    eb = base.entropy_bottleneck
+    net, model_id = trained_codec(reg, domain, quality)
+    net.requires_grad_(False)
+    eb = net.entropy_bottleneck
     medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
 
     def symbols(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
-            y = base.analysis(x)
+            y = net.analysis(x)
         return torch.round(y.float() - medians)
 
     def factorized_bits(q: torch.Tensor) -> torch.Tensor:
         return -torch.log2(eb_likelihood(eb, q + medians).clamp_min(1e-9)).sum()
 
-    hp = MeanScaleHyperprior()
+    hp = MeanScaleHyperprior(m=medians.shape[1])
     main_p = [p for n, p in hp.named_parameters() if not n.endswith("quantiles")]
     aux_p = [p for n, p in hp.named_parameters() if n.endswith("quantiles")]
     opt, aux = torch.optim.Adam(main_p, lr=1e-3), torch.optim.Adam(aux_p, lr=1e-3)
-    sampler = data.CropSampler.from_files(data.list_images(data.split_dir("photo", "train")),
+    sampler = data.CropSampler.from_files(data.list_images(data.split_dir(domain, "train")),
                                           crop=CROP)
     t0, acc, pixels = time.time(), [], BATCH * CROP * CROP
     for step in range(steps):
@@ -163,7 +186,7 @@ def main() -> None:
     hp.eval()
     rows, flat = [], {}
     with torch.no_grad():
-        for f in data.list_images(data.split_dir("photo", "test")):
+        for f in data.list_images(data.split_dir(domain, "test")):
             rgb = image.load(f).rgb
             h, w = rgb.shape[:2]
             x = pixels_to_tensor(rgb, "cpu")
@@ -184,7 +207,7 @@ def main() -> None:
                           float((bits_y + bits_z) / 512 ** 2))
         print("flat 512x512 (factorized, hyper):", flat)
     with open(out, "w") as fh:
-        json.dump({"quality": quality, "base": entry.id, "steps": steps, "images": rows,
+        json.dump({"domain": domain, "quality": quality, "model": model_id, "steps": steps, "images": rows,
                    "flat": flat}, fh, indent=1)
 
 
