@@ -15,13 +15,13 @@ Gaussian (mean, scale) per latent element: p(q) = Phi((q + 1/2 - mu) / sigma) -
 Phi((q - 1/2 - mu) / sigma). h_a, h_s and z's prior train on the rate alone, batch 8 of
 256x256 training crops, Adam at 1e-3 (3e-4 from 80 % of STEPS).
 
-It prints and writes, per photo test image, the ideal code length (-log2 p, no coder
-overhead) under the base's factorized prior and under the hyperprior (z included), and
-the same for flat 512x512 images. Since g_a was trained for the factorized prior, this is
+It prints and writes, per test image, the ideal code length (-log2 p, no coder overhead)
+under the codec's factorized prior and under the hyperprior (z included), and the same
+for flat 512x512 images. Since the analysis was trained for the factorized prior, this is
 a lower bound on what a hyperprior trained with the transforms would save. A probe, not a
 codec: nothing here is written into a bitstream. Quoted in models/training/README.md.
 
-``project`` turns the four qualities' probes into the curve the base codec would have: each
+``project`` turns the four qualities' probes into the curve the codec would have: each
 test image's real file size (from an ``nicodec eval`` JSON such as docs/results/photo.json,
 curve ``nicodec:DOMAIN``) times that image's ideal-code-length ratio, at the same PSNR, and
 prints its BD-rates against the classic codecs in that JSON beside the real curve's.
