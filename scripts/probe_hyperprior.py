@@ -6,7 +6,9 @@
 The newest base of QUALITY (or, with ``--domain``, that quality of the newest installed
 adaptation of that name, e.g. ``astro``, trained and tested on its domain) keeps its
 analysis and its symbols q = round(y - median) (so every decoded pixel and every PSNR stays
-the codec's); only the entropy model changes.
+the codec's); only the entropy model changes. (The probe runs the analysis under bf16
+autocast for speed, so a few symbols may differ from the codec's float32 ones; both code
+lengths it compares are of the same symbols.)
 A mean-scale hyperprior (Ballé et al. 2018; Minnen et al. 2018) reads the symbols with
 h_a (3x3 conv, two 5x5 stride-2 convs, 64 channels) into side information z at 1/64 of the
 image's resolution, coded with a factorized prior (CompressAI's EntropyBottleneck, the
