@@ -52,8 +52,7 @@ SIGMA_MIN = 0.11  # CompressAI's lower bound on a Gaussian conditional's scale
 def eb_likelihood(model: EntropyBottleneck, v: torch.Tensor) -> torch.Tensor:
     """Likelihood (B, C, H, W) of the unit bins centred on ``v`` (B, C, H, W)."""
     b, c, h, w = v.shape
-    lik = model._likelihood(v.permute(1, 0, 2, 3).reshape(c, 1, -1))
-    lik = lik[0] if isinstance(lik, tuple) else lik
+    lik, _, _ = model._likelihood(v.permute(1, 0, 2, 3).reshape(c, 1, -1))
     return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
 
 
