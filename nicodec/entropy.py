@@ -98,17 +98,29 @@ def _double_copy(eb):
 class LatentCoder:
     """Encodes/decodes integer latents (C, H, W) with frozen per-channel tables."""
 
+    NAME = CODER_NAME  # the header's coder code
+
     def __init__(self, tables: dict[str, torch.Tensor]):
-        self.median = tables["median"].float()
-        self.offset = tables["offset"].numpy().astype(np.int64)
-        self.length = tables["length"].numpy().astype(np.int64)
+        length = tables["length"].numpy().astype(np.int64)
         freq = tables["freq"].numpy()
+        self._setup(tables["median"].float(), tables["offset"], length,
+                    [freq[c, : length[c] + 1] for c in range(len(length))])
+
+    @classmethod
+    def from_ragged(cls, offset, length, freqs: list[np.ndarray]) -> "LatentCoder":
+        """A coder of tables of different lengths (``freqs[c]``: L_c + 1 frequencies), such
+        as :mod:`nicodec.hyperprior`'s Gaussian tables; its ``median`` is 0."""
+        self = cls.__new__(cls)
+        self._setup(torch.zeros(len(freqs)), offset, length, freqs)
+        return self
+
+    def _setup(self, median, offset, length, freqs: list[np.ndarray]) -> None:
+        self.median = median
+        self.offset = np.asarray(offset, np.int64)
+        self.length = np.asarray(length, np.int64)
         self.channels = len(self.offset)
-        self.freq = [freq[c, : self.length[c] + 1] for c in range(self.channels)]
-        self.models = [
-            constriction.stream.model.Categorical(f.astype(np.float64) / TOTAL, perfect=False)
-            for f in self.freq
-        ]
+        self.freq = freqs
+        self.models = _Models(self.freq)
         self.bits_model = constriction.stream.model.Uniform(ESCAPE_BITS_MAX + 1)
         self.sign_model = constriction.stream.model.Uniform(2)
 
@@ -124,12 +136,20 @@ class LatentCoder:
         if q.ndim != 3 or q.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, H, W) latents, got {q.shape}")
         coder = constriction.stream.stack.AnsCoder()
+        self.push(coder, q)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def push(self, coder, q: np.ndarray) -> None:
+        """Push latents (C, H, W) onto an ANS coder so that :meth:`pop` reads them first."""
         flat = q.reshape(self.channels, -1)
         for c in reversed(range(self.channels)):
-            idx, escaped = self.symbols(c, flat[c])
-            self._encode_escapes(coder, escaped, c)
-            coder.encode_reverse(idx, self.models[c])
-        return coder.get_compressed().astype("<u4").tobytes()
+            self.push_symbols(coder, c, flat[c])
+
+    def push_symbols(self, coder, c: int, values: np.ndarray) -> None:
+        """Push integer values (n,) coded with table ``c`` (escapes included)."""
+        idx, escaped = self.symbols(c, values)
+        self._encode_escapes(coder, escaped, c)
+        coder.encode_reverse(idx, self.models[c])
 
     def _encode_escapes(self, coder, values: np.ndarray, c: int) -> None:
         lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
@@ -165,38 +185,50 @@ class LatentCoder:
             coder = constriction.stream.stack.AnsCoder(words)
         except Exception as e:  # constriction rejects e.g. a zero final word
             raise NicodecError(f"corrupt payload: {e}") from None
-        out = np.empty((c_, h * w), np.int32)
-        for c in range(c_):
-            idx = self._decode_channel(coder, c, h * w, strict and c == c_ - 1)
-            vals = idx + self.offset[c]
-            esc = np.nonzero(idx == self.length[c])[0]
-            lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
-            for pos in esc:
-                neg = coder.decode(self.sign_model)
-                nbits = coder.decode(self.bits_model)
-                if nbits < 1:
-                    raise NicodecError("corrupt payload: bad escape code")
-                rest = 0
-                for b in range(nbits - 1):
-                    rest |= coder.decode(self.sign_model) << b
-                mag = (1 << (nbits - 1)) + rest
-                vals[pos] = lo - mag if neg else hi + mag
-            out[c] = vals
-            if strict and c < c_ - 1 and coder.is_empty():
-                # drained before the last channel: the rest would be decoded from nothing
-                raise NicodecError("corrupt payload: the entropy-coded stream ends before "
-                                   "the latents do")
+        q = self.pop(coder, shape, strict)
         # Every symbol was pushed onto an empty coder: decoding them all must consume the
         # stream exactly and end in the initial state. That alone misses a stream cut short
         # (the decoder's state drains to the initial one and "decodes" the rest), so the
         # latents are also coded again: the encoder is deterministic, so a payload is valid
         # exactly when it is the encoding of what it decodes to. Anything else (trailing or
         # missing words, a stream that was cut or altered) is refused.
-        q = out.reshape(c_, h, w)
         if strict and (not coder.is_empty() or self.encode(q) != bytes(data)):
             raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
                                "the latents do")
         return q
+
+    def pop(self, coder, shape: tuple[int, int, int], strict: bool = True,
+            last: bool = True) -> np.ndarray:
+        """Pop latents of ``shape`` (C, H, W) that :meth:`push` pushed, int32. ``strict``
+        refuses a stream that drains before they end (``last``: nothing else follows
+        them in the stream)."""
+        c_, h, w = shape
+        out = np.empty((c_, h * w), np.int32)
+        for c in range(c_):
+            out[c] = self.pop_symbols(coder, c, h * w, strict and last and c == c_ - 1)
+            if strict and (c < c_ - 1 or not last) and coder.is_empty():
+                # drained before the last channel: the rest would be decoded from nothing
+                raise NicodecError("corrupt payload: the entropy-coded stream ends before "
+                                   "the latents do")
+        return out.reshape(c_, h, w)
+
+    def pop_symbols(self, coder, c: int, n: int, check_drain: bool = False) -> np.ndarray:
+        """Pop ``n`` values that :meth:`push_symbols` pushed with table ``c`` (int64)."""
+        idx = self._decode_channel(coder, c, n, check_drain)
+        vals = idx + self.offset[c]
+        esc = np.nonzero(idx == self.length[c])[0]
+        lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
+        for pos in esc:
+            neg = coder.decode(self.sign_model)
+            nbits = coder.decode(self.bits_model)
+            if nbits < 1:
+                raise NicodecError("corrupt payload: bad escape code")
+            rest = 0
+            for b in range(nbits - 1):
+                rest |= coder.decode(self.sign_model) << b
+            mag = (1 << (nbits - 1)) + rest
+            vals[pos] = lo - mag if neg else hi + mag
+        return vals
 
     def _decode_channel(self, coder, c: int, n: int, check_drain: bool) -> np.ndarray:
         """One channel's table indices; ``check_drain`` (the last channel) decodes it in
@@ -225,13 +257,29 @@ class LatentCoder:
     def ideal_bits(self, q: np.ndarray) -> float:
         """Sum of -log2 p over the symbols under the frozen tables (escape payload included)."""
         flat = q.reshape(self.channels, -1)
-        bits = 0.0
-        for c in range(self.channels):
-            idx, escaped = self.symbols(c, flat[c])
-            p = self.freq[c][idx] / TOTAL
-            bits += float(-np.log2(p).sum())
-            lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
-            for v in escaped.tolist():
-                mag = (lo - v) if v < lo else (v - hi)
-                bits += 1 + np.log2(ESCAPE_BITS_MAX + 1) + (int(mag).bit_length() - 1)
+        return sum(self.ideal_bits_of(c, flat[c]) for c in range(self.channels))
+
+    def ideal_bits_of(self, c: int, values: np.ndarray) -> float:
+        """Sum of -log2 p of values (n,) under table ``c`` (escape payload included)."""
+        idx, escaped = self.symbols(c, values)
+        bits = float(-np.log2(self.freq[c][idx] / TOTAL).sum())
+        lo, hi = self.offset[c], self.offset[c] + self.length[c] - 1
+        for v in escaped.tolist():
+            mag = (lo - v) if v < lo else (v - hi)
+            bits += 1 + np.log2(ESCAPE_BITS_MAX + 1) + (int(mag).bit_length() - 1)
         return bits
+
+
+class _Models:
+    """constriction models of frequency tables, built on first use (a hyperprior has
+    hundreds of tables, of which an image uses some)."""
+
+    def __init__(self, freqs: list[np.ndarray]):
+        self.freqs = freqs
+        self.built: dict[int, object] = {}
+
+    def __getitem__(self, c: int):
+        if c not in self.built:
+            self.built[c] = constriction.stream.model.Categorical(
+                self.freqs[c].astype(np.float64) / TOTAL, perfect=False)
+        return self.built[c]
