@@ -25,7 +25,7 @@ import torch.nn as nn
 from nicodec import distributed, image, methods, modelfile, package, registry
 from nicodec.codec import Codec
 from nicodec.data import CropSampler, list_images
-from nicodec.entropy import LatentCoder, build_tables
+from nicodec.entropy import build_tables
 from nicodec.errors import NicodecError
 from nicodec.network import FactorizedPrior, count_parameters
 from nicodec.train import TrainConfig, train
@@ -87,10 +87,13 @@ def held_out(codec: Codec, imgs: list[np.ndarray]) -> dict:
 def adapted_codec(net: nn.Module, method: str, tensors: dict, base_id: str, quality: int,
                   lam: float, name: str, device: str) -> Codec:
     """The Codec of a freshly trained network, with the IDs its package will give it."""
+    from nicodec.hyperprior import entropy_coder
+
     _, tables = modelfile.split_tables(tensors)
     ids = methods.get(method).header_ids(int(base_id, 16), modelfile.content_id(tensors))
-    return Codec(net=net.eval(), coder=LatentCoder(tables), base_id=ids[0], adapter_id=ids[1],
-                 quality=quality, lam=lam, device=device, name=name)
+    return Codec(net=net.eval(), coder=entropy_coder(tables, modelfile.hyper_tensors(tensors)),
+                 base_id=ids[0], adapter_id=ids[1], quality=quality, lam=lam, device=device,
+                 name=name)
 
 
 def start_from(init: Path | str, reg: registry.Registry) -> tuple[package.PackageInfo, dict]:
@@ -135,7 +138,8 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
           out_path: Path | None = None, reg: registry.Registry | None = None,
           log=print, progress: bool = True, channel_affine: bool | None = None,
           synthesis_steps: int | None = None, init: Path | str | None = None,
-          distortion: str = "mse", mixed_quantization: bool = False) -> dict:
+          distortion: str = "mse", mixed_quantization: bool = False,
+          hyperprior_steps: int | None = None) -> dict:
     """Train ``method`` on the images under ``folder`` for each quality, write the package.
 
     ``method`` None means ``cawf``, ``k`` None 16 custom filters.
@@ -154,6 +158,11 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     ``distortion``: the loss's distortion, of both stages; ``mixed_quantization``: the main
     stage feeds the synthesis rounded latents too (:class:`~nicodec.train.TrainConfig`'s
     ``distortion`` and ``round_for_synthesis``).
+
+    ``hyperprior_steps``: then train a hyperprior that codes the adaptation's latents
+    (:mod:`nicodec.hypertrain`; rate only, so pixels do not change) for this many steps,
+    starting from its base's hyperprior where the base has one; the package's files are then
+    entropy-coded with it (coder 2). None: ``steps`` when the base has a hyperprior, else 0.
 
     Under torchrun every rank trains on its shard of the training images and rank 0 alone
     evaluates, writes the package and returns the summary (the others return None).
@@ -224,6 +233,18 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
         tensors = package_tensors(net, method)
         codec = adapted_codec(net, method, tensors, entry.id, quality, entry.lam,
                               name, device)
+        base_hyper = modelfile.hyper_tensors(reg.base_tensors(entry)[0])
+        n_hyper = (steps if base_hyper else 0) if hyperprior_steps is None else hyperprior_steps
+        if n_hyper:
+            from nicodec import hypertrain
+
+            log(f"q{quality}: training its hyperprior, {n_hyper} steps"
+                + (" from the base's" if base_hyper else ""))
+            hyper = hypertrain.fit(codec, train_files, n_hyper, start=base_hyper or None,
+                                   log=log)
+            tensors |= {modelfile.HYPER_PREFIX + k_: v for k_, v in hyper.items()}
+            codec = adapted_codec(net, method, tensors, entry.id, quality, entry.lam,
+                                  name, device)
         before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry.id, "lambda": entry.lam, "steps": steps, "lr": lr,
                 **({"synthesis_steps": synthesis_steps} if synthesis_steps else {}),
@@ -232,6 +253,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
                 **({"init_id": start[0].qualities[quality].id} if start else {}),
                 **({"rebased_from": rebased[quality].id} if quality in rebased else {}),
                 **({"grown_from_k": start[0].k} if grown else {}),
+                **({"hyperprior_steps": n_hyper} if n_hyper else {}),
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}
         if "channel_affine" in m.options:

@@ -472,6 +472,10 @@ def info(file, as_json):
               help="then this many steps tuning only the decoder side on rounded latents, as "
                    "it decodes them (file sizes stay as they are)  [default: a quarter of "
                    "--steps]")
+@click.option("--hyperprior-steps", type=click.IntRange(0),
+              help="then this many steps training a hyperprior that codes the adaptation's "
+                   "latents (smaller files, same pixels), from the base's; 0: none  "
+                   "[default: --steps when the base has a hyperprior]")
 @click.option("--holdout", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
               help="fraction of the images held out for evaluation")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
@@ -483,7 +487,7 @@ def info(file, as_json):
               help="write the adaptation file here instead of installing it")
 @DEVICE
 def adapt(folder, name, method, k, init, channel_affine, qualities, steps, synthesis_steps,
-          holdout, batch, lr, distortion, mixed_quantization, output, device):
+          hyperprior_steps, holdout, batch, lr, distortion, mixed_quantization, output, device):
     """Adapt the codec to the images under FOLDER without forgetting (CAwF by default).
 
     \b
@@ -509,7 +513,7 @@ def adapt(folder, name, method, k, init, channel_affine, qualities, steps, synth
                     out_path=Path(output) if output else None, reg=reg,
                     log=lambda m: out.print(m, markup=False), channel_affine=channel_affine,
                     synthesis_steps=synthesis_steps, init=init, distortion=distortion,
-                    mixed_quantization=mixed_quantization)
+                    mixed_quantization=mixed_quantization, hyperprior_steps=hyperprior_steps)
     if res is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     t = Table(title=f"held-out images ({res['held_out']}): base codec vs '{name}'")
@@ -669,7 +673,8 @@ def _list_models(show_all: bool = False):
             hidden += 1
             continue
         size = (reg.dir / m.file).stat().st_size
-        t.add_row(m.domain, str(m.quality), m.id, str(m.generation), "base",
+        t.add_row(m.domain, str(m.quality), m.id, str(m.generation),
+                  "base + hyperprior" if m.arch.endswith("+hyperprior") else "base",
                   f"{m.parameters:,}", f"{size / 1e6:.2f} MB", "shipped")
     encoding = {m.path for m in reg.packages(newest_only=True)}  # what --domain NAME takes
     for meta in sorted(reg.packages(), key=lambda m: (m.name, -m.generation)):

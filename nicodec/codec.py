@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nicodec import container, image, tiling
-from nicodec.entropy import CODER_NAME, LatentCoder, coder_version
+from nicodec.entropy import LatentCoder, coder_version
 from nicodec.errors import NicodecError
 from nicodec.inference import DOWNSAMPLING
 
@@ -105,7 +105,7 @@ class Codec:
     """A ready-to-use codec version: network + tables + the IDs it writes into headers."""
 
     net: nn.Module  # FactorizedPrior or AdaptedCodec (analysis/synthesis)
-    coder: LatentCoder
+    coder: LatentCoder  # or a hyperprior.HyperCoder: same interface, its own NAME
     base_id: int
     adapter_id: int
     quality: int
@@ -160,7 +160,7 @@ class Codec:
         major, minor = coder_version()
         header = container.Header(quality=self.quality, channels=channels, width=w, height=h,
                                   base_id=self.base_id, adapter_id=self.adapter_id,
-                                  coder=CODER_NAME, coder_version=(major << 8) | minor,
+                                  coder=self.coder.NAME, coder_version=(major << 8) | minor,
                                   version=container.TILED_VERSION if tiling.tiled(w, h)
                                   else 1)
         return container.pack(header, payload)
@@ -168,7 +168,7 @@ class Codec:
     def decode(self, header: container.Header, payload: bytes, strict: bool = True) -> np.ndarray:
         """A parsed .nic file -> (H, W, 3) uint8 pixels (``strict``: see
         :meth:`LatentCoder.decode`)."""
-        check_coder(header)
+        check_coder(header, self.coder.NAME)
         if strict and header.quality != self.quality:
             raise NicodecError(f"corrupt .nic file (quality field {header.quality} does not "
                                f"match its model's quality {self.quality})")
@@ -184,10 +184,15 @@ class Codec:
                                 tiled=header.version >= container.TILED_VERSION)
 
 
-def check_coder(header: container.Header) -> None:
+def check_coder(header: container.Header, expected: int = LatentCoder.NAME) -> None:
+    """Refuse a file whose entropy-coder code is not its model's (``expected``), or that
+    another constriction minor version wrote."""
     major, minor = coder_version()
-    if header.coder != CODER_NAME:
+    if header.coder not in container.CODERS:
         raise NicodecError(f"unknown entropy coder {header.coder} in file")
+    if header.coder != expected:
+        raise NicodecError(f"corrupt .nic file (entropy coder {header.coder} in the header, "
+                           f"but its model codes with {expected})")
     if header.coder_version != (major << 8) | minor:
         fm, fn = divmod(header.coder_version, 256)
         raise NicodecError(f"file was entropy-coded with constriction {fm}.{fn}; this "

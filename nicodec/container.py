@@ -25,6 +25,9 @@ MAX_SIDE = 32768  # pixels, per side
 MAX_PIXELS = 1 << 28  # 268 M pixels
 MAX_PAYLOAD = 1 << 30
 CHANNELS = (1, 3)  # greyscale (decoded as L) or RGB
+# entropy coders (the header's coder field): the factorized prior's per-channel tables, and
+# the hyperprior's (nicodec.hyperprior, since 0.14)
+CODERS = {1: "constriction-rans", 2: "constriction-rans-hyperprior"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Header:
     height: int
     base_id: int  # uint32: first 4 bytes of the base weights' content hash
     adapter_id: int = NO_ADAPTER  # uint32; 0 = base codec
-    coder: int = 1  # 1 = constriction rANS with per-channel categorical tables
+    coder: int = 1  # CODERS: 1 = per-channel tables, 2 = hyperprior (rANS, constriction)
     coder_version: int = 0  # (major << 8) | minor of constriction
     flags: int = 0  # reserved, must be 0
     version: int = 1  # 2 (TILED_VERSION) for images coded in tiles
@@ -48,7 +51,7 @@ class Header:
         d["base_id"] = format_id(self.base_id)
         d["adapter_id"] = format_id(self.adapter_id) if self.adapter_id else None
         major, minor = divmod(self.coder_version, 256)
-        d["coder"] = "constriction-rans" if self.coder == 1 else f"unknown({self.coder})"
+        d["coder"] = CODERS.get(self.coder, f"unknown({self.coder})")
         d["coder_version"] = f"{major}.{minor}"
         return d
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # torch is imported only where tensors are touched
     import torch
 
 TABLE_PREFIX = "tables."
+HYPER_PREFIX = "hyper."  # a hyperprior entropy model's tensors (since 0.14)
 TABLE_KEYS = ("median", "offset", "length", "freq")
 MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 
@@ -161,8 +162,16 @@ def content_id(tensors: dict[str, "torch.Tensor"]) -> int:
 
 
 def split_tables(tensors: dict) -> tuple[dict, dict]:
-    """(network weights, entropy tables without their prefix) of one model's tensors."""
-    weights = {k: v for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
+    """(network weights, entropy tables without their prefix) of one model's tensors; a
+    hyperprior's tensors (:func:`hyper_tensors`) are in neither."""
+    weights = {k: v for k, v in tensors.items()
+               if not k.startswith((TABLE_PREFIX, HYPER_PREFIX))}
     tables = {k[len(TABLE_PREFIX):]: v for k, v in tensors.items()
               if k.startswith(TABLE_PREFIX)}
     return weights, tables
+
+
+def hyper_tensors(tensors: dict) -> dict:
+    """The hyperprior of one model's tensors (``hyper.*``, without the prefix; empty for a
+    factorized-prior model): see :mod:`nicodec.hyperprior`."""
+    return {k[len(HYPER_PREFIX):]: v for k, v in tensors.items() if k.startswith(HYPER_PREFIX)}

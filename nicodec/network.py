@@ -37,7 +37,7 @@ with warnings.catch_warnings():  # CompressAI 1.2 scripts a helper with torch.ji
     from compressai.entropy_models import EntropyBottleneck
     from compressai.layers import GDN
 
-from nicodec import inference
+from nicodec import hyperprior, inference
 from nicodec.inference import BlockKeys as B
 from nicodec.inference import KERNEL, N_LAYERS, STRIDE
 
@@ -485,3 +485,96 @@ def widen(base: FactorizedPrior, k: int = 16, seed: int = 0) -> FactorizedPrior:
                 j += 1
     wide.entropy_bottleneck.load_state_dict(adapter.entropy_bottleneck.state_dict())
     return wide
+
+
+def gaussian_likelihood(q: torch.Tensor, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """P(q) under N(mu, hyperprior.sigma(s)) integrated over q's unit bin (training's rate)."""
+    d = torch.distributions.Normal(mu, hyperprior.sigma(s))
+    return (d.cdf(q + 0.5) - d.cdf(q - 0.5)).clamp_min(1e-9)
+
+
+class HyperPrior(nn.Module):
+    """A mean-scale hyperprior's training network (:mod:`nicodec.hyperprior`): h_a, h_s and
+    z's factorized prior over a codec's integer symbols q (B, m, h, w).
+
+    ``m``: channels of the codec's latents (64 for a base, 64 + K for a CAwF adapter).
+    ``h_s`` uses ReLU, which :class:`~nicodec.hyperprior.IntegerSynthesis` computes exactly.
+    """
+
+    def __init__(self, m: int = N_FILTERS, n: int = hyperprior.Z_CHANNELS):
+        super().__init__()
+        self.m, self.n = m, n
+        self.h_a = hyperprior.h_a_layers(m, n)
+        self.h_s = hyperprior.h_s_layers(m, n)
+        self.z_prior = entropy_bottleneck(n)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The trained parameters (CompressAI's derived CDF buffers left out)."""
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()
+                if not k.startswith("z_prior._")}
+
+    def load(self, state: dict[str, torch.Tensor]) -> "HyperPrior":
+        """Load :meth:`state` (a file that holds the derived buffers too is accepted)."""
+        self.load_state_dict({k: v for k, v in state.items()
+                              if not k.startswith("z_prior._")}, strict=False)
+        missing = set(self.state()) - set(state)
+        if missing:
+            raise KeyError(f"hyperprior state lacks {sorted(missing)[:3]}")
+        return self
+
+    @classmethod
+    def from_tensors(cls, hyper: dict[str, torch.Tensor], m: int | None = None) -> "HyperPrior":
+        """A trainable hyperprior from a model file's ``hyper.*`` tensors (h_s from its
+        fixed-point integers), for latents of ``m`` channels (default: the file's). A wider
+        ``m`` (an adapter's M + K channels over its base's M) keeps what the file's
+        hyperprior does for the first channels: the new channels' inputs to h_a start at
+        zero and their outputs of h_s at the layer's default initialisation."""
+        m_old = hyper["h_s.4.weight"].shape[0] // 2
+        m = m_old if m is None else m
+        model = cls(m=m, n=hyper["h_s.0.weight"].shape[0])
+        unit = float(1 << hyperprior.WEIGHT_BITS)
+        keep = min(m, m_old)
+        with torch.no_grad():
+            for i in (2, 4):
+                model.h_a[i].load_state_dict({"weight": hyper[f"h_a.{i}.weight"],
+                                              "bias": hyper[f"h_a.{i}.bias"]})
+            model.h_a[0].bias.copy_(hyper["h_a.0.bias"])
+            model.h_a[0].weight.zero_()
+            model.h_a[0].weight[:, :keep] = hyper["h_a.0.weight"][:, :keep]
+            for i in (0, 2):
+                model.h_s[i].weight.copy_(hyper[f"h_s.{i}.weight"].double() / unit)
+                model.h_s[i].bias.copy_(hyper[f"h_s.{i}.bias"].double() / unit)
+            w, b = hyper["h_s.4.weight"].double() / unit, hyper["h_s.4.bias"].double() / unit
+            for half in (0, 1):  # rows: the means, then the scales
+                model.h_s[4].weight[half * m:half * m + keep] = w[half * m_old:half * m_old + keep]
+                model.h_s[4].bias[half * m:half * m + keep] = b[half * m_old:half * m_old + keep]
+            model.z_prior.load_state_dict({k[8:]: v for k, v in hyper.items()
+                                           if k.startswith("z_prior.")}, strict=False)
+        return model
+
+    def side(self, q: torch.Tensor) -> torch.Tensor:
+        """z (B, N, ceil(h/4), ceil(w/4)), unquantized, of symbols q (B, M, h, w)."""
+        h, w = q.shape[-2:]
+        q = F.pad(q, (0, -w % hyperprior.Z_DOWNSAMPLING, 0, -h % hyperprior.Z_DOWNSAMPLING))
+        return self.h_a(q)
+
+    def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bits of q given z, bits of z) under the noise proxy (training) or with z
+        rounded at its medians (eval)."""
+        z = self.side(q)
+        medians = self.z_prior._get_medians().detach().reshape(1, -1, 1, 1)
+        z_tilde, z_lik = self.z_prior(z)
+        if not self.training:
+            z_tilde = torch.round(z - medians) + medians
+            z_lik = _eb_likelihood(self.z_prior, z_tilde)
+        mu, s = self.h_s(z_tilde - medians).chunk(2, 1)
+        h, w = q.shape[-2:]
+        lik = gaussian_likelihood(q, mu[..., :h, :w], s[..., :h, :w])
+        return -torch.log2(lik).sum(), -torch.log2(z_lik.clamp_min(1e-9)).sum()
+
+
+def _eb_likelihood(model, v: torch.Tensor) -> torch.Tensor:
+    """Likelihood (B, C, H, W) of the unit bins centred on ``v`` under a factorized prior."""
+    b, c, h, w = v.shape
+    lik, _, _ = model._likelihood(v.permute(1, 0, 2, 3).reshape(c, 1, -1))
+    return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)

@@ -8,6 +8,9 @@ One safetensors file per adaptation NAME, holding one entry per quality:
   ID is the content hash of those tensors; it names the base model it extends (``base_id``).
 * ``method = selective | naive``: a complete new codec (``q<Q>.g_a.*`` ...), whose ID is its
   own content hash; it replaces the base codec and cannot decode the base's bitstreams.
+* any method, since 0.14: optionally a hyperprior that codes the quality's latents
+  (``q<Q>.hyper.*``, :mod:`nicodec.hyperprior`), part of the content hash; its files carry
+  entropy coder 2.
 
 The metadata (safetensors' string map) carries ``nicodec=package``, the name, method, K,
 date and a JSON ``qualities`` map: quality -> {id, base_id, lambda, steps, lr, train_images}.
@@ -120,6 +123,28 @@ def save(path: Path, *, name: str, method: str, k: int,
     return read_meta(path)
 
 
+def with_hyperprior(source: Path, installed_bases: set[str], hypers: dict[int, dict],
+                    out: Path, notes: dict[int, dict], sha256: str | None = None) -> PackageInfo:
+    """A copy of the package ``source`` whose every quality also holds a hyperprior that
+    codes its latents (``hypers``: quality -> :func:`nicodec.hyperprior.export_tensors`),
+    so every quality gets a new ID; ``notes``: quality -> what to add to its training
+    record. ``source`` is validated first, and so is the result."""
+    meta, tensors = validate(source, installed_bases, sha256)
+    if set(hypers) != set(meta.qualities):
+        raise NicodecError(f"{source.name}: hyperpriors for qualities {sorted(hypers)}, "
+                           f"the package has {sorted(meta.qualities)}")
+    entries = {}
+    for quality, info in meta.qualities.items():
+        qt = {k: v for k, v in quality_tensors(tensors, quality).items()
+              if not k.startswith(modelfile.HYPER_PREFIX)}
+        qt |= {modelfile.HYPER_PREFIX + k: v for k, v in hypers[quality].items()}
+        record = info.to_json()
+        record.pop("id")
+        entries[quality] = (qt, record | notes.get(quality, {}))
+    save(out, name=meta.name, method=meta.method, k=meta.k, entries=entries)
+    return validate(out, installed_bases)[0]
+
+
 def read_meta(path: Path) -> PackageInfo:
     """The package's metadata (cheap: reads the header only), every field type-checked."""
     try:
@@ -178,7 +203,7 @@ def validate(path: Path, installed_bases: set[str], sha256: str | None = None,
     for quality, info in meta.qualities.items():
         qt = quality_tensors(tensors, quality)
         seen |= {f"q{quality}.{key}" for key in qt}
-        weights = {key: v for key, v in qt.items() if not key.startswith(TABLE_PREFIX)}
+        weights, _ = modelfile.split_tables(qt)
         shapes = method.expected_shapes(meta.k, **method.options_of(weights))
         if set(weights) != set(shapes):
             extra, missing = set(weights) - set(shapes), set(shapes) - set(weights)
@@ -195,6 +220,9 @@ def validate(path: Path, installed_bases: set[str], sha256: str | None = None,
                 raise NicodecError(f"{where}: tensor {key} holds values beyond "
                                    f"{MAX_WEIGHT:g} (no trained codec has them)")
         _check_tables(where, qt, channels)
+        hyper = modelfile.hyper_tensors(qt)
+        if hyper:
+            _check_hyper(f"{where}: quality {quality}", hyper, channels)
         if format_id(modelfile.content_id(qt)) != info.id:
             raise NicodecError(f"{where}: quality {quality} content hash does not match its "
                                "ID (corrupt or modified file)")
@@ -204,6 +232,20 @@ def validate(path: Path, installed_bases: set[str], sha256: str | None = None,
     if set(tensors) != seen:
         raise NicodecError(f"{where}: unexpected tensors {sorted(set(tensors) - seen)[:3]}")
     return meta, tensors
+
+
+def _check_hyper(where: str, hyper: dict, channels: int) -> None:
+    """A quality's hyperprior (``hyper.*``) is one this release codes exactly
+    (:func:`nicodec.hyperprior.check`), its z tables checked as every table is."""
+    from nicodec import hyperprior
+
+    try:
+        hyperprior.check(hyper, channels)
+    except ValueError as e:
+        raise NicodecError(f"{where}: {e}") from None
+    _check_tables(f"{where} (side information)",
+                  {TABLE_PREFIX + k[2:]: v for k, v in hyper.items() if k.startswith("z.")},
+                  hyperprior.Z_CHANNELS)
 
 
 def _check_tables(where: str, qt: dict, channels: int) -> None:

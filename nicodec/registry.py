@@ -24,7 +24,8 @@ from nicodec import modelfile
 from nicodec.container import NO_ADAPTER, Header, format_id
 from nicodec import methods, package
 from nicodec.errors import NicodecError
-from nicodec.modelfile import TABLE_PREFIX, content_id, file_sha256, split_tables
+from nicodec.modelfile import (HYPER_PREFIX, TABLE_PREFIX, content_id, file_sha256,
+                               hyper_tensors, split_tables)
 
 if TYPE_CHECKING:  # the catalog part of this module runs without torch (nicodec info)
     from nicodec.codec import Codec
@@ -47,7 +48,9 @@ REPO_MODELS = _shipped_models()
 # quality (0.3); 4 = generation 3 with a synthesis stage (the decoder tuned on rounded
 # latents; q4 trained longer first), adapters with one too (0.4); 5 = generation 4 trained on
 # the crops' geometric-mean MSE (``--distortion psnr``), then a synthesis stage (0.6); 6 =
-# q4 alone, generation 5's q4 continued on 301 photos at a lower learning rate (0.11). New
+# q4 alone, generation 5's q4 continued on 301 photos at a lower learning rate (0.11); 7 =
+# generations 5 and 6's transforms, unchanged, with a hyperprior coding their latents
+# (arch ``factorized+hyperprior``, :mod:`nicodec.hyperprior`; header coder 2) (0.14). New
 # weights get new IDs and a new generation; every older generation stays shipped, so every
 # file ever written still decodes. A generation need not renew every quality: generation G's
 # model set is, per quality, the newest base of generation <= G (:meth:`Registry.find_base`).
@@ -116,6 +119,9 @@ class BaseModel:
     train_images: int = 0
     command: str = ""  # the exact command that produced the file
     created: str = ""
+    # a hyperprior model (arch "...+hyperprior"): the ID of the base whose transforms and
+    # latents it keeps ("" for every other model)
+    transforms: str = ""
 
     @classmethod
     def from_json(cls, d: dict) -> "BaseModel":
@@ -131,6 +137,8 @@ class BaseModel:
             out["generation"] = generation
         out |= {"arch": d.pop("arch"), "domain": d.pop("domain"), "quality": d.pop("quality"),
                 "lambda": d.pop("lam")}
+        if not d["transforms"]:
+            del d["transforms"]
         return out | d
 
 
@@ -250,16 +258,49 @@ def _manifest_lock(directory: Path):
 
 # --------------------------------------------------------------------------- loading
 def build_base(tensors: dict) -> tuple["FrozenNet", "LatentCoder"]:
-    """Inference network + latent coder from loaded base-model tensors."""
-    from nicodec.entropy import LatentCoder
+    """Inference network + latent coder from loaded base-model tensors (a
+    :class:`~nicodec.hyperprior.HyperCoder` when the file holds ``hyper.*`` tensors)."""
+    from nicodec.hyperprior import entropy_coder
     from nicodec.inference import FrozenNet
 
     weights, tables = split_tables(tensors)
     try:
         net = FrozenNet.from_tensors(weights)
+        return net, entropy_coder(tables, hyper_tensors(tensors))
     except KeyError as e:
         raise NicodecError(f"model file does not match the network (missing {e})") from None
-    return net, LatentCoder(tables)
+    except ValueError as e:
+        raise NicodecError(f"model file's hyperprior is not one this nicodec reads ({e})") from None
+
+
+def export_hyperprior(entry: BaseModel, tensors: dict, hyper, *, steps: int, command: str,
+                      generation: int, models_dir: Path | None = None) -> BaseModel:
+    """A new base model: ``entry``'s transforms and tables (``tensors``, its file's) plus a
+    trained :class:`~nicodec.hyperprior.HyperPrior` that codes its latents. Saved as
+    ``<base_file_stem>.safetensors`` of ``generation``, added to the manifest."""
+    from nicodec.hyperprior import export_tensors
+
+    directory = models_dir or globals()["models_dir"]()
+    base = {k: v for k, v in tensors.items() if not k.startswith(HYPER_PREFIX)}
+    out = base | {HYPER_PREFIX + k: v for k, v in export_tensors(hyper).items()}
+    mid = format_id(content_id(out))
+    arch = entry.arch + "+hyperprior"
+    meta = {"nicodec": "base", "arch": arch, "domain": entry.domain,
+            "quality": str(entry.quality), "lambda": repr(entry.lam), "id": mid,
+            "transforms": entry.id}
+    name = base_file_stem(entry.domain, entry.quality, generation) + ".safetensors"
+    modelfile.save(out, directory / name, meta)
+    new = BaseModel(file=name, id=mid, sha256=file_sha256(directory / name),
+                    domain=entry.domain, quality=entry.quality, lam=entry.lam,
+                    generation=generation, arch=arch,
+                    parameters=entry.parameters + sum(p.numel() for p in hyper.parameters()),
+                    steps=steps, train_images=entry.train_images, command=command,
+                    created=_dt.date.today().isoformat(), transforms=entry.id)
+    with _manifest_lock(directory):
+        manifest = Manifest.read(directory)
+        manifest.bases = [m for m in manifest.bases if m.file != name] + [new]
+        manifest.write(directory)
+    return new
 
 
 class Registry:
@@ -345,7 +386,8 @@ class Registry:
 
         tensors, meta = self.base_tensors(entry)
         model = FactorizedPrior(affine=meta.get("arch") == "factorized+affine")
-        weights = {k: v for k, v in tensors.items() if not k.startswith(TABLE_PREFIX)}
+        weights = {k: v for k, v in tensors.items()
+                   if not k.startswith((TABLE_PREFIX, HYPER_PREFIX))}
         model.load_state_dict(weights, strict=False)
         return model.to(device).eval()
 
@@ -484,21 +526,21 @@ class Registry:
     def _package_codec(self, meta: package.PackageInfo, quality: int,
                        device: str) -> "Codec":
         from nicodec.codec import Codec
-        from nicodec.entropy import LatentCoder
+        from nicodec.hyperprior import entropy_coder
 
         key = ("codec", str(meta.path), quality, device)
         if key in self._cache:
             return self._cache[key]
         info = meta.qualities[quality]
-        weights, tables = split_tables(
-            package.quality_tensors(self.package_tensors(meta), quality))
+        qt = package.quality_tensors(self.package_tensors(meta), quality)
+        weights, tables = split_tables(qt)
         method = methods.get(meta.method)
         base = (self.base_tensors(self.find_base(model_id=info.base_id))[0]
                 if method.extends_base else None)
         net = method.frozen_net(base, weights).to(device)
         base_id, adapter_id = method.header_ids(int(info.base_id or "0", 16),
                                                 int(info.id, 16))
-        codec = Codec(net=net, coder=LatentCoder(tables), base_id=base_id,
+        codec = Codec(net=net, coder=entropy_coder(tables, hyper_tensors(qt)), base_id=base_id,
                       adapter_id=adapter_id, quality=quality, lam=info.lam,
                       device=device, name=meta.name)
         self._cache[key] = codec

@@ -1,0 +1,442 @@
+"""A mean-scale hyperprior over a codec's integer latents, decoded in integer arithmetic.
+
+The factorized prior codes every latent channel with one fixed distribution, whatever the
+image: a flat image costs 0.075-0.38 bpp (docs: models/training/README.md, "the factorized
+prior's floor"). A hyperprior (Ballé et al. 2018; Minnen et al. 2018) sends side
+information ``z`` from which the decoder predicts a distribution per latent element. Here
+it codes the *same* symbols ``q = round(y - median)`` that the factorized codec writes, so
+the transforms, every decoded pixel and every PSNR stay those of the codec it sits on; only
+the file gets smaller.
+
+    q     (B, M, h, w)      integer latents of the codec (its analysis, rounded)
+    z     (B, N, h/4, w/4)  = h_a(q), side information; zq = round(z - median_z) is coded
+                            with a factorized prior (frozen tables, :mod:`nicodec.entropy`)
+    mu, s (B, M, h, w)      = h_s(zq): per element a Gaussian N(mu, sigma(s)) over q
+
+Deterministic decoding: the rANS decoder must select exactly the encoder's distribution
+for every element, on every machine, or the stream desynchronises. So ``h_s`` runs in
+integer arithmetic (Ballé, Johnston and Minnen 2019, "Integer networks"): weights and
+biases are fixed-point integers, each layer's sums are exact (computed in float64, whose
+53-bit mantissa holds every partial sum exactly, see :data:`ACC_LIMIT`), and the layer
+rescales by a power of two with floor division. Its output selects one of a frozen set of
+frequency tables by index: the scale from :data:`SCALES` (thresholds on the integer output,
+computed at export) and the mean to 1/:data:`MEAN_STEPS` of a step. The encoder's ``h_a``
+runs in float: whatever ``z`` it finds is transmitted, so it needs no determinism.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+Z_CHANNELS = 64  # N: channels of the side information
+Z_DOWNSAMPLING = 4  # z has 1/4 of q's rows and columns
+Z_FILTERS = (3, 5, 5, 3)  # z's factorized density: network.EB_FILTERS, as the latents
+# The frozen Gaussian scales: 64 geometric levels from CompressAI's lower bound 0.11 to 64
+# (a larger predicted scale codes with the widest table; values beyond it escape).
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
+MEAN_STEPS = 8  # the predicted mean is coded to 1/8 of a step
+TAIL = 1e-6  # each Gaussian table spans all but this mass; the rest is ESCAPE
+
+
+def scales() -> np.ndarray:
+    """The frozen table scales sigma_k, k = 0..SCALE_LEVELS-1 (float64)."""
+    return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+def sigma(s: torch.Tensor) -> torch.Tensor:
+    """h_s's raw scale output -> the Gaussian's scale (>= SCALE_MIN, increasing in s)."""
+    return F.softplus(s) + SCALE_MIN
+
+
+def h_a_layers(m: int, n: int = Z_CHANNELS) -> nn.Sequential:
+    """h_a: latents (B, m, h, w) -> z (B, n, h/4, w/4); LeakyReLU (the encoder's, float)."""
+    return nn.Sequential(nn.Conv2d(m, n, 3, 1, 1), nn.LeakyReLU(inplace=True),
+                         nn.Conv2d(n, n, 5, 2, 2), nn.LeakyReLU(inplace=True),
+                         nn.Conv2d(n, n, 5, 2, 2))
+
+
+def h_s_layers(m: int, n: int = Z_CHANNELS) -> nn.Sequential:
+    """h_s: z (B, n, h/4, w/4) -> (mu, s) (B, 2m, h, w); ReLU, which integer arithmetic
+    computes exactly (:class:`IntegerSynthesis`)."""
+    return nn.Sequential(nn.ConvTranspose2d(n, n, 5, 2, 2, 1), nn.ReLU(),
+                         nn.ConvTranspose2d(n, n, 5, 2, 2, 1), nn.ReLU(),
+                         nn.Conv2d(n, 2 * m, 3, 1, 1))
+
+
+# --------------------------------------------------------------------------- integer h_s
+WEIGHT_BITS = 12  # weights and biases are round(w * 2**WEIGHT_BITS)
+ACT_BITS = 8  # activations are carried as integers in units of 2**-ACT_BITS
+ACT_MAX = (1 << 20) - 1  # each ReLU also clamps to [0, ACT_MAX]
+ZQ_MAX = 1 << 12  # |zq| above this is refused (the encoder clamps z before coding)
+ACC_LIMIT = 1 << 53  # every partial sum below this is exact in float64
+_H_S_LAYERS = (0, 2, 4)  # indices of the convolutions in h_s_layers
+
+
+def fixed_point(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """round(t * 2**bits) as int32 (refused if out of int32's range)."""
+    v = torch.round(t.double() * (1 << bits))
+    if v.abs().max() >= 1 << 31:
+        raise ValueError("weight out of the fixed-point range")
+    return v.to(torch.int32)
+
+
+def _floor_shift(acc: torch.Tensor, bits: int) -> torch.Tensor:
+    """floor(acc / 2**bits) of exact integers held in float64 (exact: a power of two)."""
+    return torch.floor(acc / float(1 << bits))
+
+
+class IntegerSynthesis:
+    """h_s in integer arithmetic: zq (N, h, w) integers -> (mean index, scale index) per
+    latent element, bit-identical on every machine.
+
+    Layer by layer (w: weight integers, units 2**-WEIGHT_BITS; a: activations, units
+    2**-ACT_BITS)::
+
+        a1 = clamp(floor((deconv(zq, w1) + b1) / 2**(WEIGHT_BITS - ACT_BITS)), 0, ACT_MAX)
+        a2 = clamp(floor((deconv(a1, w2) + b2 * 2**ACT_BITS) / 2**WEIGHT_BITS), 0, ACT_MAX)
+        mu, s = conv(a2, w3) + b3 * 2**ACT_BITS        (units 2**-(WEIGHT_BITS + ACT_BITS))
+
+    The mean is rounded to 1/MEAN_STEPS: ``m = floor((mu * MEAN_STEPS + half) / unit)``;
+    the table's mean fraction is ``m mod MEAN_STEPS`` and the symbol coded is
+    ``q - floor(m / MEAN_STEPS)``. The scale index is the number of ``thresholds`` <= s.
+    The convolutions run in float64 on integer values: with |zq| <= ZQ_MAX, activations
+    <= ACT_MAX and the weights' magnitudes checked at load (:meth:`max_sum`), every partial
+    sum is an integer below 2**53, so any summation order gives the exact result.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.w = [tensors[f"h_s.{i}.weight"].double() for i in _H_S_LAYERS]
+        self.b = [tensors[f"h_s.{i}.bias"].double() for i in _H_S_LAYERS]
+        self.thresholds = tensors["scale_thresholds"].double()
+        if self.max_sum() >= ACC_LIMIT:
+            raise ValueError("integer h_s weights too large for exact float64 sums")
+        self.channels = self.w[2].shape[0] // 2
+
+    def max_sum(self) -> float:
+        """An upper bound on any partial sum's magnitude, inputs at their limits."""
+        bound, inp = 0.0, float(ZQ_MAX)
+        for i, (w, b) in enumerate(zip(self.w, self.b)):
+            scale = 1.0 if i == 0 else float(1 << ACT_BITS)
+            s = float(w.abs().sum(dim=(0, 2, 3)).max() if i < 2 else w.abs().sum(dim=(1, 2, 3)).max())
+            bound = max(bound, s * inp + float(b.abs().max()) * scale)
+            inp = float(ACT_MAX)
+        return bound * MEAN_STEPS
+
+    def __call__(self, zq: np.ndarray, shape: tuple[int, int],
+                 tile: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """zq (N, hz, wz) -> (shift int32, table int16), each (M, h, w), for latents of
+        ``shape`` (h, w): ``shift`` = floor of the rounded mean, ``table`` = scale index *
+        MEAN_STEPS + mean fraction. Runs in tiles of ``tile`` x ``tile`` z positions with a
+        margin of :data:`HALO` (integer arithmetic: the result is the same for any tile)."""
+        h, w = shape
+        hz, wz = zq.shape[1:]
+        shift = np.empty((self.channels, 4 * hz, 4 * wz), np.int32)
+        table = np.empty((self.channels, 4 * hz, 4 * wz), np.int16)
+        for r0 in range(0, hz, tile):
+            for c0 in range(0, wz, tile):
+                a, c = max(0, r0 - HALO), max(0, c0 - HALO)
+                b, d = min(hz, r0 + tile + HALO), min(wz, c0 + tile + HALO)
+                s_, t_ = self._run(zq[:, a:b, c:d])
+                rows = slice(4 * (r0 - a), 4 * (min(hz, r0 + tile) - a))
+                cols = slice(4 * (c0 - c), 4 * (min(wz, c0 + tile) - c))
+                out = (slice(None), slice(4 * r0, 4 * min(hz, r0 + tile)),
+                       slice(4 * c0, 4 * min(wz, c0 + tile)))
+                shift[out], table[out] = s_[:, rows, cols], t_[:, rows, cols]
+        return shift[:, :h, :w], table[:, :h, :w]
+
+    @torch.no_grad()
+    def _run(self, zq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The three layers on a whole (N, hz, wz) grid: (shift, table) (M, 4hz, 4wz)."""
+        x = torch.from_numpy(np.asarray(zq, np.float64))[None]
+        x = _floor_shift(F.conv_transpose2d(x, self.w[0], self.b[0], 2, 2, 1),
+                         WEIGHT_BITS - ACT_BITS).clamp_(0, ACT_MAX)
+        x = _floor_shift(F.conv_transpose2d(x, self.w[1], self.b[1] * (1 << ACT_BITS), 2, 2, 1),
+                         WEIGHT_BITS).clamp_(0, ACT_MAX)
+        out = F.conv2d(x, self.w[2], self.b[2] * (1 << ACT_BITS), 1, 1)[0]
+        mu, s = out[: self.channels], out[self.channels:]
+        unit = 1 << (WEIGHT_BITS + ACT_BITS)
+        m = _floor_shift(mu * MEAN_STEPS + unit // 2, WEIGHT_BITS + ACT_BITS).long()
+        scale = torch.searchsorted(self.thresholds, s.contiguous(), right=True)
+        shift = torch.div(m, MEAN_STEPS, rounding_mode="floor")
+        table = scale * MEAN_STEPS + (m - shift * MEAN_STEPS)
+        return shift.numpy(), table.numpy()
+
+
+HALO = 2  # z rows/columns around a tile that reach its outputs through h_s
+SIDE_TILE = 256  # latents: larger latent grids run h_a in tiles of this many (the encoder's)
+SIDE_HALO = 16  # latents of context around each (h_a's receptive field reaches 13)
+
+
+# --------------------------------------------------------------------------- tables
+def gaussian_tables() -> dict[str, torch.Tensor]:
+    """Frozen frequency tables of the discretized Gaussians, one per (scale k, mean
+    fraction f): table ``t = k * MEAN_STEPS + f`` holds P(n) = Phi((n + 1/2 - f') / sigma_k)
+    - Phi((n - 1/2 - f') / sigma_k), f' = f / MEAN_STEPS, over the symbols n that carry all
+    but TAIL of the mass, then ESCAPE (:mod:`nicodec.entropy`'s layout: ``offset``,
+    ``length``, and the tables' frequencies concatenated in ``freq``)."""
+    from statistics import NormalDist
+
+    from nicodec.entropy import quantize_frequencies
+
+    ndtr = np.vectorize(NormalDist().cdf)
+    z_tail = -NormalDist().inv_cdf(TAIL / 2)
+    offsets, lengths, freqs = [], [], []
+    for sig in scales():
+        for f in range(MEAN_STEPS):
+            mean = f / MEAN_STEPS
+            lo = math.floor(mean - z_tail * sig)
+            hi = math.ceil(mean + z_tail * sig)
+            n = np.arange(lo, hi + 1, dtype=np.float64)
+            pmf = ndtr((n + 0.5 - mean) / sig) - ndtr((n - 0.5 - mean) / sig)
+            tail = max(1.0 - pmf.sum(), 1e-9)
+            freqs.append(quantize_frequencies(np.append(pmf, tail)))
+            offsets.append(lo)
+            lengths.append(len(n))
+    return {"offset": torch.tensor(offsets, dtype=torch.int32),
+            "length": torch.tensor(lengths, dtype=torch.int32),
+            "freq": torch.from_numpy(np.concatenate(freqs).astype(np.int32))}
+
+
+def scale_thresholds() -> torch.Tensor:
+    """int64 (SCALE_LEVELS - 1,): the integer h_s scale output at which the scale index
+    steps from k - 1 to k (sigma(s) crosses the geometric mean of sigma_{k-1}, sigma_k)."""
+    sig = scales()
+    mid = np.sqrt(sig[:-1] * sig[1:]) - SCALE_MIN
+    s_star = np.log(np.expm1(mid))  # softplus^-1
+    return torch.from_numpy(np.ceil(s_star * (1 << (WEIGHT_BITS + ACT_BITS))).astype(np.int64))
+
+
+@torch.no_grad()
+def export_tensors(model) -> dict[str, torch.Tensor]:
+    """What a model file stores of a trained :class:`~nicodec.network.HyperPrior` (under
+    ``hyper.``): h_a's
+    float weights (the encoder's), h_s's fixed-point integers, the scale thresholds, z's
+    frozen factorized tables (``z.*``) and the Gaussian tables (``gauss.*``)."""
+    from nicodec.entropy import build_tables
+
+    out = {f"h_a.{k}": v.detach().float().contiguous() for k, v in model.h_a.state_dict().items()}
+    for j, i in enumerate(_H_S_LAYERS):
+        layer = model.h_s[i]
+        out[f"h_s.{i}.weight"] = fixed_point(layer.weight, WEIGHT_BITS)
+        out[f"h_s.{i}.bias"] = fixed_point(layer.bias, WEIGHT_BITS)
+    out["scale_thresholds"] = scale_thresholds()
+    out["fixed_point"] = torch.tensor([WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX, MEAN_STEPS,
+                                       SCALE_LEVELS], dtype=torch.int64)
+    model.z_prior.update(force=True, update_quantiles=True)
+    # z's density itself (float; training only: an adapter's hyperprior starts from it)
+    out |= {f"z_prior.{k}": v.detach().float().contiguous()
+            for k, v in model.z_prior.named_parameters()}
+    out |= {f"z.{k}": v.contiguous() for k, v in build_tables(model.z_prior).items()}
+    out |= {f"gauss.{k}": v for k, v in gaussian_tables().items()}
+    return out
+
+
+def check(hyper: dict[str, torch.Tensor], m: int) -> None:
+    """Raise ValueError unless ``hyper`` (a file's ``hyper.*``, untrusted) is a hyperprior
+    over ``m`` latent channels that this release codes exactly: every key with its shape and
+    dtype, finite float weights, integer weights whose sums stay exact, and the frozen
+    Gaussian tables, thresholds and fixed-point layout of this release. (z's factorized
+    tables ``z.*`` are checked as every model's tables are.)"""
+    n = Z_CHANNELS
+    f32, i32, i64 = torch.float32, torch.int32, torch.int64
+    want = {"h_a.0.weight": ((n, m, 3, 3), f32), "h_a.0.bias": ((n,), f32),
+            "h_a.2.weight": ((n, n, 5, 5), f32), "h_a.2.bias": ((n,), f32),
+            "h_a.4.weight": ((n, n, 5, 5), f32), "h_a.4.bias": ((n,), f32),
+            "h_s.0.weight": ((n, n, 5, 5), i32), "h_s.0.bias": ((n,), i32),
+            "h_s.2.weight": ((n, n, 5, 5), i32), "h_s.2.bias": ((n,), i32),
+            "h_s.4.weight": ((2 * m, n, 3, 3), i32), "h_s.4.bias": ((2 * m,), i32)}
+    dims = (1, *Z_FILTERS, 1)
+    for i in range(len(dims) - 1):
+        want[f"z_prior.matrices.{i}"] = ((n, dims[i + 1], dims[i]), f32)
+        want[f"z_prior.biases.{i}"] = ((n, dims[i + 1], 1), f32)
+        if i < len(dims) - 2:
+            want[f"z_prior.factors.{i}"] = ((n, dims[i + 1], 1), f32)
+    want["z_prior.quantiles"] = ((n, 1, 3), f32)
+    canonical = {"scale_thresholds": scale_thresholds(),
+                 "fixed_point": torch.tensor([WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX,
+                                              MEAN_STEPS, SCALE_LEVELS], dtype=i64)}
+    canonical |= {f"gauss.{k}": v for k, v in gaussian_tables().items()}
+    z_keys = {f"z.{k}" for k in ("median", "offset", "length", "freq")}
+    if set(hyper) != set(want) | set(canonical) | z_keys:
+        odd = sorted(set(hyper) ^ (set(want) | set(canonical) | z_keys))
+        raise ValueError(f"hyperprior tensors do not match (unexpected or missing {odd[:3]})")
+    for k, (shape, dtype) in want.items():
+        v = hyper[k]
+        if (tuple(v.shape), v.dtype) != (shape, dtype):
+            raise ValueError(f"hyperprior tensor {k} has shape {tuple(v.shape)} {v.dtype}")
+        if dtype == f32 and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"hyperprior tensor {k} holds non-finite values")
+    for k, v in canonical.items():
+        if hyper[k].dtype != v.dtype or not torch.equal(hyper[k], v):
+            raise ValueError(f"hyperprior tensor {k} differs from this release's frozen one")
+    IntegerSynthesis(hyper)  # refuses weights whose sums would not be exact
+
+
+# --------------------------------------------------------------------------- coder
+def entropy_coder(tables: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]):
+    """The coder of a model: its factorized ``tables``' :class:`LatentCoder`, or with a
+    hyperprior (``hyper``, non-empty) a :class:`HyperCoder`."""
+    from nicodec.entropy import LatentCoder
+
+    return HyperCoder(tables, hyper) if hyper else LatentCoder(tables)
+
+
+class HyperCoder:
+    """Codes a codec's integer latents q (M, h, w) with the hyperprior; the interface of
+    :class:`~nicodec.entropy.LatentCoder` (``encode``, ``decode``, ``ideal_bits``,
+    ``min_bits``, ``median``, ``channels``), so a :class:`~nicodec.codec.Codec` takes
+    either.
+
+    Stream (one ANS stack; the decoder pops in this order): zq (N, ceil(h/4), ceil(w/4))
+    with z's factorized tables, channel by channel as :class:`LatentCoder` does; then for
+    each table t = 0, 1, ... the symbols ``q - shift`` of every element whose table is t,
+    in (channel, row, column) order, with t's Gaussian table (escapes as in
+    :mod:`nicodec.entropy`). ``shift`` and ``t`` come from :class:`IntegerSynthesis` on
+    zq, which the decoder has before it needs them.
+    """
+
+    NAME = 2  # the header's coder code
+
+    def __init__(self, tables: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]):
+        from nicodec.entropy import LatentCoder
+
+        fixed = hyper["fixed_point"].tolist()
+        if fixed != [WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX, MEAN_STEPS, SCALE_LEVELS]:
+            raise ValueError(f"unsupported hyperprior fixed-point layout {fixed}")
+        self.median = tables["median"].float()
+        self.channels = len(self.median)
+        self.z_coder = LatentCoder({k[2:]: v for k, v in hyper.items() if k.startswith("z.")})
+        self.h_s = IntegerSynthesis(hyper)
+        if self.h_s.channels != self.channels:
+            raise ValueError("hyperprior does not match the latent channels")
+        self.h_a = _analysis(hyper, self.channels, self.z_coder.channels)
+        length = hyper["gauss.length"].numpy().astype(np.int64)
+        freq = hyper["gauss.freq"].numpy()
+        starts = np.concatenate([[0], np.cumsum(length + 1)])
+        if starts[-1] != len(freq) or len(length) != SCALE_LEVELS * MEAN_STEPS:
+            raise ValueError("malformed Gaussian tables")
+        self.y_coder = LatentCoder.from_ragged(hyper["gauss.offset"], length,
+                                               [freq[a:b] for a, b in zip(starts, starts[1:])])
+
+    # ----------------------------------------------------------------- encoder side
+    @torch.no_grad()
+    def side(self, q: np.ndarray) -> np.ndarray:
+        """zq (N, ceil(h/4), ceil(w/4)) int64 of latents q (M, h, w): h_a in float (the
+        encoder's choice; it is transmitted), rounded at z's medians, clamped to ZQ_MAX."""
+        x = torch.from_numpy(np.asarray(q, np.float32))[None]
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % Z_DOWNSAMPLING, 0, -h % Z_DOWNSAMPLING))
+        if max(x.shape[-2:]) <= SIDE_TILE:
+            z = self.h_a(x)[0]
+        else:  # large images: in tiles, each with the context h_a's outputs see
+            z = torch.empty(self.z_coder.channels, x.shape[-2] // Z_DOWNSAMPLING,
+                            x.shape[-1] // Z_DOWNSAMPLING)
+            for r0 in range(0, x.shape[-2], SIDE_TILE):
+                for c0 in range(0, x.shape[-1], SIDE_TILE):
+                    a, c = max(0, r0 - SIDE_HALO), max(0, c0 - SIDE_HALO)
+                    part = self.h_a(x[..., a:r0 + SIDE_TILE + SIDE_HALO,
+                                      c:c0 + SIDE_TILE + SIDE_HALO])[0]
+                    zr, zc = (r0 - a) // Z_DOWNSAMPLING, (c0 - c) // Z_DOWNSAMPLING
+                    n_r = min(SIDE_TILE, x.shape[-2] - r0) // Z_DOWNSAMPLING
+                    n_c = min(SIDE_TILE, x.shape[-1] - c0) // Z_DOWNSAMPLING
+                    z[:, r0 // Z_DOWNSAMPLING:r0 // Z_DOWNSAMPLING + n_r,
+                      c0 // Z_DOWNSAMPLING:c0 // Z_DOWNSAMPLING + n_c] = \
+                        part[:, zr:zr + n_r, zc:zc + n_c]
+        z = z - self.z_coder.median[:, None, None]
+        return torch.round(z).clamp(-ZQ_MAX, ZQ_MAX).long().numpy()
+
+    def encode(self, q: np.ndarray) -> bytes:
+        """Integer latents (M, h, w) -> compressed bytes (uint32 words, little-endian)."""
+        if q.ndim != 3 or q.shape[0] != self.channels:
+            raise ValueError(f"expected ({self.channels}, H, W) latents, got {q.shape}")
+        return self.encode_with(q, self.side(q))
+
+    def encode_with(self, q: np.ndarray, zq: np.ndarray) -> bytes:
+        """The stream of latents q with side information zq (deterministic: the canonical
+        encoding that :meth:`decode` checks a payload against)."""
+        import constriction
+
+        coder = constriction.stream.stack.AnsCoder()
+        shift, table = self.h_s(zq, q.shape[1:])
+        n = (q.astype(np.int64) - shift).ravel()
+        table = table.ravel()
+        order = np.argsort(table, kind="stable")
+        used, starts = np.unique(table[order], return_index=True)
+        ends = np.append(starts[1:], len(order))
+        for t, a, b in reversed(list(zip(used, starts, ends))):
+            self.y_coder.push_symbols(coder, int(t), n[order[a:b]])
+        self.z_coder.push(coder, zq)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    # ----------------------------------------------------------------- decoder side
+    def decode(self, data: bytes, shape: tuple[int, int, int], strict: bool = True) -> np.ndarray:
+        """Compressed bytes -> integer latents of ``shape`` (M, h, w), int32 (``strict``:
+        as :meth:`LatentCoder.decode`, the payload must be the canonical encoding)."""
+        import constriction
+
+        from nicodec.errors import NicodecError
+
+        c_, h, w = shape
+        if c_ != self.channels:
+            raise NicodecError("latent channel count does not match the model")
+        if len(data) % 4:
+            raise NicodecError("corrupt payload: length is not a whole number of words")
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        try:
+            coder = constriction.stream.stack.AnsCoder(words)
+        except Exception as e:  # constriction rejects e.g. a zero final word
+            raise NicodecError(f"corrupt payload: {e}") from None
+        zshape = (self.z_coder.channels, -(-h // Z_DOWNSAMPLING), -(-w // Z_DOWNSAMPLING))
+        zq = self.z_coder.pop(coder, zshape, strict, last=False).astype(np.int64)
+        if np.abs(zq).max(initial=0) > ZQ_MAX:
+            raise NicodecError("corrupt payload: side information out of range")
+        shift, table = self.h_s(zq, (h, w))
+        table = table.ravel()
+        order = np.argsort(table, kind="stable")
+        used, starts = np.unique(table[order], return_index=True)
+        ends = np.append(starts[1:], len(order))
+        n = np.empty(table.size, np.int64)
+        for i, (t, a, b) in enumerate(zip(used, starts, ends)):
+            if strict and coder.is_empty():
+                raise NicodecError("corrupt payload: the entropy-coded stream ends before "
+                                   "the latents do")
+            n[order[a:b]] = self.y_coder.pop_symbols(coder, int(t), b - a,
+                                                     strict and i == len(used) - 1)
+        q = n.reshape(c_, h, w) + shift
+        if np.abs(q).max(initial=0) >= 1 << 31:
+            raise NicodecError("corrupt payload: latent out of range")
+        q = q.astype(np.int32)
+        # as LatentCoder.decode: valid exactly when it is the encoding of what it decodes to
+        if strict and (not coder.is_empty() or self.encode_with(q, zq) != bytes(data)):
+            raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
+                               "the latents do")
+        return q
+
+    # ----------------------------------------------------------------- rates
+    def ideal_bits(self, q: np.ndarray) -> float:
+        """-log2 p of latents q under the frozen tables, side information included."""
+        zq = self.side(q)
+        shift, table = self.h_s(zq, q.shape[1:])
+        n = (q.astype(np.int64) - shift).ravel()
+        table = table.ravel()
+        bits = self.z_coder.ideal_bits(zq)
+        for t in np.unique(table):
+            bits += self.y_coder.ideal_bits_of(int(t), n[table == t])
+        return bits
+
+    def min_bits(self, symbols_per_channel: int) -> float:
+        """No useful lower bound: a table may give a symbol almost all the mass."""
+        return 0.0
+
+
+def _analysis(hyper: dict[str, torch.Tensor], m: int, n: int) -> nn.Module:
+    """h_a (float, the encoder's) from a model file's ``h_a.*`` tensors."""
+    h_a = h_a_layers(m, n)
+    h_a.load_state_dict({k[4:]: v for k, v in hyper.items() if k.startswith("h_a.")})
+    return h_a.eval()
