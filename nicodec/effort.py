@@ -10,7 +10,8 @@ fixed, so an encoder may search for the ``q`` that minimises the codec's own obj
 gradient steps on the continuous latents ``r = y - median`` (Campos et al. 2019, latent
 refinement; Yang, Bamler and Mandt 2020, stochastic Gumbel annealing, SGA), with the
 rate differentiated through the model's own density (:class:`~nicodec.inference.
-FactorizedDensity`):
+FactorizedDensity`; for a hyperprior model, the Gaussians its tables give the effort-1
+latents' side information, :class:`~nicodec.hyperprior.ConditionalDensity`):
 
 * ``ste``: ``round(r)`` forward, identity backward (straight-through);
 * ``sga``: a Gumbel-softmax choice between ``floor(r)`` and ``ceil(r)`` whose temperature
@@ -126,6 +127,8 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
     median = codec.median
     r0 = codec.residual(rgb)  # one analysis: effort 1's latents are its rounding
     q0 = torch.round(r0)[0].to(torch.int32).cpu().numpy()
+    if hasattr(codec.coder, "density"):  # a hyperprior: the tables q0's side info picks
+        density = codec.coder.density(q0, codec.device)
     best_q, best_j = q0, objective(codec, q0, rgb, lam)[0]
     # channels_last: the transposed convolutions' backward runs ~1.3x faster on CPU (the
     # search only chooses q; the decoder's own arithmetic is untouched)

@@ -430,9 +430,34 @@ class HyperCoder:
             bits += self.y_coder.ideal_bits_of(int(t), n[table == t])
         return bits
 
+    def density(self, q: np.ndarray, device: str = "cpu") -> "ConditionalDensity":
+        """The distributions the tables give latents coded with ``q``'s side information,
+        as a differentiable density (for :mod:`nicodec.effort`'s search around ``q``)."""
+        shift, table = self.h_s(self.side(q), q.shape[1:])
+        sig = torch.from_numpy(scales()).float()[torch.from_numpy(table // MEAN_STEPS).long()]
+        mean = torch.from_numpy(shift).float() + torch.from_numpy(
+            table % MEAN_STEPS).float() / MEAN_STEPS
+        return ConditionalDensity(mean[None].to(device), sig[None].to(device),
+                                  self.median.to(device)[None, :, None, None])
+
     def min_bits(self, symbols_per_channel: int) -> float:
         """No useful lower bound: a table may give a symbol almost all the mass."""
         return 0.0
+
+
+class ConditionalDensity:
+    """Gaussians of fixed means and scales (1, M, h, w) over latents around the medians:
+    the rate :mod:`nicodec.effort` differentiates for a hyperprior model (its side
+    information held at the starting latents')."""
+
+    def __init__(self, mean: torch.Tensor, sigma: torch.Tensor, median: torch.Tensor):
+        self.mean, self.sigma, self.median = mean, sigma, median
+
+    def bits(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """-log2 P per element of y_hat (1, M, h, w), differentiable."""
+        d = torch.distributions.Normal(self.mean, self.sigma)
+        v = y_hat - self.median
+        return -torch.log2((d.cdf(v + 0.5) - d.cdf(v - 0.5)).clamp_min(1e-9))
 
 
 def _analysis(hyper: dict[str, torch.Tensor], m: int, n: int) -> nn.Module:

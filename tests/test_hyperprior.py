@@ -347,3 +347,18 @@ def test_adapt_on_a_hyperprior_base_trains_the_adapters_own(hyper_env):
         assert container.parse((tmp / f"{name}.nic").read_bytes())[0].coder == coder
         r = run("decode", tmp / f"{name}.nic", "-o", tmp / f"{name}.png")
         assert r.exit_code == 0, r.output
+
+
+def test_effort_searches_under_the_hyperpriors_own_rate(hyper_env):
+    from nicodec import effort
+
+    tmp, reg, old, new = hyper_env
+    codec = reg.codec(quality=1)
+    img = smooth_image(48, 64, seed=4)
+    q1 = effort.refine(codec, img, level=1)
+    q2 = effort.refine(codec, img, level=2)
+    assert isinstance(codec.coder.density(q1), hp.ConditionalDensity)
+    assert effort.objective(codec, q2, img, codec.lam)[0] <= \
+        effort.objective(codec, q1, img, codec.lam)[0]
+    data = effort.encode(codec, img, level=2)
+    assert np.array_equal(codec.coder.decode(container.parse(data)[1], q2.shape), q2)
