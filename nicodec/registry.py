@@ -56,7 +56,7 @@ REPO_MODELS = _shipped_models()
 # model set is, per quality, the newest base of generation <= G (:meth:`Registry.find_base`).
 # Encoding uses the newest base of each quality; ``nicodec train`` exports as
 # CURRENT_GENERATION unless told otherwise.
-CURRENT_GENERATION = 6
+CURRENT_GENERATION = 7
 
 
 def base_file_stem(domain: str, quality: int, generation: int) -> str:
