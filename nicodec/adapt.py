@@ -240,11 +240,19 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
 
             log(f"q{quality}: training its hyperprior, {n_hyper} steps"
                 + (" from the base's" if base_hyper else ""))
-            hyper = hypertrain.fit(codec, train_files, n_hyper, start=base_hyper or None,
-                                   log=log)
-            tensors |= {modelfile.HYPER_PREFIX + k_: v for k_, v in hyper.items()}
-            codec = adapted_codec(net, method, tensors, entry.id, quality, entry.lam,
-                                  name, device)
+            hyper, ratio = hypertrain.fit(codec, train_files, n_hyper,
+                                          start=base_hyper or None, log=log)
+            if ratio < 1:
+                tensors |= {modelfile.HYPER_PREFIX + k_: v for k_, v in hyper.items()}
+                codec = adapted_codec(net, method, tensors, entry.id, quality, entry.lam,
+                                      name, device)
+                log(f"q{quality}: the hyperprior codes the training images' latents in "
+                    f"{100 * (1 - ratio):.1f} % fewer bits")
+            else:
+                log(f"q{quality}: after {n_hyper} steps the hyperprior codes the training "
+                    f"images' latents in {100 * (ratio - 1):.1f} % more bits than the "
+                    "adaptation's own tables: left out (more --hyperprior-steps may help)")
+                n_hyper = 0
         before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry.id, "lambda": entry.lam, "steps": steps, "lr": lr,
                 **({"synthesis_steps": synthesis_steps} if synthesis_steps else {}),

@@ -112,18 +112,26 @@ def train(model: HyperPrior, sampler: WindowSampler, steps: int, lr: float = 1e-
 
 
 def fit(codec, files: list[Path], steps: int, start: dict | None = None, log=print,
-        lr: float | None = None) -> dict:
+        lr: float | None = None) -> tuple[dict, float]:
     """Train a hyperprior for ``codec``'s latents of the images ``files`` (``start``: a
-    stored hyperprior to begin from, e.g. the base's, widened to the codec's channels);
-    returns what a model file stores of it (:func:`~nicodec.hyperprior.export_tensors`)."""
-    from nicodec.hyperprior import export_tensors
+    stored hyperprior to begin from, e.g. the base's, widened to the codec's channels).
+    Returns what a model file stores of it (:func:`~nicodec.hyperprior.export_tensors`)
+    and its code length over the training latents relative to ``codec``'s own tables (real
+    frozen tables on both sides: below 1 means smaller files)."""
+    from nicodec.hyperprior import HyperCoder, export_tensors
 
     channels = codec.coder.channels
     model = HyperPrior.from_tensors(start, m=channels) if start else HyperPrior(m=channels)
     lr = (WARM_LR if start else 1e-3) if lr is None else lr
-    train(model, WindowSampler(latent_crops(codec, files)), steps, lr, log=log,
+    latents = latent_crops(codec, files)
+    train(model, WindowSampler(latents), steps, lr, log=log,
           every=max(1, min(1000, steps // 4)))
-    return export_tensors(model)
+    tensors = export_tensors(model)
+    coder = HyperCoder({"median": codec.coder.median}, tensors)
+    sample = latents[:: max(1, len(latents) // 64)]
+    ratio = (sum(coder.ideal_bits(q.astype(np.int32)) for q in sample)
+             / sum(codec.coder.ideal_bits(q.astype(np.int32)) for q in sample))
+    return tensors, ratio
 
 
 WARM_LR = 3e-4  # from a trained hyperprior: a smaller step keeps what it knows

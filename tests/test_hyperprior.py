@@ -329,24 +329,42 @@ def test_a_stored_hyperprior_loads_back_for_training_and_widens(hyper):
         assert torch.allclose(model.h_s(z)[:, :8], wide.h_s(z_wide)[:, :8], atol=1e-4)
 
 
-def test_adapt_on_a_hyperprior_base_trains_the_adapters_own(hyper_env):
+@pytest.mark.parametrize("ratio,coder", [(0.5, 2), (1.5, 1), (None, 1)])
+def test_adapt_on_a_hyperprior_base_keeps_its_own_hyperprior_when_it_pays(
+        hyper_env, monkeypatch, ratio, coder):
+    """Adapt trains the adaptation's hyperprior from the base's and keeps it only if it
+    codes the training latents in fewer bits than the adaptation's own tables (``ratio``
+    forced here); ``--hyperprior-steps 0`` (None) trains none."""
+    from nicodec import hypertrain
+
     tmp, reg, old, new = hyper_env
+    fit = hypertrain.fit
+    calls = []
+
+    def forced(codec, files, steps, start=None, log=print, lr=None):
+        calls.append((steps, start is not None))
+        return fit(codec, files, steps, start, log, lr)[0], ratio
+
+    monkeypatch.setattr(hypertrain, "fit", forced)
     folder = tmp / "target"
     folder.mkdir()
     for i in range(3):
         Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
     Image.fromarray(smooth_image(40, 56, seed=9)).save(tmp / "i.png")
-    for name, extra, coder in (("withhp", [], 2), ("without", ["--hyperprior-steps", 0], 1)):
-        r = run("adapt", folder, "--name", name, "--steps", 2, "--batch", 2, *extra)
-        assert r.exit_code == 0, r.output
-        meta = registry.Registry().find_package(name)
-        assert meta.qualities[1].base_id == new.id
-        assert meta.qualities[1].training.get("hyperprior_steps", 0) == (2 if coder == 2 else 0)
-        assert run("encode", tmp / "i.png", "--domain", name, "-q", 1,
-                   "-o", tmp / f"{name}.nic").exit_code == 0
-        assert container.parse((tmp / f"{name}.nic").read_bytes())[0].coder == coder
-        r = run("decode", tmp / f"{name}.nic", "-o", tmp / f"{name}.png")
-        assert r.exit_code == 0, r.output
+    extra = ["--hyperprior-steps", 0] if ratio is None else []
+    r = run("adapt", folder, "--name", "mine", "--steps", 2, "--batch", 2, *extra)
+    assert r.exit_code == 0, r.output
+    assert calls == ([] if ratio is None else [(2, True)])
+    if ratio == 1.5:
+        assert "more bits than the adaptation's own tables: left out" in " ".join(r.output.split())
+    meta = registry.Registry().find_package("mine")
+    assert meta.qualities[1].base_id == new.id
+    assert meta.qualities[1].training.get("hyperprior_steps", 0) == (2 if coder == 2 else 0)
+    assert run("encode", tmp / "i.png", "--domain", "mine", "-q", 1,
+               "-o", tmp / "m.nic").exit_code == 0
+    assert container.parse((tmp / "m.nic").read_bytes())[0].coder == coder
+    r = run("decode", tmp / "m.nic", "-o", tmp / "m.png")
+    assert r.exit_code == 0, r.output
 
 
 def test_effort_searches_under_the_hyperpriors_own_rate(hyper_env):
