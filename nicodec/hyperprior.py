@@ -42,6 +42,10 @@ Z_FILTERS = (3, 5, 5, 3)  # z's factorized density: network.EB_FILTERS, as the l
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
 MEAN_STEPS = 8  # the predicted mean is coded to 1/8 of a step
 TAIL = 1e-6  # each Gaussian table spans all but this mass; the rest is ESCAPE
+# h_s's nonlinearity: LeakyReLU of slope 2**-LEAK_BITS (0: ReLU, which left a quarter of q4's
+# units dead in training; measured in models/training/README.md). A file records its own.
+LEAK_BITS = 6
+LEAKS = (0, 6)
 
 
 def scales() -> np.ndarray:
@@ -61,21 +65,34 @@ def h_a_layers(m: int, n: int = Z_CHANNELS) -> nn.Sequential:
                          nn.Conv2d(n, n, 5, 2, 2))
 
 
-def h_s_layers(m: int, n: int = Z_CHANNELS) -> nn.Sequential:
-    """h_s: z (B, n, h/4, w/4) -> (mu, s) (B, 2m, h, w); ReLU, which integer arithmetic
-    computes exactly (:class:`IntegerSynthesis`)."""
-    return nn.Sequential(nn.ConvTranspose2d(n, n, 5, 2, 2, 1), nn.ReLU(),
-                         nn.ConvTranspose2d(n, n, 5, 2, 2, 1), nn.ReLU(),
+def h_s_layers(m: int, n: int = Z_CHANNELS, leak_bits: int = LEAK_BITS) -> nn.Sequential:
+    """h_s: z (B, n, h/4, w/4) -> (mu, s) (B, 2m, h, w); LeakyReLU of slope 2**-leak_bits
+    (0: ReLU), which integer arithmetic computes exactly (:class:`IntegerSynthesis`)."""
+    def act() -> nn.Module:
+        return nn.LeakyReLU(2.0 ** -leak_bits) if leak_bits else nn.ReLU()
+
+    return nn.Sequential(nn.ConvTranspose2d(n, n, 5, 2, 2, 1), act(),
+                         nn.ConvTranspose2d(n, n, 5, 2, 2, 1), act(),
                          nn.Conv2d(n, 2 * m, 3, 1, 1))
 
 
 # --------------------------------------------------------------------------- integer h_s
 WEIGHT_BITS = 12  # weights and biases are round(w * 2**WEIGHT_BITS)
 ACT_BITS = 8  # activations are carried as integers in units of 2**-ACT_BITS
-ACT_MAX = (1 << 20) - 1  # each ReLU also clamps to [0, ACT_MAX]
+ACT_MAX = (1 << 20) - 1  # each activation also clamps to [-ACT_MAX, ACT_MAX]
 ZQ_MAX = 1 << 12  # |zq| above this is refused (the encoder clamps z before coding)
 ACC_LIMIT = 1 << 53  # every partial sum below this is exact in float64
 _H_S_LAYERS = (0, 2, 4)  # indices of the convolutions in h_s_layers
+
+
+LAYOUT_LEAK = 6  # index of the activation's leak bits in a file's ``fixed_point``
+
+
+def layout(leak_bits: int) -> torch.Tensor:
+    """A file's ``hyper.fixed_point``: WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX, MEAN_STEPS,
+    SCALE_LEVELS and h_s's leak bits (int64)."""
+    return torch.tensor([WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX, MEAN_STEPS, SCALE_LEVELS,
+                         leak_bits], dtype=torch.int64)
 
 
 def fixed_point(t: torch.Tensor, bits: int) -> torch.Tensor:
@@ -98,14 +115,16 @@ class IntegerSynthesis:
     Layer by layer (w: weight integers, units 2**-WEIGHT_BITS; a: activations, units
     2**-ACT_BITS)::
 
-        a1 = clamp(floor((deconv(zq, w1) + b1) / 2**(WEIGHT_BITS - ACT_BITS)), 0, ACT_MAX)
-        a2 = clamp(floor((deconv(a1, w2) + b2 * 2**ACT_BITS) / 2**WEIGHT_BITS), 0, ACT_MAX)
+        a1 = act(floor((deconv(zq, w1) + b1) / 2**(WEIGHT_BITS - ACT_BITS)))
+        a2 = act(floor((deconv(a1, w2) + b2 * 2**ACT_BITS) / 2**WEIGHT_BITS))
         mu, s = conv(a2, w3) + b3 * 2**ACT_BITS        (units 2**-(WEIGHT_BITS + ACT_BITS))
 
-    The mean is rounded to 1/MEAN_STEPS: ``m = floor((mu * MEAN_STEPS + half) / unit)``;
+    where ``act(a) = clamp(a >= 0 ? a : floor(a / 2**leak), -ACT_MAX, ACT_MAX)`` with the
+    file's ``leak`` bits (0: ReLU, ``clamp(a, 0, ACT_MAX)``). The mean is rounded to
+    1/MEAN_STEPS: ``m = floor((mu * MEAN_STEPS + half) / unit)``;
     the table's mean fraction is ``m mod MEAN_STEPS`` and the symbol coded is
     ``q - floor(m / MEAN_STEPS)``. The scale index is the number of ``thresholds`` <= s.
-    The convolutions run in float64 on integer values: with |zq| <= ZQ_MAX, activations
+    The convolutions run in float64 on integer values: with |zq| <= ZQ_MAX, |activations|
     <= ACT_MAX and the weights' magnitudes checked at load (:meth:`max_sum`), every partial
     sum is an integer below 2**53, so any summation order gives the exact result.
     """
@@ -114,6 +133,7 @@ class IntegerSynthesis:
         self.w = [tensors[f"h_s.{i}.weight"].double() for i in _H_S_LAYERS]
         self.b = [tensors[f"h_s.{i}.bias"].double() for i in _H_S_LAYERS]
         self.thresholds = tensors["scale_thresholds"].double()
+        self.leak = int(tensors["fixed_point"][LAYOUT_LEAK])
         if self.max_sum() >= ACC_LIMIT:
             raise ValueError("integer h_s weights too large for exact float64 sums")
         self.channels = self.w[2].shape[0] // 2
@@ -154,10 +174,11 @@ class IntegerSynthesis:
     def _run(self, zq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The three layers on a whole (N, hz, wz) grid: (shift, table) (M, 4hz, 4wz)."""
         x = torch.from_numpy(np.asarray(zq, np.float64))[None]
-        x = _floor_shift(F.conv_transpose2d(x, self.w[0], self.b[0], 2, 2, 1),
-                         WEIGHT_BITS - ACT_BITS).clamp_(0, ACT_MAX)
-        x = _floor_shift(F.conv_transpose2d(x, self.w[1], self.b[1] * (1 << ACT_BITS), 2, 2, 1),
-                         WEIGHT_BITS).clamp_(0, ACT_MAX)
+        x = self._act(_floor_shift(F.conv_transpose2d(x, self.w[0], self.b[0], 2, 2, 1),
+                                   WEIGHT_BITS - ACT_BITS))
+        x = self._act(_floor_shift(
+            F.conv_transpose2d(x, self.w[1], self.b[1] * (1 << ACT_BITS), 2, 2, 1),
+            WEIGHT_BITS))
         out = F.conv2d(x, self.w[2], self.b[2] * (1 << ACT_BITS), 1, 1)[0]
         mu, s = out[: self.channels], out[self.channels:]
         unit = 1 << (WEIGHT_BITS + ACT_BITS)
@@ -166,6 +187,13 @@ class IntegerSynthesis:
         shift = torch.div(m, MEAN_STEPS, rounding_mode="floor")
         table = scale * MEAN_STEPS + (m - shift * MEAN_STEPS)
         return shift.numpy(), table.numpy()
+
+
+    def _act(self, a: torch.Tensor) -> torch.Tensor:
+        """The integer activation of exact integers ``a`` (float64)."""
+        if not self.leak:
+            return a.clamp_(0, ACT_MAX)
+        return torch.where(a < 0, _floor_shift(a, self.leak), a).clamp_(-ACT_MAX, ACT_MAX)
 
 
 HALO = 2  # z rows/columns around a tile that reach its outputs through h_s
@@ -226,8 +254,7 @@ def export_tensors(model) -> dict[str, torch.Tensor]:
         out[f"h_s.{i}.weight"] = fixed_point(layer.weight, WEIGHT_BITS)
         out[f"h_s.{i}.bias"] = fixed_point(layer.bias, WEIGHT_BITS)
     out["scale_thresholds"] = scale_thresholds()
-    out["fixed_point"] = torch.tensor([WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX, MEAN_STEPS,
-                                       SCALE_LEVELS], dtype=torch.int64)
+    out["fixed_point"] = layout(model.leak_bits)
     model.z_prior.update(force=True, update_quantiles=True)
     # z's density itself (float; training only: an adapter's hyperprior starts from it)
     out |= {f"z_prior.{k}": v.detach().float().contiguous()
@@ -259,8 +286,10 @@ def check(hyper: dict[str, torch.Tensor], m: int) -> None:
             want[f"z_prior.factors.{i}"] = ((n, dims[i + 1], 1), f32)
     want["z_prior.quantiles"] = ((n, 1, 3), f32)
     canonical = {"scale_thresholds": scale_thresholds(),
-                 "fixed_point": torch.tensor([WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX,
-                                              MEAN_STEPS, SCALE_LEVELS], dtype=i64)}
+                 "fixed_point": layout(int(hyper["fixed_point"][LAYOUT_LEAK])
+                                       if hyper.get("fixed_point") is not None and
+                                       hyper["fixed_point"].shape == (LAYOUT_LEAK + 1,) and
+                                       int(hyper["fixed_point"][LAYOUT_LEAK]) in LEAKS else -1)}
     canonical |= {f"gauss.{k}": v for k, v in gaussian_tables().items()}
     z_keys = {f"z.{k}" for k in ("median", "offset", "length", "freq")}
     if set(hyper) != set(want) | set(canonical) | z_keys:
@@ -307,7 +336,8 @@ class HyperCoder:
         from nicodec.entropy import LatentCoder
 
         fixed = hyper["fixed_point"].tolist()
-        if fixed != [WEIGHT_BITS, ACT_BITS, ACT_MAX, ZQ_MAX, MEAN_STEPS, SCALE_LEVELS]:
+        if len(fixed) != LAYOUT_LEAK + 1 or fixed[LAYOUT_LEAK] not in LEAKS or \
+                fixed != layout(fixed[LAYOUT_LEAK]).tolist():
             raise ValueError(f"unsupported hyperprior fixed-point layout {fixed}")
         self.median = tables["median"].float()
         self.channels = len(self.median)

@@ -134,6 +134,11 @@ def fit(codec, files: list[Path], steps: int, start: dict | None = None, log=pri
     return tensors, ratio
 
 
+def leak_of(metadata: dict) -> int:
+    """h_s's leak bits of a training state (0.14's first runs, which recorded none: ReLU)."""
+    return int(metadata.get("leak_bits", 0))
+
+
 WARM_LR = 3e-4  # from a trained hyperprior: a smaller step keeps what it knows
 
 
@@ -153,7 +158,8 @@ def export(argv: list[str]) -> None:
         meta = f.metadata()
     reg = registry.Registry()
     entry = reg.find_base(model_id=meta["codec_base"])
-    model = HyperPrior(m=reg.load_base(entry)[1].channels).load(load_file(a.state))
+    model = HyperPrior(m=reg.load_base(entry)[1].channels, leak_bits=leak_of(meta))
+    model.load(load_file(a.state))
     new = registry.export_hyperprior(entry, reg.base_tensors(entry)[0], model,
                                      steps=int(meta["step"]), command=a.command,
                                      generation=a.generation)
@@ -185,7 +191,8 @@ def export_package(argv: list[str]) -> None:
         if info["codec_adapter"] != meta.qualities[quality].id:
             raise SystemExit(f"{path} was trained on adapter {info['codec_adapter']}, not "
                              f"{a.name}'s quality {quality} ({meta.qualities[quality].id})")
-        model = HyperPrior(m=reg.codec(quality=quality, domain=a.name).coder.channels)
+        model = HyperPrior(m=reg.codec(quality=quality, domain=a.name).coder.channels,
+                           leak_bits=leak_of(info))
         hypers[quality] = export_tensors(model.load(load_file(path)))
         notes[quality] = {"hyperprior_steps": int(info["step"]),
                           "hyperprior_of": meta.qualities[quality].id}
@@ -234,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     def save(step: int) -> None:
         save_file(model.state(), f"{out}.safetensors",
                   metadata={"domain": a.domain, "quality": str(a.quality), "step": str(step),
+                            "leak_bits": str(model.leak_bits),
                             "codec_base": f"{codec.base_id:08x}",
                             "codec_adapter": f"{codec.adapter_id:08x}"})
 

@@ -498,14 +498,16 @@ class HyperPrior(nn.Module):
     z's factorized prior over a codec's integer symbols q (B, m, h, w).
 
     ``m``: channels of the codec's latents (64 for a base, 64 + K for a CAwF adapter).
-    ``h_s`` uses ReLU, which :class:`~nicodec.hyperprior.IntegerSynthesis` computes exactly.
+    ``h_s`` uses LeakyReLU of slope 2**-leak_bits (0: ReLU), which
+    :class:`~nicodec.hyperprior.IntegerSynthesis` computes exactly.
     """
 
-    def __init__(self, m: int = N_FILTERS, n: int = hyperprior.Z_CHANNELS):
+    def __init__(self, m: int = N_FILTERS, n: int = hyperprior.Z_CHANNELS,
+                 leak_bits: int = hyperprior.LEAK_BITS):
         super().__init__()
-        self.m, self.n = m, n
+        self.m, self.n, self.leak_bits = m, n, leak_bits
         self.h_a = hyperprior.h_a_layers(m, n)
-        self.h_s = hyperprior.h_s_layers(m, n)
+        self.h_s = hyperprior.h_s_layers(m, n, leak_bits)
         self.z_prior = entropy_bottleneck(n)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -531,7 +533,8 @@ class HyperPrior(nn.Module):
         zero and their outputs of h_s at the layer's default initialisation."""
         m_old = hyper["h_s.4.weight"].shape[0] // 2
         m = m_old if m is None else m
-        model = cls(m=m, n=hyper["h_s.0.weight"].shape[0])
+        model = cls(m=m, n=hyper["h_s.0.weight"].shape[0],
+                    leak_bits=int(hyper["fixed_point"][hyperprior.LAYOUT_LEAK]))
         unit = float(1 << hyperprior.WEIGHT_BITS)
         keep = min(m, m_old)
         with torch.no_grad():

@@ -51,12 +51,17 @@ def _reference_hs(hyper, zq):
     def obj(t):
         return t.numpy().astype(object)
 
+    leak = int(hyper["fixed_point"][hp.LAYOUT_LEAK])
+
+    def act(a):
+        if not leak:
+            return np.clip(a, 0, hp.ACT_MAX)
+        return np.clip(np.where(a < 0, a // 2 ** leak, a), -hp.ACT_MAX, hp.ACT_MAX)
+
     wb, ab = hp.WEIGHT_BITS, hp.ACT_BITS
     x = zq.astype(object)
-    x = np.clip(deconv(x, obj(hyper["h_s.0.weight"]), obj(hyper["h_s.0.bias"])) // 2 ** (wb - ab),
-                0, hp.ACT_MAX)
-    x = np.clip(deconv(x, obj(hyper["h_s.2.weight"]), obj(hyper["h_s.2.bias"]) * 2 ** ab) // 2 ** wb,
-                0, hp.ACT_MAX)
+    x = act(deconv(x, obj(hyper["h_s.0.weight"]), obj(hyper["h_s.0.bias"])) // 2 ** (wb - ab))
+    x = act(deconv(x, obj(hyper["h_s.2.weight"]), obj(hyper["h_s.2.bias"]) * 2 ** ab) // 2 ** wb)
     out = conv3(x, obj(hyper["h_s.4.weight"]), obj(hyper["h_s.4.bias"]) * 2 ** ab)
     m_ch = out.shape[0] // 2
     unit = 2 ** (wb + ab)
@@ -67,7 +72,15 @@ def _reference_hs(hyper, zq):
     return shift.astype(np.int64), scale * hp.MEAN_STEPS + (m - shift * hp.MEAN_STEPS).astype(np.int64)
 
 
-def test_integer_synthesis_is_exact_integer_arithmetic(hyper):
+@pytest.mark.parametrize("leak", hp.LEAKS)
+def test_integer_synthesis_is_exact_integer_arithmetic(leak):
+    torch.manual_seed(0)
+    model = HyperPrior(m=8, n=6, leak_bits=leak)
+    with torch.no_grad():
+        model.h_s[4].bias[:8].uniform_(-3, 3)
+        model.h_s[0].bias.uniform_(-2, 2)  # negative pre-activations for the leak
+    hyper = hp.export_tensors(model)
+    assert int(hyper["fixed_point"][hp.LAYOUT_LEAK]) == leak
     rng = np.random.default_rng(1)
     zq = rng.integers(-40, 41, (6, 3, 4))
     zq[0, 0, 0] = hp.ZQ_MAX  # the largest input the decoder accepts
