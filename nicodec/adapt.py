@@ -234,14 +234,16 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
         codec = adapted_codec(net, method, tensors, entry.id, quality, entry.lam,
                               name, device)
         base_hyper = modelfile.hyper_tensors(reg.base_tensors(entry)[0])
+        own = (modelfile.hyper_tensors(package.quality_tensors(start[1], quality))
+               if start is not None else {})  # --init's own hyperprior, if it has one
         n_hyper = (steps if base_hyper else 0) if hyperprior_steps is None else hyperprior_steps
         if n_hyper:
             from nicodec import hypertrain
 
             log(f"q{quality}: training its hyperprior, {n_hyper} steps"
-                + (" from the base's" if base_hyper else ""))
+                + (" from --init's" if own else " from the base's" if base_hyper else ""))
             hyper, ratio = hypertrain.fit(codec, train_files, n_hyper,
-                                          start=base_hyper or None, log=log)
+                                          start=own or base_hyper or None, log=log)
             if ratio < 1:
                 tensors |= {modelfile.HYPER_PREFIX + k_: v for k_, v in hyper.items()}
                 codec = adapted_codec(net, method, tensors, entry.id, quality, entry.lam,
