@@ -474,8 +474,9 @@ def info(file, as_json):
                    "--steps]")
 @click.option("--hyperprior-steps", type=click.IntRange(0),
               help="then this many steps training a hyperprior that codes the adaptation's "
-                   "latents (smaller files, same pixels), from the base's; 0: none  "
-                   "[default: --steps when the base has a hyperprior]")
+                   "latents (smaller files, same pixels; kept only if it beats the "
+                   "adaptation's own tables); 0: none  [default: --steps, at least 2000, "
+                   "when the base has a hyperprior]")
 @click.option("--holdout", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
               help="fraction of the images held out for evaluation")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)

@@ -269,7 +269,7 @@ def hyper_package(hyper_env):
     for i in range(3):
         Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
     made = adapt(folder, name="mine", k=2, qualities=(1,), steps=2, batch=2, crop=32,
-                 progress=False, log=lambda m: None)
+                 hyperprior_steps=0, progress=False, log=lambda m: None)
     path = made["path"]
     hyper = {1: hp.export_tensors(seeded_hyper(66, 3))}
     out = tmp / "mine-hyper.safetensors"
@@ -345,9 +345,9 @@ def test_a_stored_hyperprior_loads_back_for_training_and_widens(hyper):
 @pytest.mark.parametrize("ratio,coder", [(0.5, 2), (1.5, 1), (None, 1)])
 def test_adapt_on_a_hyperprior_base_keeps_its_own_hyperprior_when_it_pays(
         hyper_env, monkeypatch, ratio, coder):
-    """Adapt trains the adaptation's hyperprior from the base's and keeps it only if it
-    codes the training latents in fewer bits than the adaptation's own tables (``ratio``
-    forced here); ``--hyperprior-steps 0`` (None) trains none."""
+    """Adapt trains the adaptation's own hyperprior and keeps it only if it codes the
+    training latents in fewer bits than the adaptation's own tables (``ratio`` forced
+    here); ``--hyperprior-steps 0`` (None) trains none."""
     from nicodec import hypertrain
 
     tmp, reg, old, new = hyper_env
@@ -364,15 +364,15 @@ def test_adapt_on_a_hyperprior_base_keeps_its_own_hyperprior_when_it_pays(
     for i in range(3):
         Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
     Image.fromarray(smooth_image(40, 56, seed=9)).save(tmp / "i.png")
-    extra = ["--hyperprior-steps", 0] if ratio is None else []
+    extra = ["--hyperprior-steps", 0 if ratio is None else 3]
     r = run("adapt", folder, "--name", "mine", "--steps", 2, "--batch", 2, *extra)
     assert r.exit_code == 0, r.output
-    assert calls == ([] if ratio is None else [(2, True)])
+    assert calls == ([] if ratio is None else [(3, False)])
     if ratio == 1.5:
         assert "more bits than the adaptation's own tables: left out" in " ".join(r.output.split())
     meta = registry.Registry().find_package("mine")
     assert meta.qualities[1].base_id == new.id
-    assert meta.qualities[1].training.get("hyperprior_steps", 0) == (2 if coder == 2 else 0)
+    assert meta.qualities[1].training.get("hyperprior_steps", 0) == (3 if coder == 2 else 0)
     assert run("encode", tmp / "i.png", "--domain", "mine", "-q", 1,
                "-o", tmp / "m.nic").exit_code == 0
     assert container.parse((tmp / "m.nic").read_bytes())[0].coder == coder
