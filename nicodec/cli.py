@@ -687,6 +687,8 @@ def _list_models(show_all: bool = False):
         size = meta.path.stat().st_size / len(meta.qualities)
         for q, info in sorted(meta.qualities.items()):
             method = methods.get(meta.method).describe(meta.k, info)
+            if info.training.get("hyperprior_steps"):
+                method += " + hyperprior"
             params = info.training.get("parameters")
             # per quality, the generation of the base it extends (a package may span two)
             generation = reg.base_generation(info.base_id) or meta.generation
