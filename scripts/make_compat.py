@@ -6,8 +6,8 @@ Files this release writes, each beside what it decodes to (``<name>.png``, or fo
 images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the
 photo codec (the newest generation) and of the shipped adapters, a greyscale image,
 effort-3 and effort-4 files, a ``--target-bpp`` file, a tiled (format version 2) image, and a user
-adapter made with this release (``user-<name>.safetensors``; q2, and q4 since 0.11) with a
-file made with it at each of its qualities.
+adapter made with this release (``user-<name>.safetensors``; q2, and q4 since 0.11; with
+its own hyperprior since 0.14) with a file made with it at each of its qualities.
 Every later release must decode them all to the same pixels (``tests/test_compat.py``).
 It records in ``tests/compat/platforms.json`` the CPU family that decoded them
 (:func:`nicodec.codec.float_platform`): on another family a float sum may flip a pixel.
@@ -133,8 +133,10 @@ def main() -> None:
                 im.rotate(90 * (i % 4)).save(folder / f"u{i}.png")
         name = release.replace(".", "").replace("v", "u")
         # (q4 too since 0.11, whose generation 6 renewed only q4: one adapter on two bases)
+        # (since 0.14 with its own hyperprior, as adapt makes one on a generation-7 base)
         nic("adapt", folder, "--name", name, "--qualities", "2,4", "--steps", 40, "--batch", 4,
-            "--synthesis-steps", 10, "-o", out / f"user-{name}.safetensors", env=env)
+            "--synthesis-steps", 10, "--hyperprior-steps", 2000,
+            "-o", out / f"user-{name}.safetensors", env=env)
         nic("models", "import", out / f"user-{name}.safetensors", env=env)
         for q in (2, 4):
             nic("encode", SCREEN, "-q", q, "--domain", name, "-o",
