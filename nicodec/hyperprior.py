@@ -255,7 +255,8 @@ def export_tensors(model) -> dict[str, torch.Tensor]:
         out[f"h_s.{i}.bias"] = fixed_point(layer.bias, WEIGHT_BITS)
     out["scale_thresholds"] = scale_thresholds()
     out["fixed_point"] = layout(model.leak_bits)
-    model.z_prior.update(force=True, update_quantiles=True)
+    # the medians h_s was trained around: re-fitting them here would shift its inputs
+    model.z_prior.update(force=True)
     # z's density itself (float; training only: an adapter's hyperprior starts from it)
     out |= {f"z_prior.{k}": v.detach().float().contiguous()
             for k, v in model.z_prior.named_parameters()}
