@@ -42,8 +42,9 @@ Z_FILTERS = (3, 5, 5, 3)  # z's factorized density: network.EB_FILTERS, as the l
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
 MEAN_STEPS = 8  # the predicted mean is coded to 1/8 of a step
 TAIL = 1e-6  # each Gaussian table spans all but this mass; the rest is ESCAPE
-# h_s's nonlinearity: LeakyReLU of slope 2**-LEAK_BITS (0: ReLU, which left a quarter of q4's
-# units dead in training; measured in models/training/README.md). A file records its own.
+# h_s's nonlinearity: LeakyReLU of slope 2**-LEAK_BITS (0: ReLU; generation 7's q1/q2 use
+# ReLU, its q3/q4 and the adapters' LeakyReLU, within 1 % of each other: see
+# models/training/README.md). A file records its own.
 LEAK_BITS = 6
 LEAKS = (0, 6)
 
