@@ -321,7 +321,7 @@ def entropy_coder(tables: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor
 class HyperCoder:
     """Codes a codec's integer latents q (M, h, w) with the hyperprior; the interface of
     :class:`~nicodec.entropy.LatentCoder` (``encode``, ``decode``, ``ideal_bits``,
-    ``min_bits``, ``median``, ``channels``), so a :class:`~nicodec.codec.Codec` takes
+    ``median``, ``channels``), so a :class:`~nicodec.codec.Codec` takes
     either.
 
     Stream (one ANS stack; the decoder pops in this order): zq (N, ceil(h/4), ceil(w/4))
@@ -471,10 +471,6 @@ class HyperCoder:
             table % MEAN_STEPS).float() / MEAN_STEPS
         return ConditionalDensity(mean[None].to(device), sig[None].to(device),
                                   self.median.to(device)[None, :, None, None])
-
-    def min_bits(self, symbols_per_channel: int) -> float:
-        """No useful lower bound: a table may give a symbol almost all the mass."""
-        return 0.0
 
 
 class ConditionalDensity:
