@@ -96,6 +96,14 @@ def layout(leak_bits: int) -> torch.Tensor:
                          leak_bits], dtype=torch.int64)
 
 
+def check_layout(fixed: torch.Tensor) -> None:
+    """Raise ValueError unless ``fixed`` is a ``fixed_point`` this release reads."""
+    values = fixed.tolist() if fixed.dtype == torch.int64 and fixed.dim() == 1 else None
+    if not values or len(values) != LAYOUT_LEAK + 1 or values[LAYOUT_LEAK] not in LEAKS or \
+            values != layout(values[LAYOUT_LEAK]).tolist():
+        raise ValueError(f"unsupported hyperprior fixed-point layout {fixed.tolist()}")
+
+
 def fixed_point(t: torch.Tensor, bits: int) -> torch.Tensor:
     """round(t * 2**bits) as int32 (refused if out of int32's range)."""
     v = torch.round(t.double() * (1 << bits))
@@ -287,13 +295,9 @@ def check(hyper: dict[str, torch.Tensor], m: int) -> None:
         if i < len(dims) - 2:
             want[f"z_prior.factors.{i}"] = ((n, dims[i + 1], 1), f32)
     want["z_prior.quantiles"] = ((n, 1, 3), f32)
-    canonical = {"scale_thresholds": scale_thresholds(),
-                 "fixed_point": layout(int(hyper["fixed_point"][LAYOUT_LEAK])
-                                       if hyper.get("fixed_point") is not None and
-                                       hyper["fixed_point"].shape == (LAYOUT_LEAK + 1,) and
-                                       int(hyper["fixed_point"][LAYOUT_LEAK]) in LEAKS else -1)}
+    canonical = {"scale_thresholds": scale_thresholds()}
     canonical |= {f"gauss.{k}": v for k, v in gaussian_tables().items()}
-    z_keys = {f"z.{k}" for k in ("median", "offset", "length", "freq")}
+    z_keys = {f"z.{k}" for k in ("median", "offset", "length", "freq")} | {"fixed_point"}
     if set(hyper) != set(want) | set(canonical) | z_keys:
         odd = sorted(set(hyper) ^ (set(want) | set(canonical) | z_keys))
         raise ValueError(f"hyperprior tensors do not match (unexpected or missing {odd[:3]})")
@@ -303,6 +307,7 @@ def check(hyper: dict[str, torch.Tensor], m: int) -> None:
             raise ValueError(f"hyperprior tensor {k} has shape {tuple(v.shape)} {v.dtype}")
         if dtype == f32 and not bool(torch.isfinite(v).all()):
             raise ValueError(f"hyperprior tensor {k} holds non-finite values")
+    check_layout(hyper["fixed_point"])
     for k, v in canonical.items():
         if hyper[k].dtype != v.dtype or not torch.equal(hyper[k], v):
             raise ValueError(f"hyperprior tensor {k} differs from this release's frozen one")
@@ -337,10 +342,7 @@ class HyperCoder:
     def __init__(self, tables: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]):
         from nicodec.entropy import LatentCoder
 
-        fixed = hyper["fixed_point"].tolist()
-        if len(fixed) != LAYOUT_LEAK + 1 or fixed[LAYOUT_LEAK] not in LEAKS or \
-                fixed != layout(fixed[LAYOUT_LEAK]).tolist():
-            raise ValueError(f"unsupported hyperprior fixed-point layout {fixed}")
+        check_layout(hyper["fixed_point"])
         self.median = tables["median"].float()
         self.channels = len(self.median)
         self.z_coder = LatentCoder({k[2:]: v for k, v in hyper.items() if k.startswith("z.")})
