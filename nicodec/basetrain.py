@@ -21,13 +21,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import safe_open
 
 from nicodec import data, distributed, image, modelfile, registry
 from nicodec.codec import Codec
 from nicodec.container import NO_ADAPTER
-from nicodec.entropy import LatentCoder
 from nicodec.errors import NicodecError
-from nicodec.network import FactorizedPrior
+from nicodec.hyperprior import entropy_coder
+from nicodec.network import FactorizedPrior, HyperPrior, JointCodec
 from nicodec.train import TrainConfig, load_model_tensors, train
 
 
@@ -50,6 +51,9 @@ class BaseRun:
     # the synthesis trains on rounded latents (straight-through), the rate on the noise proxy
     # (Minnen & Singh 2020; train.TrainConfig.round_for_synthesis)
     mixed_quantization: bool = False
+    # train the transforms together with a mean-scale hyperprior (network.JointCodec): --init's
+    # when its file has one (then always), else a new one
+    hyperprior: bool = False
 
     @property
     def name(self) -> str:
@@ -59,15 +63,30 @@ class BaseRun:
         return stem + "-synthesis" if self.synthesis_only else stem
 
 
-def _init_weights(model: FactorizedPrior, path: Path, lam: float) -> int:
+def _init_weights(model: FactorizedPrior | JointCodec, path: Path, lam: float) -> int:
     """Load weights from a model file, a snapshot or an Adam checkpoint; returns the step
-    a snapshot of this same ``lam`` was taken at (a resume), else 0 (a warm start)."""
+    a snapshot of this same ``lam`` was taken at (a resume), else 0 (a warm start). A
+    :class:`JointCodec` takes a model file's transforms, and its hyperprior when the file
+    has one (h_s from its fixed-point weights)."""
     tensors, meta = modelfile.load(path)
     prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
+    if isinstance(model, JointCodec) and not prefix:
+        hyper = modelfile.hyper_tensors(tensors)
+        if hyper:
+            model.hyper = HyperPrior.from_tensors(hyper, m=model.latent_channels)
+        model = model.codec
     tensors, _ = modelfile.split_tables(tensors)
     load_model_tensors(model, tensors, prefix=prefix)
     same_lambda = meta.get("lambda") is not None and float(meta["lambda"]) == lam
     return int(meta.get("step", 0)) if same_lambda else 0
+
+
+def has_hyperprior(path: Path | None) -> bool:
+    """Whether a model file (or training checkpoint) holds a hyperprior."""
+    if path is None:
+        return False
+    with safe_open(str(path), "pt") as f:
+        return any(k.startswith((modelfile.HYPER_PREFIX, "model.hyper.")) for k in f.keys())
 
 
 def _history(run: BaseRun, steps: int, command: str) -> tuple[int, str]:
@@ -89,7 +108,7 @@ def snapshot_codec(model: FactorizedPrior, quality: int, lam: float) -> tuple[Co
     """A codec (and its model-file tensors) from a copy of a model in training."""
     frozen = copy.deepcopy(model).cpu().eval()
     tensors = registry.model_tensors(frozen)
-    coder = LatentCoder(modelfile.split_tables(tensors)[1])
+    coder = entropy_coder(modelfile.split_tables(tensors)[1], modelfile.hyper_tensors(tensors))
     codec = Codec(net=frozen, coder=coder, base_id=modelfile.content_id(tensors),
                   adapter_id=NO_ADAPTER, quality=quality, lam=lam, device="cpu")
     return codec, tensors
@@ -106,7 +125,8 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     lam = registry.Registry().lambda_for(run.quality)
     files = data.list_images(data.split_dir(run.domain, "train"))
     sampler = data.CropSampler.from_files(distributed.shard(files), crop=run.crop)
-    model = FactorizedPrior()
+    joint = run.hyperprior or has_hyperprior(run.init)
+    model = JointCodec(FactorizedPrior(), HyperPrior()) if joint else FactorizedPrior()
     start = _init_weights(model, run.init, lam) if run.init else 0
     if run.synthesis_only:  # a new stage: its steps count from 0 whatever it starts from
         start = 0
@@ -136,7 +156,8 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
                       synthesis_only=run.synthesis_only, distortion=run.distortion,
                       round_for_synthesis=run.mixed_quantization)
     if distributed.is_main():
-        what = (", only its synthesis on rounded latents," if run.synthesis_only else
+        what = (" with its hyperprior" if joint else "") + (
+                ", only its synthesis on rounded latents," if run.synthesis_only else
                 ", the synthesis on rounded latents," if run.mixed_quantization else "")
         log(f"training {run.name}{what} (lambda={lam}) on {len(files)} images in "
             f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "

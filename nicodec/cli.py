@@ -805,11 +805,15 @@ def models_remove(name):
               help="tune only the decoder's synthesis transform, on rounded latents as it "
                    "decodes them; the encoder and entropy model stay frozen, so file sizes "
                    "do not change (a last stage after --init)")
+@click.option("--hyperprior", is_flag=True,
+              help="train the transforms together with a mean-scale hyperprior, the "
+                   "entropy model they will be coded with (a new one, or --init's: a model "
+                   "file with a hyperprior always trains this way)")
 @MIXED_QUANTIZATION
 @DISTORTION
 @DEVICE
 def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, generation, runs,
-          ckpt_every, synthesis_only, mixed_quantization, distortion, device):
+          ckpt_every, synthesis_only, hyperprior, mixed_quantization, distortion, device):
     """Train a base model for DOMAIN at QUALITY, then export it to the model registry.
 
     \b
@@ -826,7 +830,8 @@ def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, genera
                             lr=lr, lr_drop_at=lr_drop_at,
                             init=Path(init_from) if init_from else None, runs=Path(runs),
                             ckpt_every=ckpt_every, synthesis_only=synthesis_only,
-                            distortion=distortion, mixed_quantization=mixed_quantization)
+                            distortion=distortion, mixed_quantization=mixed_quantization,
+                            hyperprior=hyperprior)
     command = "nicodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     entry = basetrain.train_base(run, device=registry.pick_device(device), command=command,
                                  log=out.print)

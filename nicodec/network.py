@@ -561,9 +561,10 @@ class HyperPrior(nn.Module):
         q = F.pad(q, (0, -w % hyperprior.Z_DOWNSAMPLING, 0, -h % hyperprior.Z_DOWNSAMPLING))
         return self.h_a(q)
 
-    def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(bits of q given z, bits of z) under the noise proxy (training) or with z
-        rounded at its medians (eval)."""
+    def parameters_of(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mu, s, z's likelihoods) for symbols q (B, M, h, w): the Gaussian's mean and
+        scale parameter (B, M, h, w) of every symbol given z = h_a(q), with z under the noise
+        proxy (training) or rounded at its medians (eval)."""
         z = self.side(q)
         medians = self.z_prior._get_medians().detach().reshape(1, -1, 1, 1)
         z_tilde, z_lik = self.z_prior(z)
@@ -572,8 +573,12 @@ class HyperPrior(nn.Module):
             z_lik = _eb_likelihood(self.z_prior, z_tilde)
         mu, s = self.h_s(z_tilde - medians).chunk(2, 1)
         h, w = q.shape[-2:]
-        lik = gaussian_likelihood(q, mu[..., :h, :w], s[..., :h, :w])
-        return -torch.log2(lik).sum(), -torch.log2(z_lik.clamp_min(1e-9)).sum()
+        return mu[..., :h, :w], s[..., :h, :w], z_lik.clamp_min(1e-9)
+
+    def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bits of q given z, bits of z) (:meth:`parameters_of`)."""
+        mu, s, z_lik = self.parameters_of(q)
+        return -torch.log2(gaussian_likelihood(q, mu, s)).sum(), -torch.log2(z_lik).sum()
 
 
 def _eb_likelihood(model, v: torch.Tensor) -> torch.Tensor:
@@ -581,3 +586,67 @@ def _eb_likelihood(model, v: torch.Tensor) -> torch.Tensor:
     b, c, h, w = v.shape
     lik, _, _ = model._likelihood(v.permute(1, 0, 2, 3).reshape(c, 1, -1))
     return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
+
+
+class JointCodec(TransformCoder):
+    """A base codec's transforms trained together with the hyperprior that codes their
+    symbols (generation 8): the rate is the hyperprior's, so the transforms learn latents
+    it predicts well, not latents a factorized prior codes well.
+
+    Symbols are ``q = y - median`` with the median of ``codec``'s factorized entropy model,
+    as every nicodec codec defines them. Training pass:
+
+    * rate: ``-log2 P(q + u | z~)`` under the Gaussian of :meth:`HyperPrior.parameters_of`
+      (``u ~ U(-1/2, 1/2)``) plus z's bits;
+    * synthesis: ``round(q) + median`` with a straight-through gradient when
+      ``round_for_synthesis`` (Minnen & Singh 2020), else the noisy latents; h_a reads the
+      same rounded symbols as at test time;
+    * ``fit_bits``: the factorized prior's bits of the *detached* latents. Its tables are
+      still a model file's (and an adapter's starting point), so they keep fitting the
+      moving latents, but nothing of them reaches the transforms.
+    """
+
+    def __init__(self, codec: FactorizedPrior, hyper: HyperPrior):
+        super().__init__()
+        if codec.affine:
+            raise ValueError("joint training takes a plain factorized base")
+        self.codec, self.hyper = codec, hyper
+
+    @property
+    def entropy_bottleneck(self) -> EntropyBottleneck:
+        return self.codec.entropy_bottleneck
+
+    @property
+    def latent_channels(self) -> int:
+        return self.codec.latent_channels
+
+    def synthesis_parameters(self) -> list[nn.Parameter]:
+        return self.codec.synthesis_parameters()
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        return self.codec.analysis(x)
+
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.codec.synthesis(y_hat)
+
+    def forward(self, x: torch.Tensor, round_for_synthesis: bool = True,
+                transform_dtype: torch.dtype | None = None) -> dict:
+        with _autocast(x, transform_dtype):
+            y = self.analysis(x)
+        y = y.float()
+        medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        q = y - medians
+        q_round = q + (torch.round(q) - q).detach()
+        q_noisy = q + torch.empty_like(q).uniform_(-0.5, 0.5) if self.training else q_round
+        mu, s, z_lik = self.hyper.parameters_of(q_round)
+        y_lik = gaussian_likelihood(q_noisy, mu, s)
+        with _autocast(x, transform_dtype):
+            x_hat = self.synthesis((q_round if round_for_synthesis else q_noisy) + medians)
+        _, fit_lik = self.entropy_bottleneck(y.detach())
+        return {"x_hat": x_hat.float(),
+                "likelihoods": torch.cat([y_lik.flatten(), z_lik.flatten()]),
+                "fit_bits": -torch.log2(fit_lik).sum()}
+
+    def aux_loss(self) -> torch.Tensor:
+        """The quantiles of both factorized priors (y's and z's)."""
+        return self.entropy_bottleneck.loss() + self.hyper.z_prior.loss()

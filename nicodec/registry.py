@@ -91,14 +91,26 @@ def models_dir() -> Path:
 
 # --------------------------------------------------------------------------- export
 def model_tensors(model) -> dict:
-    """Weights + frozen entropy tables of a trained base model, ready to save."""
+    """Weights + frozen entropy tables of a trained base model, ready to save: a
+    :class:`~nicodec.network.FactorizedPrior`, or a
+    :class:`~nicodec.network.JointCodec` (its transforms and tables, and its hyperprior
+    under ``hyper.``)."""
     from nicodec.entropy import build_tables
+    from nicodec.network import JointCodec
 
-    eb = model.entropy_bottleneck
-    eb.update(force=True, update_quantiles=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+    joint = isinstance(model, JointCodec)
+    codec = model.codec if joint else model
+    eb = codec.entropy_bottleneck
+    # a hyperprior was trained on q = round(y - median): re-fitting the medians here would
+    # shift every symbol it predicts (0.14's q3/q4 lesson, there on z's medians)
+    eb.update(force=True, update_quantiles=not joint)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()
                if not k.startswith("entropy_bottleneck._")}
     tensors |= {TABLE_PREFIX + k: v.contiguous() for k, v in build_tables(eb).items()}
+    if joint:
+        from nicodec.hyperprior import export_tensors
+
+        tensors |= {HYPER_PREFIX + k: v for k, v in export_tensors(model.hyper).items()}
     return tensors
 
 
@@ -211,7 +223,9 @@ def export_base(model, *, domain: str, quality: int, lam: float, steps: int,
     directory.mkdir(parents=True, exist_ok=True)
     tensors = model_tensors(model)
     mid = format_id(content_id(tensors))
-    meta = {"nicodec": "base", "arch": "factorized+affine" if model.affine else "factorized",
+    arch = ("factorized+hyperprior" if hasattr(model, "hyper") else
+            "factorized+affine" if model.affine else "factorized")
+    meta = {"nicodec": "base", "arch": arch,
             "domain": domain, "quality": str(quality), "lambda": repr(lam), "id": mid}
     name = base_file_stem(domain, quality, generation) + ".safetensors"
     modelfile.save(tensors, directory / name, meta)

@@ -114,7 +114,10 @@ def rd_loss(out: dict, x: torch.Tensor, lam: float, distortion: str = "mse"):
     ``distortion="psnr"``, :func:`psnr_distortion`; the returned ``mse`` is plain."""
     bpp, mse = rd_terms(out, x)
     d = mse if distortion == "mse" else psnr_distortion(out["x_hat"], x)
-    return bpp + lam * 255 ** 2 * d, bpp, mse
+    loss = bpp + lam * 255 ** 2 * d
+    if "fit_bits" in out:  # a model fitted beside the codec, on detached inputs (JointCodec)
+        loss = loss + out["fit_bits"] / (x.shape[0] * x.shape[2] * x.shape[3])
+    return loss, bpp, mse
 
 
 def psnr_from_mse(mse: float) -> float:

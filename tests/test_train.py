@@ -200,3 +200,76 @@ def test_train_mixed_quantization_feeds_the_synthesis_rounded_latents(train_cli)
     assert r.exit_code == 0, r.output
     assert "the synthesis on rounded latents" in r.output
     assert config["round_for_synthesis"] is True and config["synthesis_only"] is False
+
+
+# ----------------------------------------------------------------- joint training (gen. 8)
+def _joint(seed=0):
+    from nicodec.network import HyperPrior, JointCodec
+
+    torch.manual_seed(seed)
+    return JointCodec(FactorizedPrior(), HyperPrior())
+
+
+def test_joint_training_pass_rates_the_symbols_the_hyperprior_codes():
+    """In eval mode the joint pass's likelihoods are the hyperprior's of the test-time
+    symbols round(y - median), and the synthesis gets exactly round(y - median) + median."""
+    model = _joint().eval()
+    x = torch.from_numpy(smooth_image(64, 64)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        out = model(x)
+        medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+        q = torch.round(model.analysis(x) - medians)
+        bits_y, bits_z = model.hyper(q)
+        x_hat = model.synthesis(q + medians)
+    assert torch.allclose(-torch.log2(out["likelihoods"]).sum(), bits_y + bits_z, rtol=1e-5)
+    assert torch.equal(out["x_hat"], x_hat)
+
+
+def test_joint_training_fits_the_factorized_tables_without_moving_the_transforms():
+    """``fit_bits`` (the factorized prior's bits, kept fitted for the file's tables and for
+    adapters) reaches the factorized prior's density only."""
+    model = _joint().train()
+    x = torch.from_numpy(smooth_image(64, 64)).permute(2, 0, 1)[None].float() / 255
+    model(x)["fit_bits"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None for n, g in grads.items() if not n.startswith("codec.entropy_bottleneck"))
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items()
+               if n.startswith("codec.entropy_bottleneck.matrices"))
+
+
+def test_a_joint_export_keeps_the_medians_its_hyperprior_was_trained_on():
+    """Exporting a factorized model re-fits its quantiles; a joint one must not: the
+    hyperprior predicts q = round(y - median) of the medians it trained with."""
+    model = _joint()
+    with torch.no_grad():
+        model.codec.entropy_bottleneck.quantiles[:, 0, 1] += 0.37  # off the density's median
+    medians = model.entropy_bottleneck._get_medians().flatten().clone()
+    tensors = registry.model_tensors(model)
+    _, tables = modelfile.split_tables(tensors)
+    assert torch.allclose(tables["median"].flatten(), medians)
+    assert modelfile.hyper_tensors(tensors)  # and the hyperprior is in the file
+
+
+def test_train_hyperprior_exports_a_model_coded_with_its_hyperprior(train_cli, tmp_path):
+    """``nicodec train --hyperprior`` trains transforms and hyperprior together and exports a
+    ``factorized+hyperprior`` model (header coder 2) that round-trips; a later run from
+    that file trains the same way without the flag."""
+    from nicodec import api
+
+    r, config = train_cli("--crop", "32", "--hyperprior", "--mixed-quantization")
+    assert r.exit_code == 0, r.output
+    assert "with its hyperprior" in r.output
+    reg = registry.Registry()
+    entry = reg.find_base(quality=1, generation=2)
+    assert entry.arch == "factorized+hyperprior"
+    codec = reg.codec(quality=1)
+    assert codec.base_id == int(entry.id, 16) and type(codec.coder).__name__ == "HyperCoder"
+    rgb = smooth_image(40, 56, seed=7)
+    data = codec.encode(rgb)
+    assert api.info(data)["coder"] == "constriction-rans-hyperprior"
+    assert np.array_equal(api.decompress(data), codec.reconstruct(codec.latents(rgb), 40, 56))
+
+    r2, _ = train_cli("--crop", "32", "--init", str(reg.dir / entry.file))
+    assert r2.exit_code == 0, r2.output
+    assert "with its hyperprior" in r2.output
+    assert registry.Registry().find_base(quality=1, generation=2).arch == "factorized+hyperprior"
