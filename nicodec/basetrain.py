@@ -23,7 +23,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from nicodec import data, distributed, image, modelfile, registry
+from nicodec import data, distributed, hyperprior, image, modelfile, registry
 from nicodec.codec import Codec
 from nicodec.container import NO_ADAPTER
 from nicodec.errors import NicodecError
@@ -81,6 +81,16 @@ def _init_weights(model: FactorizedPrior | JointCodec, path: Path, lam: float) -
     return int(meta.get("step", 0)) if same_lambda else 0
 
 
+def _leak_bits(ckpt: Path) -> int:
+    """The hyperprior activation a joint run's checkpoint recorded (its config's ``extra``),
+    so that a run resumed without ``--init`` keeps it; the default for a new run."""
+    sidecar = ckpt.with_suffix(".json")
+    if sidecar.exists():
+        extra = json.loads(sidecar.read_text()).get("config", {}).get("extra", {})
+        return int(extra.get("leak_bits", hyperprior.LEAK_BITS))
+    return hyperprior.LEAK_BITS
+
+
 def has_hyperprior(path: Path | None) -> bool:
     """Whether a model file (or training checkpoint) holds a hyperprior."""
     if path is None:
@@ -125,13 +135,14 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     lam = registry.Registry().lambda_for(run.quality)
     files = data.list_images(data.split_dir(run.domain, "train"))
     sampler = data.CropSampler.from_files(distributed.shard(files), crop=run.crop)
-    joint = run.hyperprior or has_hyperprior(run.init)
-    model = JointCodec(FactorizedPrior(), HyperPrior()) if joint else FactorizedPrior()
+    run.runs.mkdir(parents=True, exist_ok=True)
+    ckpt = run.runs / f"{run.name}.ckpt"
+    joint = run.hyperprior or has_hyperprior(run.init) or (ckpt.exists() and has_hyperprior(ckpt))
+    model = JointCodec(FactorizedPrior(), HyperPrior(leak_bits=_leak_bits(ckpt))) if joint \
+        else FactorizedPrior()
     start = _init_weights(model, run.init, lam) if run.init else 0
     if run.synthesis_only:  # a new stage: its steps count from 0 whatever it starts from
         start = 0
-    run.runs.mkdir(parents=True, exist_ok=True)
-    ckpt = run.runs / f"{run.name}.ckpt"
     snapshot = run.runs / f"{run.name}.safetensors"
     curve = run.runs / f"{run.name}.curve.jsonl"
     tests = [(f.name, image.load(f).rgb)
@@ -154,13 +165,16 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
                       log_every=min(50, run.ckpt_every),
                       label=f"{run.domain} q{run.quality}",
                       synthesis_only=run.synthesis_only, distortion=run.distortion,
-                      round_for_synthesis=run.mixed_quantization)
+                      round_for_synthesis=run.mixed_quantization,
+                      extra={"leak_bits": model.hyper.leak_bits} if joint else {})
     if distributed.is_main():
+        first = (json.loads(ckpt.with_suffix(".json").read_text())["step"] if ckpt.exists()
+                 else start)  # train() resumes from the checkpoint
         what = (" with its hyperprior" if joint else "") + (
                 ", only its synthesis on rounded latents," if run.synthesis_only else
                 ", the synthesis on rounded latents," if run.mixed_quantization else "")
         log(f"training {run.name}{what} (lambda={lam}) on {len(files)} images in "
-            f"{distributed.world_size()} process(es), steps {start}..{run.steps}, batch "
+            f"{distributed.world_size()} process(es), steps {first}..{run.steps}, batch "
             f"{run.batch} of {run.crop}x{run.crop} per process, lr {run.lr:g}, distortion "
             f"{run.distortion}, device {device}")
     train(model, sampler, cfg, ckpt=ckpt, device=device, console_log=progress,

@@ -273,3 +273,26 @@ def test_train_hyperprior_exports_a_model_coded_with_its_hyperprior(train_cli, t
     assert r2.exit_code == 0, r2.output
     assert "with its hyperprior" in r2.output
     assert registry.Registry().find_base(quality=1, generation=2).arch == "factorized+hyperprior"
+
+
+def test_a_joint_run_resumed_without_init_keeps_its_hyperpriors_activation(train_cli):
+    """h_s's activation is no tensor: a run resumed from its checkpoint alone must take it
+    from the checkpoint (here ReLU, as generation 7's q1/q2 have it), not the default."""
+    from nicodec import hyperprior
+    from nicodec.network import HyperPrior, JointCodec
+
+    torch.manual_seed(0)
+    relu = JointCodec(FactorizedPrior(), HyperPrior(leak_bits=0))
+    reg = registry.Registry()
+    start = registry.export_base(relu, domain="photo", quality=1, lam=0.002, steps=0,
+                                 command="test", train_images=0, models_dir=reg.dir,
+                                 generation=3)
+    r, config = train_cli("--crop", "32", "--init", str(reg.dir / start.file))
+    assert r.exit_code == 0, r.output
+    assert config["extra"] == {"leak_bits": 0}
+    r, config = train_cli("--crop", "32", "--steps", "4")  # resumes at step 2, no --init
+    assert r.exit_code == 0, r.output
+    assert "steps 2..4" in r.output and "with its hyperprior" in r.output
+    entry = registry.Registry().find_base(quality=1, generation=2)
+    tensors, _ = modelfile.load(reg.dir / entry.file)
+    assert int(tensors["hyper.fixed_point"][hyperprior.LAYOUT_LEAK]) == 0
