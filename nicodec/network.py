@@ -596,8 +596,13 @@ class JointCodec(TransformCoder):
     Symbols are ``q = y - median`` with the median of ``codec``'s factorized entropy model,
     as every nicodec codec defines them. Training pass:
 
-    * rate: ``-log2 P(q + u | z~)`` under the Gaussian of :meth:`HyperPrior.parameters_of`
-      (``u ~ U(-1/2, 1/2)``) plus z's bits;
+    * rate: ``-log2 P(round(q) | z~)`` under the Gaussian of
+      :meth:`HyperPrior.parameters_of`, straight-through, plus z's bits. The usual noise
+      proxy ``-log2 P(q + u | z~)`` (``rate_on_rounded=False``) overstates what these
+      Gaussians code: on generation 7's latents of four test photos it counted 1.67x the
+      real bits at q1 and 1.08x at q4 (many symbols have scales near the 0.11 floor, where
+      a unit of noise costs bits that an integer does not); the rounded rate counted
+      0.98x and 1.00x;
     * synthesis: ``round(q) + median`` with a straight-through gradient when
       ``round_for_synthesis`` (Minnen & Singh 2020), else the noisy latents; h_a reads the
       same rounded symbols as at test time;
@@ -606,11 +611,12 @@ class JointCodec(TransformCoder):
       moving latents, but nothing of them reaches the transforms.
     """
 
-    def __init__(self, codec: FactorizedPrior, hyper: HyperPrior):
+    def __init__(self, codec: FactorizedPrior, hyper: HyperPrior, rate_on_rounded: bool = True):
         super().__init__()
         if codec.affine:
             raise ValueError("joint training takes a plain factorized base")
         self.codec, self.hyper = codec, hyper
+        self.rate_on_rounded = rate_on_rounded
 
     @property
     def entropy_bottleneck(self) -> EntropyBottleneck:
@@ -639,7 +645,7 @@ class JointCodec(TransformCoder):
         q_round = q + (torch.round(q) - q).detach()
         q_noisy = q + torch.empty_like(q).uniform_(-0.5, 0.5) if self.training else q_round
         mu, s, z_lik = self.hyper.parameters_of(q_round)
-        y_lik = gaussian_likelihood(q_noisy, mu, s)
+        y_lik = gaussian_likelihood(q_round if self.rate_on_rounded else q_noisy, mu, s)
         with _autocast(x, transform_dtype):
             x_hat = self.synthesis((q_round if round_for_synthesis else q_noisy) + medians)
         _, fit_lik = self.entropy_bottleneck(y.detach())
