@@ -24,6 +24,12 @@ BATCH=${BATCH:-16}
 # of 0.5 (models/training/README.md); the synthesis stages stay on plain MSE.
 DISTORTION=${DISTORTION:-psnr}
 DEVICE=${DEVICE:-cuda}
+# HYPERPRIOR=1: train the transforms together with their hyperprior (`--hyperprior`, rate
+# of the rounded symbols), from a generation that has one, e.g.
+#   HYPERPRIOR=1 GEN=8 INIT_GEN=7 bash scripts/gpu_train.sh run
+# (each quality then starts from its own INIT_GEN file, which holds its hyperprior; see
+# models/training/README.md, "Generation 8, not shipped", for why it needs long runs)
+HYPERPRIOR=${HYPERPRIOR:-}
 
 prepare() {
   local py=.venv/bin/python
@@ -58,6 +64,16 @@ run() {
   cp models/photo-q*.safetensors "$out/models/"
   local init=${INIT_Q3:-models/photo-g$INIT_GEN-q3.safetensors} g="$out/models/photo-g$GEN"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+  if [ -n "$HYPERPRIOR" ]; then
+    for q in 1 2 3 4; do
+      time $nic train -q $q --steps "$STEPS_WARM" --batch "$BATCH" --device "$DEVICE" \
+        --generation "$GEN" --init "models/photo-g$INIT_GEN-q$q.safetensors" --hyperprior \
+        --mixed-quantization --lr "${LR:-1e-5}" --crop "${CROP:-256}" --runs "$out/runs" --ckpt-every 4000 \
+        --distortion "$DISTORTION"
+    done
+    rm -f "$out"/models/photo-q*.safetensors
+    return
+  fi
   time $nic train -q 3 --steps "$STEPS_Q3" --batch "$BATCH" --init "$init" --device "$DEVICE" \
     --generation "$GEN" --runs "$out/runs" --ckpt-every 5000 --distortion "$DISTORTION"
   for q in 4 2; do
