@@ -590,11 +590,11 @@ def _eb_likelihood(model, v: torch.Tensor) -> torch.Tensor:
 
 class JointCodec(TransformCoder):
     """A base codec's transforms trained together with the hyperprior that codes their
-    symbols (generation 8): the rate is the hyperprior's, so the transforms learn latents
-    it predicts well, not latents a factorized prior codes well.
+    symbols (``nicodec train --hyperprior``): the rate is the hyperprior's, so the transforms
+    learn latents it predicts well, not latents a factorized prior codes well.
 
-    Symbols are ``q = y - median`` with the median of ``codec``'s factorized entropy model,
-    as every nicodec codec defines them. Training pass:
+    Symbols are ``round(y - median)`` with the median of ``codec``'s factorized entropy
+    model, as every nicodec codec defines them. Training pass, with ``q = y - median``:
 
     * rate: ``-log2 P(round(q) | z~)`` under the Gaussian of
       :meth:`HyperPrior.parameters_of`, straight-through, plus z's bits. The usual noise
