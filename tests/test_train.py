@@ -269,6 +269,9 @@ def test_train_hyperprior_exports_a_model_coded_with_its_hyperprior(train_cli, t
     assert api.info(data)["coder"] == "constriction-rans-hyperprior"
     assert np.array_equal(api.decompress(data), codec.reconstruct(codec.latents(rgb), 40, 56))
 
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # no checkpoint: only the --init file can say "joint"
     r2, _ = train_cli("--crop", "32", "--init", str(reg.dir / entry.file))
     assert r2.exit_code == 0, r2.output
     assert "with its hyperprior" in r2.output
