@@ -76,7 +76,8 @@ DISTORTION = click.option(
 MIXED_QUANTIZATION = click.option(
     "--mixed-quantization", is_flag=True,
     help="feed the synthesis the rounded latents it decodes (straight-through gradient) "
-         "while the rate keeps the noise proxy (Minnen & Singh 2020)")
+         "while the rate keeps the noise proxy (Minnen & Singh 2020; with train --hyperprior "
+         "the rate is that of the rounded symbols)")
 
 
 def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[Path]:
