@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
 
 from nicodec import data, distributed, hyperprior, image, modelfile, registry
 from nicodec.codec import Codec
@@ -95,8 +94,8 @@ def has_hyperprior(path: Path | None) -> bool:
     """Whether a model file (or training checkpoint) holds a hyperprior."""
     if path is None:
         return False
-    with safe_open(str(path), "pt") as f:
-        return any(k.startswith((modelfile.HYPER_PREFIX, "model.hyper.")) for k in f.keys())
+    return any(k.startswith((modelfile.HYPER_PREFIX, "model.hyper."))
+               for k in modelfile.tensor_names(path))
 
 
 def _history(run: BaseRun, steps: int, command: str) -> tuple[int, str]:

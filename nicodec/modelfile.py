@@ -91,6 +91,16 @@ def check_regular(path: Path) -> None:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata string map of a safetensors file, from its header alone (no torch)."""
+    return _read_header(path)[1]
+
+
+def tensor_names(path: Path) -> list[str]:
+    """The names of a safetensors file's tensors, from its header alone (no torch)."""
+    return _read_header(path)[0]
+
+
+def _read_header(path: Path) -> tuple[list[str], dict[str, str]]:
+    """(tensor names, metadata) of a checked safetensors header; NicodecError if malformed."""
     path = Path(path)
     check_regular(path)
     try:
@@ -111,7 +121,7 @@ def read_metadata(path: Path) -> dict[str, str]:
     if meta is not None and not (isinstance(meta, dict) and
                                  all(isinstance(v, str) for v in meta.values())):
         raise NicodecError(f"{path.name}: not a valid safetensors file (bad metadata)")
-    return dict(meta or {})
+    return [k for k in header if k != "__metadata__"], dict(meta or {})
 
 
 def parse(data: bytes, name: str) -> tuple[dict, dict]:

@@ -301,3 +301,13 @@ def test_a_joint_run_resumed_without_init_keeps_its_hyperpriors_activation(train
     entry = registry.Registry().find_base(quality=1, generation=2)
     tensors, _ = modelfile.load(reg.dir / entry.file)
     assert int(tensors["hyper.fixed_point"][hyperprior.LAYOUT_LEAK]) == 0
+
+
+def test_train_refuses_an_init_file_that_is_no_model_file(train_cli, tmp_path):
+    """A broken --init is one clear error, not a traceback, before anything trains."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"hello")
+    r, _ = train_cli("--crop", "32", "--init", str(bad))
+    assert r.exit_code == 1
+    assert "error: bad.safetensors: not a valid safetensors file" in r.output
+    assert "Traceback" not in r.output
