@@ -26,8 +26,10 @@ MAX_PIXELS = 1 << 28  # 268 M pixels
 MAX_PAYLOAD = 1 << 30
 CHANNELS = (1, 3)  # greyscale (decoded as L) or RGB
 # entropy coders (the header's coder field): the factorized prior's per-channel tables, and
-# the hyperprior's (nicodec.hyperprior, since 0.14)
-CODERS = {1: "constriction-rans", 2: "constriction-rans-hyperprior"}
+# the hyperprior's (nicodec.hyperprior, since 0.14), the hyperprior with a context model
+# (nicodec.context, since 0.16)
+CODERS = {1: "constriction-rans", 2: "constriction-rans-hyperprior",
+          3: "constriction-rans-hyperprior-context"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Header:
     height: int
     base_id: int  # uint32: first 4 bytes of the base weights' content hash
     adapter_id: int = NO_ADAPTER  # uint32; 0 = base codec
-    coder: int = 1  # CODERS: 1 = per-channel tables, 2 = hyperprior (rANS, constriction)
+    coder: int = 1  # CODERS: 1 = per-channel tables, 2 = hyperprior, 3 = + context (rANS)
     coder_version: int = 0  # (major << 8) | minor of constriction
     flags: int = 0  # reserved, must be 0
     version: int = 1  # 2 (TILED_VERSION) for images coded in tiles

@@ -161,27 +161,47 @@ class IntegerSynthesis:
                  tile: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """zq (N, hz, wz) -> (shift int32, table int16), each (M, h, w), for latents of
         ``shape`` (h, w): ``shift`` = floor of the rounded mean, ``table`` = scale index *
-        MEAN_STEPS + mean fraction. Runs in tiles of ``tile`` x ``tile`` z positions with a
-        margin of :data:`HALO` (integer arithmetic: the result is the same for any tile)."""
+        MEAN_STEPS + mean fraction (:meth:`raw`, then :meth:`quantize`)."""
+        return self.quantize(*self.raw(zq, shape, tile))
+
+    def raw(self, zq: np.ndarray, shape: tuple[int, int],
+            tile: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """zq (N, hz, wz) -> the last layer's integer (mu, s), each (M, h, w) float64 in
+        units of 2**-(WEIGHT_BITS + ACT_BITS), for latents of ``shape`` (h, w). Runs in
+        tiles of ``tile`` x ``tile`` z positions with a margin of :data:`HALO` (integer
+        arithmetic: the result is the same for any tile)."""
         h, w = shape
         hz, wz = zq.shape[1:]
-        shift = np.empty((self.channels, 4 * hz, 4 * wz), np.int32)
-        table = np.empty((self.channels, 4 * hz, 4 * wz), np.int16)
+        mu = np.empty((self.channels, 4 * hz, 4 * wz), np.float64)
+        s = np.empty((self.channels, 4 * hz, 4 * wz), np.float64)
         for r0 in range(0, hz, tile):
             for c0 in range(0, wz, tile):
                 a, c = max(0, r0 - HALO), max(0, c0 - HALO)
                 b, d = min(hz, r0 + tile + HALO), min(wz, c0 + tile + HALO)
-                s_, t_ = self._run(zq[:, a:b, c:d])
+                m_, s_ = self._run(zq[:, a:b, c:d])
                 rows = slice(4 * (r0 - a), 4 * (min(hz, r0 + tile) - a))
                 cols = slice(4 * (c0 - c), 4 * (min(wz, c0 + tile) - c))
                 out = (slice(None), slice(4 * r0, 4 * min(hz, r0 + tile)),
                        slice(4 * c0, 4 * min(wz, c0 + tile)))
-                shift[out], table[out] = s_[:, rows, cols], t_[:, rows, cols]
-        return shift[:, :h, :w], table[:, :h, :w]
+                mu[out], s[out] = m_[:, rows, cols], s_[:, rows, cols]
+        return np.ascontiguousarray(mu[:, :h, :w]), np.ascontiguousarray(s[:, :h, :w])
+
+    def quantize(self, mu: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer (mu, s) (:meth:`raw`) -> (shift int32, table int16): the mean rounded to
+        1/MEAN_STEPS, ``m = floor((mu * MEAN_STEPS + unit / 2) / unit)``, ``shift =
+        floor(m / MEAN_STEPS)``; the table ``scale index * MEAN_STEPS + m mod MEAN_STEPS``,
+        the scale index the number of ``thresholds`` <= s."""
+        unit = 1 << (WEIGHT_BITS + ACT_BITS)
+        m = _floor_shift(torch.from_numpy(mu) * MEAN_STEPS + unit // 2,
+                         WEIGHT_BITS + ACT_BITS).long()
+        scale = torch.searchsorted(self.thresholds, torch.from_numpy(s).contiguous(), right=True)
+        shift = torch.div(m, MEAN_STEPS, rounding_mode="floor")
+        table = scale * MEAN_STEPS + (m - shift * MEAN_STEPS)
+        return shift.numpy().astype(np.int32), table.numpy().astype(np.int16)
 
     @torch.no_grad()
     def _run(self, zq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The three layers on a whole (N, hz, wz) grid: (shift, table) (M, 4hz, 4wz)."""
+        """The three layers on a whole (N, hz, wz) grid: integer (mu, s) (M, 4hz, 4wz)."""
         x = torch.from_numpy(np.asarray(zq, np.float64))[None]
         x = self._act(_floor_shift(F.conv_transpose2d(x, self.w[0], self.b[0], 2, 2, 1),
                                    WEIGHT_BITS - ACT_BITS))
@@ -189,14 +209,7 @@ class IntegerSynthesis:
             F.conv_transpose2d(x, self.w[1], self.b[1] * (1 << ACT_BITS), 2, 2, 1),
             WEIGHT_BITS))
         out = F.conv2d(x, self.w[2], self.b[2] * (1 << ACT_BITS), 1, 1)[0]
-        mu, s = out[: self.channels], out[self.channels:]
-        unit = 1 << (WEIGHT_BITS + ACT_BITS)
-        m = _floor_shift(mu * MEAN_STEPS + unit // 2, WEIGHT_BITS + ACT_BITS).long()
-        scale = torch.searchsorted(self.thresholds, s.contiguous(), right=True)
-        shift = torch.div(m, MEAN_STEPS, rounding_mode="floor")
-        table = scale * MEAN_STEPS + (m - shift * MEAN_STEPS)
-        return shift.numpy(), table.numpy()
-
+        return out[: self.channels].numpy(), out[self.channels:].numpy()
 
     def _act(self, a: torch.Tensor) -> torch.Tensor:
         """The integer activation of exact integers ``a`` (float64)."""
@@ -271,6 +284,10 @@ def export_tensors(model) -> dict[str, torch.Tensor]:
             for k, v in model.z_prior.named_parameters()}
     out |= {f"z.{k}": v.contiguous() for k, v in build_tables(model.z_prior).items()}
     out |= {f"gauss.{k}": v for k, v in gaussian_tables().items()}
+    if hasattr(model, "context"):  # network.ContextHyperPrior: coder 3
+        from nicodec import context
+
+        out |= {f"ctx.{k}": v for k, v in context.export_tensors(model.context).items()}
     return out
 
 
@@ -335,9 +352,15 @@ class HyperCoder:
     in (channel, row, column) order, with t's Gaussian table (escapes as in
     :mod:`nicodec.entropy`). ``shift`` and ``t`` come from :class:`IntegerSynthesis` on
     zq, which the decoder has before it needs them.
+
+    With a context model (``hyper`` holds ``ctx.*``: coder 3, :mod:`nicodec.context`), the
+    symbols after zq come in :func:`~nicodec.context.groups` groups, one after another;
+    within group g, as above: by table, each table's elements in (channel, row, column)
+    order. A group's ``shift`` and ``t`` are computed once the groups before it are
+    decoded: h_s's (mu, s), refined by :class:`~nicodec.context.IntegerContext`.
     """
 
-    NAME = 2  # the header's coder code
+    NAME = 2  # the header's coder code (3 for an instance with a context model)
 
     def __init__(self, tables: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]):
         from nicodec.entropy import LatentCoder
@@ -357,6 +380,56 @@ class HyperCoder:
             raise ValueError("malformed Gaussian tables")
         self.y_coder = LatentCoder.from_ragged(hyper["gauss.offset"], length,
                                                [freq[a:b] for a, b in zip(starts, starts[1:])])
+        ctx = {k[4:]: v for k, v in hyper.items() if k.startswith("ctx.")}
+        self.context = None
+        if ctx:
+            from nicodec.context import IntegerContext
+
+            self.context = IntegerContext(ctx, self.channels)
+            self.NAME = 3
+
+    # ----------------------------------------------------------------- groups
+    def _groups(self, shape: tuple[int, int, int]) -> list[np.ndarray]:
+        """Flat indices into (M, h, w) of each group's elements, in (channel, row, column)
+        order: one group of every element, or the context model's groups."""
+        c_, h, w = shape
+        if self.context is None:
+            return [np.arange(c_ * h * w)]
+        from nicodec import context
+
+        k = c_ // context.SLICES
+        anchor = context.anchors(h, w).numpy().astype(bool).ravel()
+        plane = np.arange(h * w)
+        out = []
+        for g in range(context.groups()):
+            i = g // 2
+            pos = plane[anchor] if g % 2 == 0 else plane[~anchor]
+            out.append((np.arange(k * i, k * (i + 1))[:, None] * (h * w) + pos[None]).ravel())
+        return out
+
+    def _tables_of(self, g: int, idx: np.ndarray, q: np.ndarray,
+                   raw: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(shift, table) of group g's elements ``idx``, with ``q`` holding (at least) the
+        groups before g. ``raw``: h_s's (mu, s), and their copies that the context model
+        refines in place, group by group."""
+        mu_h, s_h, mu, s = raw
+        if self.context is not None:
+            self.context.refine(g, q, mu_h, s_h, mu, s)
+        return self.h_s.quantize(mu.ravel()[idx], s.ravel()[idx])
+
+    def _raw(self, zq: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        mu, s = self.h_s.raw(zq, shape)
+        return (mu, s, mu.copy(), s.copy()) if self.context is not None else (mu, s, mu, s)
+
+    def tables(self, q: np.ndarray, zq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shift int32, table int16), each (M, h, w): every element's distribution when
+        latents ``q`` are coded with side information ``zq``."""
+        raw = self._raw(zq, q.shape[1:])
+        shift = np.empty(q.size, np.int32)
+        table = np.empty(q.size, np.int16)
+        for g, idx in enumerate(self._groups(q.shape)):
+            shift[idx], table[idx] = self._tables_of(g, idx, q, raw)
+        return shift.reshape(q.shape), table.reshape(q.shape)
 
     # ----------------------------------------------------------------- encoder side
     @torch.no_grad()
@@ -397,14 +470,16 @@ class HyperCoder:
         import constriction
 
         coder = constriction.stream.stack.AnsCoder()
-        shift, table = self.h_s(zq, q.shape[1:])
+        shift, table = self.tables(q, zq)
         n = (q.astype(np.int64) - shift).ravel()
         table = table.ravel()
-        order = np.argsort(table, kind="stable")
-        used, starts = np.unique(table[order], return_index=True)
-        ends = np.append(starts[1:], len(order))
-        for t, a, b in reversed(list(zip(used, starts, ends))):
-            self.y_coder.push_symbols(coder, int(t), n[order[a:b]])
+        for idx in reversed(self._groups(q.shape)):
+            n_g, t_g = n[idx], table[idx]
+            order = np.argsort(t_g, kind="stable")
+            used, starts = np.unique(t_g[order], return_index=True)
+            ends = np.append(starts[1:], len(order))
+            for t, a, b in reversed(list(zip(used, starts, ends))):
+                self.y_coder.push_symbols(coder, int(t), n_g[order[a:b]])
         self.z_coder.push(coder, zq)
         return coder.get_compressed().astype("<u4").tobytes()
 
@@ -430,19 +505,23 @@ class HyperCoder:
         zq = self.z_coder.pop(coder, zshape, strict, last=False).astype(np.int64)
         if np.abs(zq).max(initial=0) > ZQ_MAX:
             raise NicodecError("corrupt payload: side information out of range")
-        shift, table = self.h_s(zq, (h, w))
-        table = table.ravel()
-        order = np.argsort(table, kind="stable")
-        used, starts = np.unique(table[order], return_index=True)
-        ends = np.append(starts[1:], len(order))
-        n = np.empty(table.size, np.int64)
-        for i, (t, a, b) in enumerate(zip(used, starts, ends)):
-            if strict and coder.is_empty():
-                raise NicodecError("corrupt payload: the entropy-coded stream ends before "
-                                   "the latents do")
-            n[order[a:b]] = self.y_coder.pop_symbols(coder, int(t), b - a,
-                                                     strict and i == len(used) - 1)
-        q = n.reshape(c_, h, w) + shift
+        raw = self._raw(zq, (h, w))
+        q = np.zeros((c_, h, w), np.int64)
+        flat = q.reshape(-1)
+        groups = self._groups(shape)
+        for g, idx in enumerate(groups):
+            shift, table = self._tables_of(g, idx, q, raw)
+            order = np.argsort(table, kind="stable")
+            used, starts = np.unique(table[order], return_index=True)
+            ends = np.append(starts[1:], len(order))
+            n = np.empty(len(idx), np.int64)
+            for i, (t, a, b) in enumerate(zip(used, starts, ends)):
+                if strict and coder.is_empty():
+                    raise NicodecError("corrupt payload: the entropy-coded stream ends before "
+                                       "the latents do")
+                last = strict and g == len(groups) - 1 and i == len(used) - 1
+                n[order[a:b]] = self.y_coder.pop_symbols(coder, int(t), b - a, last)
+            flat[idx] = n + shift
         if np.abs(q).max(initial=0) >= 1 << 31:
             raise NicodecError("corrupt payload: latent out of range")
         q = q.astype(np.int32)
@@ -456,7 +535,7 @@ class HyperCoder:
     def ideal_bits(self, q: np.ndarray) -> float:
         """-log2 p of latents q under the frozen tables, side information included."""
         zq = self.side(q)
-        shift, table = self.h_s(zq, q.shape[1:])
+        shift, table = self.tables(q, zq)
         n = (q.astype(np.int64) - shift).ravel()
         table = table.ravel()
         bits = self.z_coder.ideal_bits(zq)
@@ -466,8 +545,9 @@ class HyperCoder:
 
     def density(self, q: np.ndarray, device: str = "cpu") -> "ConditionalDensity":
         """The distributions the tables give latents coded with ``q``'s side information,
-        as a differentiable density (for :mod:`nicodec.effort`'s search around ``q``)."""
-        shift, table = self.h_s(self.side(q), q.shape[1:])
+        as a differentiable density (for :mod:`nicodec.effort`'s search around ``q``; with a
+        context model, the context of ``q``'s own symbols)."""
+        shift, table = self.tables(q, self.side(q))
         sig = torch.from_numpy(scales()).float()[torch.from_numpy(table // MEAN_STEPS).long()]
         mean = torch.from_numpy(shift).float() + torch.from_numpy(
             table % MEAN_STEPS).float() / MEAN_STEPS

@@ -9,6 +9,10 @@ through the analysis.
     python -m nicodec.hypertrain --domain photo -q 1 --steps 16000 --out runs/hp/photo-q1
     python -m nicodec.hypertrain export runs/hp/photo-q1.safetensors --generation 7 \
         --command "python -m nicodec.hypertrain --domain photo -q 1 --steps 16000 ..."
+
+``--context`` adds a context model (:mod:`nicodec.context`, coder 3) to the codec's own
+hyperprior: both train, the context at ``--lr`` and the hyperprior at a tenth of it (it
+starts trained; the context starts as the identity).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nicodec import data, image
-from nicodec.network import HyperPrior
+from nicodec.network import ContextHyperPrior, HyperPrior
 
 CROP = 768  # pixels: the training crops whose latents are precomputed
 CROPS_PER_IMAGE = 4
@@ -31,15 +35,16 @@ WINDOW = 32  # latent rows/columns of a training window (512 pixels)
 BATCH = 8
 
 
-def latent_crops(codec, files: list[Path], seed: int = 0) -> list[np.ndarray]:
-    """The codec's integer latents (M, h, w) int16 of up to CROPS_PER_IMAGE random
+def latent_crops(codec, files: list[Path], seed: int = 0,
+                 per_image: int = CROPS_PER_IMAGE) -> list[np.ndarray]:
+    """The codec's integer latents (M, h, w) int16 of up to ``per_image`` random
     ``CROP`` x ``CROP`` crops of each image (the whole image when smaller)."""
     rng = np.random.default_rng(seed)
     out = []
     for f in files:
         rgb = image.load(f).rgb
         h, w = rgb.shape[:2]
-        n = 1 if (h <= CROP and w <= CROP) else CROPS_PER_IMAGE
+        n = 1 if (h <= CROP and w <= CROP) else per_image
         for _ in range(n):
             y0 = int(rng.integers(max(1, h - CROP + 1)))
             x0 = int(rng.integers(max(1, w - CROP + 1)))
@@ -76,20 +81,26 @@ class WindowSampler:
 
 
 def train(model: HyperPrior, sampler: WindowSampler, steps: int, lr: float = 1e-3,
-          log=print, checkpoint=None, every: int = 1000) -> list[float]:
+          log=print, checkpoint=None, every: int = 1000,
+          hyper_lr: float | None = None) -> list[float]:
     """Adam on bits per pixel (the side information included), ``lr`` then lr/10 over the
-    last 20 % of the steps; the z prior's quantiles by CompressAI's aux loss. Returns the
+    last 20 % of the steps (``hyper_lr``: the hyperprior's own rate where a context model
+    trains at ``lr``); the z prior's quantiles by CompressAI's aux loss. Returns the
     training bpp per ``every`` steps."""
-    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    main = [p for n, p in model.named_parameters()
+            if not n.endswith("quantiles") and not n.startswith("context.")]
+    ctx = [p for n, p in model.named_parameters() if n.startswith("context.")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    opt, aux_opt = torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=1e-3)
+    opt = torch.optim.Adam([{"params": main, "lr": lr if hyper_lr is None else hyper_lr},
+                            {"params": ctx, "lr": lr}])
+    aux_opt = torch.optim.Adam(aux, lr=1e-3)
     pixels = BATCH * (16 * sampler.window) ** 2
     model.train()
     t0, acc, curve = time.time(), [], []
     for step in range(steps):
         if step == int(0.8 * steps):
             for g in opt.param_groups:
-                g["lr"] = lr / 10
+                g["lr"] /= 10
         q = sampler.batch(BATCH)
         bits_y, bits_z = model(q)
         bpp = (bits_y + bits_z) / pixels
@@ -158,7 +169,8 @@ def export(argv: list[str]) -> None:
         meta = f.metadata()
     reg = registry.Registry()
     entry = reg.find_base(model_id=meta["codec_base"])
-    model = HyperPrior(m=reg.load_base(entry)[1].channels, leak_bits=leak_of(meta))
+    kind = ContextHyperPrior if meta.get("context") == "1" else HyperPrior
+    model = kind(m=reg.load_base(entry)[1].channels, leak_bits=leak_of(meta))
     model.load(load_file(a.state))
     new = registry.export_hyperprior(entry, reg.base_tensors(entry)[0], model,
                                      steps=int(meta["step"]), command=a.command,
@@ -221,18 +233,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--init", help="a HyperPrior state (safetensors) to start from")
+    ap.add_argument("--context", action="store_true",
+                    help="add a context model to the codec's own hyperprior (coder 3)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--crops-per-image", type=int, default=CROPS_PER_IMAGE,
+                    help=f"random {CROP}x{CROP} crops of each training image")
     ap.add_argument("--out", required=True, help="output prefix: PREFIX.safetensors, .json")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    codec = Registry().codec(quality=a.quality, domain=a.domain)
+    reg = Registry()
+    codec = reg.codec(quality=a.quality, domain=a.domain)
     files = data.list_images(data.split_dir(a.domain, "train"))
     t0 = time.time()
-    lat = latent_crops(codec, files)
     torch.set_num_threads(a.threads)
+    lat = latent_crops(codec, files, per_image=a.crops_per_image)
     print(f"{len(lat)} latent crops of {len(files)} images ({time.time() - t0:.0f} s)",
           flush=True)
-    model = HyperPrior(m=codec.coder.channels)
+    if a.context:
+        from nicodec import modelfile
+
+        own = modelfile.hyper_tensors(reg.base_tensors(
+            reg.find_base(model_id=f"{codec.base_id:08x}"))[0])
+        if not own or codec.adapter_id:
+            raise SystemExit("--context refines a base model's own hyperprior: "
+                             f"{a.domain} q{a.quality} has none")
+        model = ContextHyperPrior.from_tensors(own)
+    else:
+        model = HyperPrior(m=codec.coder.channels)
     if a.init:
         model.load(load_file(a.init))
     out = Path(a.out)
@@ -242,13 +269,16 @@ def main(argv: list[str] | None = None) -> None:
         save_file(model.state(), f"{out}.safetensors",
                   metadata={"domain": a.domain, "quality": str(a.quality), "step": str(step),
                             "leak_bits": str(model.leak_bits),
+                            "context": str(int(a.context)),
                             "codec_base": f"{codec.base_id:08x}",
                             "codec_adapter": f"{codec.adapter_id:08x}"})
 
     curve = train(model, WindowSampler(lat), a.steps, a.lr,
-                  log=lambda s: print(s, flush=True), checkpoint=save)
+                  log=lambda s: print(s, flush=True), checkpoint=save,
+                  hyper_lr=a.lr / 10 if a.context else None)
     save(a.steps)
     json.dump({"domain": a.domain, "quality": a.quality, "steps": a.steps, "lr": a.lr,
+               "context": a.context,
                "init": a.init, "curve_bpp_per_1000": curve,
                "codec_base": f"{codec.base_id:08x}", "codec_adapter": f"{codec.adapter_id:08x}"},
               open(f"{out}.json", "w"), indent=1)

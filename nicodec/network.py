@@ -581,6 +581,35 @@ class HyperPrior(nn.Module):
         return -torch.log2(gaussian_likelihood(q, mu, s)).sum(), -torch.log2(z_lik).sum()
 
 
+class ContextHyperPrior(HyperPrior):
+    """A :class:`HyperPrior` whose Gaussians a context model refines from the symbols
+    decoded before each element's group (:mod:`nicodec.context`; coder 3)."""
+
+    def __init__(self, m: int = N_FILTERS, n: int = hyperprior.Z_CHANNELS,
+                 leak_bits: int = hyperprior.LEAK_BITS):
+        from nicodec.context import ContextModel
+
+        super().__init__(m, n, leak_bits)
+        self.context = ContextModel(m)
+
+    @classmethod
+    def from_tensors(cls, hyper: dict[str, torch.Tensor], m: int | None = None) -> "ContextHyperPrior":
+        """A model file's ``hyper.*``: its hyperprior, and its context model if it has one
+        (else a new one, which starts as the identity)."""
+        from nicodec import context
+
+        model = super().from_tensors(hyper, m)
+        ctx = {k[4:]: v for k, v in hyper.items() if k.startswith("ctx.")}
+        if ctx:
+            model.context.load_state_dict(context.from_tensors(ctx, model.m).state_dict())
+        return model
+
+    def parameters_of(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, s, z_lik = super().parameters_of(q)
+        mu, s = self.context(q, mu, s)
+        return mu, s, z_lik
+
+
 def _eb_likelihood(model, v: torch.Tensor) -> torch.Tensor:
     """Likelihood (B, C, H, W) of the unit bins centred on ``v`` under a factorized prior."""
     b, c, h, w = v.shape

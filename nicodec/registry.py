@@ -287,6 +287,17 @@ def build_base(tensors: dict) -> tuple["FrozenNet", "LatentCoder"]:
         raise NicodecError(f"model file's hyperprior is not one this nicodec reads ({e})") from None
 
 
+def _transform_parameters(entry: BaseModel, tensors: dict) -> int:
+    """Parameters of a base model without its hyperprior (``entry``'s count when it has
+    none)."""
+    if not entry.transforms:
+        return entry.parameters
+    from nicodec.network import HyperPrior
+
+    old = HyperPrior.from_tensors(hyper_tensors(tensors))
+    return entry.parameters - sum(p.numel() for p in old.parameters())
+
+
 def export_hyperprior(entry: BaseModel, tensors: dict, hyper, *, steps: int, command: str,
                       generation: int, models_dir: Path | None = None) -> BaseModel:
     """A new base model: ``entry``'s transforms and tables (``tensors``, its file's) plus a
@@ -298,7 +309,9 @@ def export_hyperprior(entry: BaseModel, tensors: dict, hyper, *, steps: int, com
     base = {k: v for k, v in tensors.items() if not k.startswith(HYPER_PREFIX)}
     out = base | {HYPER_PREFIX + k: v for k, v in export_tensors(hyper).items()}
     mid = format_id(content_id(out))
-    arch = entry.arch + "+hyperprior"
+    # the transforms' own architecture, with this entropy model
+    arch = entry.arch.split("+")[0] + "+hyperprior" + ("+context" if hasattr(hyper, "context")
+                                                       else "")
     meta = {"nicodec": "base", "arch": arch, "domain": entry.domain,
             "quality": str(entry.quality), "lambda": repr(entry.lam), "id": mid,
             "transforms": entry.id}
@@ -307,9 +320,10 @@ def export_hyperprior(entry: BaseModel, tensors: dict, hyper, *, steps: int, com
     new = BaseModel(file=name, id=mid, sha256=file_sha256(directory / name),
                     domain=entry.domain, quality=entry.quality, lam=entry.lam,
                     generation=generation, arch=arch,
-                    parameters=entry.parameters + sum(p.numel() for p in hyper.parameters()),
+                    parameters=_transform_parameters(entry, tensors)
+                    + sum(p.numel() for p in hyper.parameters()),
                     steps=steps, train_images=entry.train_images, command=command,
-                    created=_dt.date.today().isoformat(), transforms=entry.id)
+                    created=_dt.date.today().isoformat(), transforms=entry.transforms or entry.id)
     with _manifest_lock(directory):
         manifest = Manifest.read(directory)
         manifest.bases = [m for m in manifest.bases if m.file != name] + [new]
