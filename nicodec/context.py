@@ -111,12 +111,15 @@ class ContextModel(nn.Module):
 
 @torch.no_grad()
 def export_tensors(model: ContextModel) -> dict[str, torch.Tensor]:
-    """``ctx.*`` of a model file: each group's weights as fixed-point integers
-    (``ctx.<g>.<layer>.weight|bias``) and ``ctx.layout``."""
+    """``ctx.*`` of a model file: each group's weights and biases as fixed-point integers
+    (``ctx.<g>.<layer>.weight`` int16, ``.bias`` int32) and ``ctx.layout``."""
     out = {"layout": torch.tensor(LAYOUT, dtype=torch.int64)}
     for g, net in enumerate(model.f):
         for i in LAYERS:
-            out[f"{g}.{i}.weight"] = hp.fixed_point(net[i].weight, hp.WEIGHT_BITS)
+            w = hp.fixed_point(net[i].weight, hp.WEIGHT_BITS)
+            if w.abs().max() > torch.iinfo(torch.int16).max:
+                raise ValueError("context weight out of the int16 fixed-point range")
+            out[f"{g}.{i}.weight"] = w.to(torch.int16)
             out[f"{g}.{i}.bias"] = hp.fixed_point(net[i].bias, hp.WEIGHT_BITS)
     return out
 
@@ -151,7 +154,8 @@ def check(ctx: dict[str, torch.Tensor], m: int) -> None:
         raise ValueError("context tensors do not match (unexpected or missing "
                          f"{sorted(set(ctx) ^ set(want))[:3]})")
     for key, shape in want.items():
-        if shape is not None and (tuple(ctx[key].shape) != shape or ctx[key].dtype != torch.int32):
+        dtype = torch.int16 if key.endswith("weight") else torch.int32
+        if shape is not None and (tuple(ctx[key].shape) != shape or ctx[key].dtype != dtype):
             raise ValueError(f"context tensor {key} has shape {tuple(ctx[key].shape)} "
                              f"{ctx[key].dtype}")
 
