@@ -136,6 +136,12 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
     sampler = data.CropSampler.from_files(distributed.shard(files), crop=run.crop)
     run.runs.mkdir(parents=True, exist_ok=True)
     ckpt = run.runs / f"{run.name}.ckpt"
+    if run.init is not None and any(k.startswith(modelfile.HYPER_PREFIX + "ctx.")
+                                    for k in modelfile.tensor_names(run.init)):
+        raise NicodecError(f"{run.init} codes with a context model, which nicodec train does "
+                           "not train: start from the model whose hyperprior it refines "
+                           "(nicodec models --all lists it as the same quality's generation "
+                           "before)")
     joint = run.hyperprior or has_hyperprior(run.init) or (ckpt.exists() and has_hyperprior(ckpt))
     model = JointCodec(FactorizedPrior(), HyperPrior(leak_bits=_leak_bits(ckpt))) if joint \
         else FactorizedPrior()

@@ -676,7 +676,7 @@ def _list_models(show_all: bool = False):
             continue
         size = (reg.dir / m.file).stat().st_size
         t.add_row(m.domain, str(m.quality), m.id, str(m.generation),
-                  "base + hyperprior" if m.arch.endswith("+hyperprior") else "base",
+                  "base + " + " + ".join(m.arch.split("+")[1:]) if "+" in m.arch else "base",
                   f"{m.parameters:,}", f"{size / 1e6:.2f} MB", "shipped")
     encoding = {m.path for m in reg.packages(newest_only=True)}  # what --domain NAME takes
     for meta in sorted(reg.packages(), key=lambda m: (m.name, -m.generation)):

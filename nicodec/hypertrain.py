@@ -175,7 +175,7 @@ def export(argv: list[str]) -> None:
     new = registry.export_hyperprior(entry, reg.base_tensors(entry)[0], model,
                                      steps=int(meta["step"]), command=a.command,
                                      generation=a.generation)
-    print(f"{new.file}: {new.id} (generation {new.generation}, transforms of {entry.id})")
+    print(f"{new.file}: {new.id} (generation {new.generation}, transforms of {new.transforms})")
 
 
 def export_package(argv: list[str]) -> None:

@@ -26,9 +26,10 @@ DISTORTION=${DISTORTION:-psnr}
 DEVICE=${DEVICE:-cuda}
 # HYPERPRIOR=1: train the transforms together with their hyperprior (`--hyperprior`, rate
 # of the rounded symbols), from a generation that has one, e.g.
-#   HYPERPRIOR=1 GEN=8 INIT_GEN=7 bash scripts/gpu_train.sh run
+#   HYPERPRIOR=1 GEN=9 INIT_GEN=7 bash scripts/gpu_train.sh run
 # (each quality then starts from its own INIT_GEN file, which holds its hyperprior; see
-# models/training/README.md, "Generation 8, not shipped", for why it needs long runs)
+# models/training/README.md, "0.15: transforms fine-tuned with their hyperprior", for why it
+# needs long runs; generation 8 is 0.16's context model on generation 7)
 HYPERPRIOR=${HYPERPRIOR:-}
 
 prepare() {

@@ -7,7 +7,7 @@ the real test-set point (files encoded and decoded) in a JSON-lines file every 5
 
 Crops 256 x 256, batch 4, the PSNR distortion as generations 5-7 trained, synthesis on
 rounded latents; fast path without torch.compile; one thread. Results:
-models/training/README.md, "Generation 8, not shipped".
+models/training/README.md, "0.15: transforms fine-tuned with their hyperprior".
 """
 
 import argparse

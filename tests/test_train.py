@@ -311,3 +311,17 @@ def test_train_refuses_an_init_file_that_is_no_model_file(train_cli, tmp_path):
     assert r.exit_code == 1
     assert "error: bad.safetensors: not a valid safetensors file" in r.output
     assert "Traceback" not in r.output
+
+
+def test_train_refuses_an_init_file_with_a_context_model(train_cli, tmp_path):
+    """nicodec train does not train a context model: a generation-8 file is refused with
+    what to start from instead, not trained without its context and exported as less."""
+    import torch
+
+    from nicodec import modelfile
+
+    f = tmp_path / "ctx.safetensors"
+    modelfile.save({"hyper.ctx.layout": torch.tensor([4, 64, 4095])}, f, {})
+    r, _ = train_cli("--crop", "32", "--init", str(f))
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "codes with a context model" in r.output
