@@ -14,7 +14,11 @@
 #     7,200, 7,200, 4,200, 4,200), then a synthesis stage (q1 3,000 steps, the others 2,000);
 #   generation 6 (q4 alone): generation 5's q4 main stage (its snapshot at step 7,000 in
 #     models/training/wip/) continued on the 301 training photos to step 19,000 at 3e-5 (a
-#     third from 60 %), then to step 23,000 at 1e-5 (a third from 90 %); no synthesis stage.
+#     third from 60 %), then to step 23,000 at 1e-5 (a third from 90 %); no synthesis stage;
+#   generation 7 (0.14): a hyperprior on generations 5/6's latents, nicodec.hypertrain (its
+#     commands are in the manifest; not repeated here);
+#   generation 8 (0.16): generation 7's hyperprior + a context model (hypertrain --context,
+#     4,000 steps a quality), GENERATIONS="8", from the shipped generation 7.
 # Every run resumes from runs/ when interrupted and ends by exporting
 # photo-gG-qQ.safetensors to models/ with its manifest entry. The shipped generation-2 q2 and
 # q4 started from q3's snapshot at step 34,000 (runs/q3-34k.safetensors), not from its end:
@@ -24,6 +28,7 @@
 # the shipped generation 4; GENERATIONS="6": generation 6's q4 from the committed snapshot).
 set -euo pipefail
 NIC=${NIC:-.venv/bin/nicodec}
+PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-42000}
 WARM=${WARM:-3000}
 GENERATIONS=${GENERATIONS:-2 3 4 5 6}
@@ -62,6 +67,13 @@ for gen in $GENERATIONS; do
     6)
       $NIC train --domain photo -q 4 --steps 19000 --lr 3e-5 --lr-drop-at 0.6 --generation 6 --init models/training/wip/photo-q4-psnr-main7000.safetensors --runs runs/g6b-q4 --distortion psnr
       $NIC train --domain photo -q 4 --steps 23000 --lr 1e-5 --lr-drop-at 0.9 --ckpt-every 1000 --generation 6 --runs runs/g6b-q4 --distortion psnr
+      ;;
+    8)
+      for q in 1 2 3 4; do
+        $PY -m nicodec.hypertrain --domain photo -q $q --steps 4000 --context --crops-per-image 1 --out runs/hp/photo-ctx-q$q
+        $PY -m nicodec.hypertrain export runs/hp/photo-ctx-q$q.safetensors --generation 8 \
+          --command "python -m nicodec.hypertrain --domain photo -q $q --steps 4000 --context --crops-per-image 1 --out runs/hp/photo-ctx-q$q && python -m nicodec.hypertrain export runs/hp/photo-ctx-q$q.safetensors --generation 8"
+      done
       ;;
   esac
 done
