@@ -181,6 +181,12 @@ class IntegerContext:
         self.b = [[ctx[f"{g}.{i}.bias"].double() for i in LAYERS] for g in range(groups())]
         if self.max_sum() >= hp.ACC_LIMIT:
             raise ValueError("integer context weights too large for exact float64 sums")
+        # group g reads only the q channels that can be decoded before it (the rest are
+        # masked to 0 and add exactly 0): its first layer keeps their weights and mu's, s's
+        self.reads = [self.k * (g // 2) + self.k * (g % 2) for g in range(groups())]
+        for g, read in enumerate(self.reads):
+            w0 = self.w[g][0]
+            self.w[g][0] = torch.cat([w0[:, :read], w0[:, m:]], 1).contiguous()
 
     def max_sum(self) -> float:
         """An upper bound on any partial sum's magnitude, every input at its limit."""
@@ -207,9 +213,11 @@ class IntegerContext:
                 a, c = max(0, r0 - HALO), max(0, c0 - HALO)
                 b, d = min(h, r0 + TILE + HALO), min(w, c0 + TILE + HALO)
                 anchor = anchors(b - a, d - c, a, c)
+                read = self.reads[g]
                 x = torch.cat([
-                    torch.from_numpy(np.clip(q[:, a:b, c:d], -Q_MAX, Q_MAX).astype(np.float64))
-                    * known_mask(g, self.m, anchor) * float(1 << hp.ACT_BITS),
+                    torch.from_numpy(np.clip(q[:read, a:b, c:d], -Q_MAX, Q_MAX)
+                                     .astype(np.float64))
+                    * known_mask(g, self.m, anchor)[:read] * float(1 << hp.ACT_BITS),
                     self._to_act(mu_h[sl, a:b, c:d]), self._to_act(s_h[sl, a:b, c:d])])
                 d_mu, d_s = self._run(g, x[None])
                 at = where(g, anchor).numpy()

@@ -464,13 +464,15 @@ class HyperCoder:
             raise ValueError(f"expected ({self.channels}, H, W) latents, got {q.shape}")
         return self.encode_with(q, self.side(q))
 
-    def encode_with(self, q: np.ndarray, zq: np.ndarray) -> bytes:
+    def encode_with(self, q: np.ndarray, zq: np.ndarray,
+                    tables: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
         """The stream of latents q with side information zq (deterministic: the canonical
-        encoding that :meth:`decode` checks a payload against)."""
+        encoding that :meth:`decode` checks a payload against). ``tables``: their
+        :meth:`tables`, when the caller has them already (the decoder)."""
         import constriction
 
         coder = constriction.stream.stack.AnsCoder()
-        shift, table = self.tables(q, zq)
+        shift, table = self.tables(q, zq) if tables is None else tables
         n = (q.astype(np.int64) - shift).ravel()
         table = table.ravel()
         for idx in reversed(self._groups(q.shape)):
@@ -509,8 +511,11 @@ class HyperCoder:
         q = np.zeros((c_, h, w), np.int64)
         flat = q.reshape(-1)
         groups = self._groups(shape)
+        shifts = np.empty(q.size, np.int32)
+        tables = np.empty(q.size, np.int16)
         for g, idx in enumerate(groups):
             shift, table = self._tables_of(g, idx, q, raw)
+            shifts[idx], tables[idx] = shift, table
             order = np.argsort(table, kind="stable")
             used, starts = np.unique(table[order], return_index=True)
             ends = np.append(starts[1:], len(order))
@@ -526,7 +531,10 @@ class HyperCoder:
             raise NicodecError("corrupt payload: latent out of range")
         q = q.astype(np.int32)
         # as LatentCoder.decode: valid exactly when it is the encoding of what it decodes to
-        if strict and (not coder.is_empty() or self.encode_with(q, zq) != bytes(data)):
+        # (with the tables it decoded with: the encoder's, since they depend only on zq and
+        # the groups decoded before each)
+        if strict and (not coder.is_empty() or self.encode_with(
+                q, zq, (shifts.reshape(q.shape), tables.reshape(q.shape))) != bytes(data)):
             raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
                                "the latents do")
         return q
