@@ -56,7 +56,7 @@ REPO_MODELS = _shipped_models()
 # model set is, per quality, the newest base of generation <= G (:meth:`Registry.find_base`).
 # Encoding uses the newest base of each quality; ``nicodec train`` exports as
 # CURRENT_GENERATION unless told otherwise.
-CURRENT_GENERATION = 7
+CURRENT_GENERATION = 8
 
 
 def base_file_stem(domain: str, quality: int, generation: int) -> str:
@@ -505,7 +505,7 @@ class Registry:
         base_id, adapter_id = format_id(header.base_id), header.adapter_id
         if adapter_id != NO_ADAPTER:
             aid = format_id(adapter_id)
-            found = self._find_package_id(aid, cawf=True)
+            found = self._find_package_id(aid, cawf=True, base_id=base_id)
             if found:
                 meta, quality = found
                 base_of = meta.qualities[quality].base_id
@@ -528,15 +528,21 @@ class Registry:
         raise NicodecError(f"model {model_id} is not installed (installed: "
                            f"{', '.join(self.all_ids()) or 'none'})")
 
-    def _find_package_id(self, model_id: str, cawf: bool | None = None):
-        """(package meta, quality) of an ID; ``cawf`` restricts to adapters / full codecs."""
+    def _find_package_id(self, model_id: str, cawf: bool | None = None,
+                         base_id: str | None = None):
+        """(package meta, quality) of an ID; ``cawf`` restricts to adapters / full codecs.
+        An adapter's ID covers its own tensors only, so the same adapter may sit on two bases
+        (trained alike on two generations that share their transforms): ``base_id`` prefers
+        the one on that base."""
+        found = []
         for meta in self.packages():
             if cawf is not None and methods.get(meta.method).extends_base != cawf:
                 continue
             for quality, info in meta.qualities.items():
                 if info.id == model_id:
-                    return meta, quality
-        return None
+                    found.append((meta, quality))
+        on_base = [f for f in found if f[0].qualities[f[1]].base_id == base_id]
+        return (on_base or found or [None])[0]
 
     def all_ids(self) -> list[str]:
         ids = sorted(self.base_ids())

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from nicodec import container, modelfile, registry
-from nicodec.network import HyperPrior
+from nicodec.network import ContextHyperPrior, HyperPrior
 from nicodec.network import count_parameters
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -52,12 +52,16 @@ def test_shipped_models_match_manifest_and_paper_counts(shipped):
         assert gen in {m.generation for m in entries}  # and renews at least one
     assert sorted(m.quality for m in bases if m.generation == 1) == [1, 2, 3, 4]
     hyper = count_parameters(HyperPrior(m=64))
+    ctx = count_parameters(ContextHyperPrior(m=64)) - hyper
     for m in bases:
-        # the paper's 64-filter model; generation 7 adds a hyperprior on unchanged transforms
-        assert m.parameters == 655_619 + (hyper if m.arch.endswith("+hyperprior") else 0)
+        # the paper's 64-filter model; generation 7 adds a hyperprior on unchanged transforms,
+        # generation 8 a context model on that
+        assert m.parameters == 655_619 + (hyper if "+hyperprior" in m.arch else 0) + (
+            ctx if m.arch.endswith("+context") else 0)
         if m.transforms:
             kept = shipped.find_base(model_id=m.transforms)
-            assert (kept.quality, kept.arch + "+hyperprior") == (m.quality, m.arch)
+            assert kept.quality == m.quality and kept.arch == "factorized"
+            assert m.arch in ("factorized+hyperprior", "factorized+hyperprior+context")
         shipped.load_base(m)  # verifies the file hash against the manifest
         tensors = load_file(str(shipped.dir / m.file))
         assert container.format_id(modelfile.content_id(tensors)) == m.id
