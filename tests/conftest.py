@@ -45,3 +45,22 @@ def smooth_image(h, w, seed=0, channels=3):
     img = np.stack([np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in range(channels)], -1)
     img = (img + 1) * 110 + rng.normal(0, 4, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def object_ints(t):
+    """A tensor's values as Python integers (numpy object array): exact at any size."""
+    return t.numpy().astype(object)
+
+
+def int_conv3(x, w, b):
+    """A 3x3 convolution (zero padding 1) by its definition, in Python integers: the
+    reference the integer networks (h_s, the context model) are checked against.
+    x (Cin, H, W), w (Cout, Cin, 3, 3), b (Cout,), all object arrays."""
+    cin, h, wd = x.shape
+    xp = np.zeros((cin, h + 2, wd + 2), dtype=object)
+    xp[:, 1:-1, 1:-1] = x
+    out = np.zeros((w.shape[0], h, wd), dtype=object)
+    for di in range(3):
+        for dj in range(3):
+            out += np.tensordot(w[:, :, di, dj], xp[:, di:di + h, dj:dj + wd], axes=1)
+    return out + b[:, None, None]

@@ -7,6 +7,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import int_conv3 as conv3
+from conftest import object_ints as obj
 from conftest import smooth_image
 from nicodec import container, context, registry
 from nicodec import hyperprior as hp
@@ -47,18 +49,6 @@ def _ctx(hyper):
 
 def _reference_refine(ctx, g, q, mu, s):
     """Group g's corrections in Python integers, 3x3 convolutions by their definition."""
-    def obj(t):
-        return t.numpy().astype(object)
-
-    def conv3(x, w, b):
-        cin, h, wd = x.shape
-        xp = np.zeros((cin, h + 2, wd + 2), dtype=object)
-        xp[:, 1:-1, 1:-1] = x
-        out = np.zeros((w.shape[0], h, wd), dtype=object)
-        for di in range(3):
-            for dj in range(3):
-                out += np.tensordot(w[:, :, di, dj], xp[:, di:di + h, dj:dj + wd], axes=1)
-        return out + b[:, None, None]
 
     def act(a):
         return np.clip(np.where(a < 0, a // 2 ** hp.LEAK_BITS, a), -hp.ACT_MAX, hp.ACT_MAX)
@@ -137,19 +127,9 @@ def test_the_float_model_predicts_what_the_integer_one_codes(hyper):
     assert not np.array_equal(plain.tables(qi, c.side(qi))[1], table)
 
 
-@pytest.mark.parametrize("shape,lo,hi", [((M, 5, 7), -4, 5), ((M, 4, 4), -6000, 6000),
-                                          ((M, 1, 1), 0, 1), ((M, 13, 2), -1, 2),
-                                          ((M, 2, 1), -3, 3)])
-def test_round_trip(coder, shape, lo, hi):
-    q = np.random.default_rng(4).integers(lo, hi, shape).astype(np.int32)
-    data = coder.encode(q)
-    out = coder.decode(data, shape)
-    assert out.dtype == np.int32 and np.array_equal(out, q)
-    assert abs(coder.ideal_bits(q) - 8 * len(data)) < 64 + 0.02 * 8 * len(data)
-
-
-# the hyperprior's refusals of corrupt payloads, run here on this module's coder 3
-from test_hyperprior import test_corrupt_payload_is_refused  # noqa: E402, F401
+# the hyperprior's round trips (escapes; |q| beyond the nets' clamp Q_MAX; 1x1 and 2x1
+# grids) and refusals of corrupt payloads, run here on this module's coder 3
+from test_hyperprior import test_corrupt_payload_is_refused, test_round_trip  # noqa: E402, F401
 
 
 @pytest.mark.parametrize("change", ["layout", "missing", "shape", "dtype"])

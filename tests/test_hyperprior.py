@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import int_conv3 as conv3
+from conftest import object_ints as obj
 from nicodec import hyperprior as hp
 from nicodec.entropy import TOTAL
 from nicodec.errors import NicodecError
@@ -38,18 +40,6 @@ def _reference_hs(hyper, zq):
                     out[:, 2 * i:2 * i + 5, 2 * j:2 * j + 5] += x[c, i, j] * w[c]
         return out[:, 2:2 + 2 * h, 2:2 + 2 * wd] + b[:, None, None]
 
-    def conv3(x, w, b):
-        cin, h, wd = x.shape
-        xp = np.zeros((cin, h + 2, wd + 2), dtype=object)
-        xp[:, 1:-1, 1:-1] = x
-        out = np.zeros((w.shape[0], h, wd), dtype=object)
-        for di in range(3):
-            for dj in range(3):
-                out += np.tensordot(w[:, :, di, dj], xp[:, di:di + h, dj:dj + wd], axes=1)
-        return out + b[:, None, None]
-
-    def obj(t):
-        return t.numpy().astype(object)
 
     leak = int(hyper["fixed_point"][hp.LAYOUT_LEAK])
 
@@ -121,7 +111,8 @@ def test_thresholds_pick_the_nearest_scale_in_log():
 
 
 @pytest.mark.parametrize("shape,lo,hi", [((8, 5, 7), -4, 5), ((8, 4, 4), -2000, 2000),
-                                          ((8, 1, 1), 0, 1), ((8, 13, 2), -1, 2)])
+                                          ((8, 4, 4), -6000, 6000), ((8, 1, 1), 0, 1),
+                                          ((8, 13, 2), -1, 2), ((8, 2, 1), -3, 3)])
 def test_round_trip(coder, shape, lo, hi):
     q = np.random.default_rng(3).integers(lo, hi, shape).astype(np.int32)
     data = coder.encode(q)
