@@ -798,7 +798,8 @@ def models_remove(name):
 @click.option("--init", "init_from", type=click.Path(exists=True, dir_okay=False),
               help="warm-start from a model file; a snapshot from runs/ resumes at its step")
 @click.option("--generation", type=int, default=None,
-              help="model generation to export as (default: the newest)")
+              help="model generation to export as (default: a new one, after the newest "
+                   "installed; an installed model is never replaced)")
 @click.option("--runs", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="checkpoints, snapshots and the test-set curve")
 @click.option("--ckpt-every", type=int, default=2000, show_default=True)
@@ -826,7 +827,7 @@ def train(domain, quality, steps, batch, crop, lr, lr_drop_at, init_from, genera
     from nicodec import basetrain, registry
 
     run = basetrain.BaseRun(domain=domain, quality=quality, steps=steps,
-                            generation=generation or registry.CURRENT_GENERATION, batch=batch,
+                            generation=generation or registry.next_generation(), batch=batch,
                             crop=crop,
                             lr=lr, lr_drop_at=lr_drop_at,
                             init=Path(init_from) if init_from else None, runs=Path(runs),

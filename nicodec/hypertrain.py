@@ -169,6 +169,7 @@ def export(argv: list[str]) -> None:
         meta = f.metadata()
     reg = registry.Registry()
     entry = reg.find_base(model_id=meta["codec_base"])
+    registry.check_new_model(entry.domain, entry.quality, a.generation)
     kind = ContextHyperPrior if meta.get("context") == "1" else HyperPrior
     model = kind(m=reg.load_base(entry)[1].channels, leak_bits=leak_of(meta))
     model.load(load_file(a.state))
@@ -260,14 +261,20 @@ def main(argv: list[str] | None = None) -> None:
         model = ContextHyperPrior.from_tensors(own)
     else:
         model = HyperPrior(m=codec.coder.channels)
+    done = 0  # steps the --init state had already trained (its file's "step")
     if a.init:
+        from safetensors import safe_open
+
         model.load(load_file(a.init))
+        with safe_open(a.init, "pt") as f:
+            done = int((f.metadata() or {}).get("step", 0))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save(step: int) -> None:
         save_file(model.state(), f"{out}.safetensors",
-                  metadata={"domain": a.domain, "quality": str(a.quality), "step": str(step),
+                  metadata={"domain": a.domain, "quality": str(a.quality),
+                            "step": str(done + step),
                             "leak_bits": str(model.leak_bits),
                             "context": str(int(a.context)),
                             "codec_base": f"{codec.base_id:08x}",
@@ -279,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     save(a.steps)
     json.dump({"domain": a.domain, "quality": a.quality, "steps": a.steps, "lr": a.lr,
                "context": a.context,
-               "init": a.init, "curve_bpp_per_1000": curve,
+               "init": a.init, "init_steps": done, "curve_bpp_per_1000": curve,
                "codec_base": f"{codec.base_id:08x}", "codec_adapter": f"{codec.adapter_id:08x}"},
               open(f"{out}.json", "w"), indent=1)
 

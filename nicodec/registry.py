@@ -54,14 +54,39 @@ REPO_MODELS = _shipped_models()
 # weights get new IDs and a new generation; every older generation stays shipped, so every
 # file ever written still decodes. A generation need not renew every quality: generation G's
 # model set is, per quality, the newest base of generation <= G (:meth:`Registry.find_base`).
-# Encoding uses the newest base of each quality; ``nicodec train`` exports as
-# CURRENT_GENERATION unless told otherwise.
+# Encoding uses the newest base of each quality; ``nicodec train`` exports as a new
+# generation after the newest installed one unless told otherwise (:func:`next_generation`),
+# and never over a model file that files may already name (:func:`check_new_model`).
 CURRENT_GENERATION = 8
 
 
 def base_file_stem(domain: str, quality: int, generation: int) -> str:
     """``photo-q3`` (generation 1, as 0.1 named them), ``photo-g2-q3`` after that."""
     return f"{domain}-q{quality}" if generation == 1 else f"{domain}-g{generation}-q{quality}"
+
+
+def next_generation(directory: Path | None = None) -> int:
+    """The generation after the newest base model installed in ``directory`` (the
+    registry's by default): what a new training run exports as, so that it never replaces
+    a model that encoded files name."""
+    return max((m.generation for m in Manifest.read(directory or models_dir()).bases),
+               default=0) + 1
+
+
+def check_new_model(domain: str, quality: int, generation: int, *,
+                    directory: Path | None = None, same_model: bool = False) -> None:
+    """Refuse to export ``domain`` q``quality`` as ``generation`` where a base model of
+    that name is installed already: every file written with it names its ID, and would no
+    longer decode. ``same_model``: the run continues that very model (a later stage from
+    its file, or a resumed run that exported it), which may replace it."""
+    directory = directory or models_dir()
+    name = base_file_stem(domain, quality, generation) + ".safetensors"
+    entry = next((m for m in Manifest.read(directory).bases if m.file == name), None)
+    if entry is not None and not same_model:
+        raise NicodecError(
+            f"{directory / name} holds model {entry.id} (generation {generation}); replacing "
+            f"it would stop every file written with it from decoding: export as a new "
+            f"generation (--generation {next_generation(directory)}, the default)")
 
 
 def pick_device(choice: str = "auto") -> str:

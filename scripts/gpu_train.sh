@@ -14,7 +14,8 @@
 # Python 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GEN=${GEN:-6}                  # the generation it trains (exports photo-g$GEN-q*)
+GEN=${GEN:-}                    # the generation it trains (exports photo-g$GEN-q*; default:
+                               # the one after the newest in models/, as `nicodec train`)
 INIT_GEN=${INIT_GEN:-5}        # the shipped generation whose q3 it starts from
 STEPS_Q3=${STEPS_Q3:-30000}    # from the current q3, then each neighbour warm-started
 STEPS_WARM=${STEPS_WARM:-12000}
@@ -26,7 +27,7 @@ DISTORTION=${DISTORTION:-psnr}
 DEVICE=${DEVICE:-cuda}
 # HYPERPRIOR=1: train the transforms together with their hyperprior (`--hyperprior`, rate
 # of the rounded symbols), from a generation that has one, e.g.
-#   HYPERPRIOR=1 GEN=9 INIT_GEN=7 bash scripts/gpu_train.sh run
+#   HYPERPRIOR=1 INIT_GEN=7 bash scripts/gpu_train.sh run
 # (each quality then starts from its own INIT_GEN file, which holds its hyperprior; see
 # models/training/README.md, "0.15: transforms fine-tuned with their hyperprior", for why it
 # needs long runs; generation 8 is 0.16's context model on generation 7)
@@ -63,6 +64,7 @@ run() {
   cp models/manifest.json "$out/models/"
   export NICODEC_MODELS=$out/models
   cp models/photo-q*.safetensors "$out/models/"
+  GEN=${GEN:-$(python3 -c 'from nicodec import registry; print(registry.next_generation())')}
   local init=${INIT_Q3:-models/photo-g$INIT_GEN-q3.safetensors} g="$out/models/photo-g$GEN"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
   if [ -n "$HYPERPRIOR" ]; then

@@ -172,11 +172,11 @@ def train_cli(test_models, env, tmp_path, monkeypatch):
             Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"{part}{i}.png")
     runs = tmp_path / "runs"
 
-    def invoke(*args):
+    def invoke(*args, generation=2):
+        pick = ["--generation", str(generation)] if generation else []
         r = CliRunner().invoke(main, ["train", "-q", "1", "--steps", "2", "--batch", "2",
-                                      "--ckpt-every", "2", "--generation", "2",
-                                      "--runs", str(runs), *args])
-        config = (json.loads((runs / "photo-g2-q1.json").read_text())["config"]
+                                      "--ckpt-every", "2", *pick, "--runs", str(runs), *args])
+        config = (json.loads((runs / f"photo-g{generation or 2}-q1.json").read_text())["config"]
                   if r.exit_code == 0 else None)
         return r, config
     return invoke
@@ -325,3 +325,25 @@ def test_train_refuses_an_init_file_with_a_context_model(train_cli, tmp_path):
     r, _ = train_cli("--crop", "32", "--init", str(f))
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "codes with a context model" in r.output
+
+
+def test_train_exports_a_new_generation_and_never_replaces_an_installed_model(train_cli):
+    """Files name their model by ID: a run that exported over an installed model file would
+    leave every file written with it undecodable. Without --generation a run exports after
+    the newest installed generation; into an installed one, it stops before training."""
+    reg = registry.Registry()
+    shipped = reg.dir / "photo-q1.safetensors"  # generation 1's q1
+    before = shipped.read_bytes()
+    r, _ = train_cli("--crop", "32", generation=1)
+    assert r.exit_code == 1
+    assert r.output.startswith("error: ") and "holds model" in r.output
+    assert "--generation 2" in r.output and r.output.count("\n") == 1
+    assert shipped.read_bytes() == before
+
+    assert registry.next_generation() == 2
+    r, config = train_cli("--crop", "32", generation=None)
+    assert r.exit_code == 0, r.output
+    assert "exported photo-g2-q1.safetensors" in r.output
+    assert registry.Registry().find_base(quality=1).generation == 2
+    assert registry.next_generation() == 3
+    assert shipped.read_bytes() == before
