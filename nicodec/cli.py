@@ -690,6 +690,8 @@ def _list_models(show_all: bool = False):
             method = methods.get(meta.method).describe(meta.k, info)
             if info.training.get("hyperprior_steps"):
                 method += " + hyperprior"
+            if info.training.get("context_steps"):
+                method += " + context"
             params = info.training.get("parameters")
             # per quality, the generation of the base it extends (a package may span two)
             generation = reg.base_generation(info.base_id) or meta.generation

@@ -11,8 +11,11 @@ through the analysis.
         --command "python -m nicodec.hypertrain --domain photo -q 1 --steps 16000 ..."
 
 ``--context`` adds a context model (:mod:`nicodec.context`, coder 3) to the codec's own
-hyperprior: both train, the context at ``--lr`` and the hyperprior at a tenth of it (it
-starts trained; the context starts as the identity).
+hyperprior, a base model's or (``--domain NAME``) an adapter package's: both train, the
+context at ``--lr`` and the hyperprior at a tenth of it (it starts trained; the context
+starts as the identity). ``--init`` continues a state this wrote; its steps add up.
+``export`` makes a base model's a new generation, ``export-package`` an adapter's a new
+package (one state per quality).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nicodec import data, image
+from nicodec.context import SLICES
 from nicodec.network import ContextHyperPrior, HyperPrior
 
 CROP = 768  # pixels: the training crops whose latents are precomputed
@@ -204,11 +208,12 @@ def export_package(argv: list[str]) -> None:
         if info["codec_adapter"] != meta.qualities[quality].id:
             raise SystemExit(f"{path} was trained on adapter {info['codec_adapter']}, not "
                              f"{a.name}'s quality {quality} ({meta.qualities[quality].id})")
-        model = HyperPrior(m=reg.codec(quality=quality, domain=a.name).coder.channels,
-                           leak_bits=leak_of(info))
+        kind = ContextHyperPrior if info.get("context") == "1" else HyperPrior
+        model = kind(m=reg.codec(quality=quality, domain=a.name).coder.channels,
+                     leak_bits=leak_of(info))
         hypers[quality] = export_tensors(model.load(load_file(path)))
-        notes[quality] = {"hyperprior_steps": int(info["step"]),
-                          "hyperprior_of": meta.qualities[quality].id}
+        steps = "context_steps" if kind is ContextHyperPrior else "hyperprior_steps"
+        notes[quality] = {steps: int(info["step"]), "hyperprior_of": meta.qualities[quality].id}
     sha = reg.manifest.sha256_of(meta.path.name) if meta.shipped else None
     out = Path(a.out)
     new = with_hyperprior(meta.path, reg.base_ids(), hypers, out, notes, sha)
@@ -216,6 +221,18 @@ def export_package(argv: list[str]) -> None:
         registry.record_package(out, a.command, reg.dir)
     print(f"{out}: {a.name}, qualities " + ", ".join(
         f"q{q} {r.id}" for q, r in sorted(new.qualities.items())))
+
+
+def own_hyperprior(reg, domain: str, quality: int) -> dict:
+    """The ``hyper.*`` (without the prefix) that ``encode --domain DOMAIN -q QUALITY`` codes
+    with: the newest base model's, or the adapter package's own; empty if it has none."""
+    from nicodec import modelfile, package
+
+    if domain == "photo":
+        entry = reg.find_base(quality=quality)
+        return modelfile.hyper_tensors(reg.base_tensors(entry)[0])
+    meta = reg.find_package(domain)
+    return modelfile.hyper_tensors(package.quality_tensors(reg.package_tensors(meta), quality))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,13 +268,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(lat)} latent crops of {len(files)} images ({time.time() - t0:.0f} s)",
           flush=True)
     if a.context:
-        from nicodec import modelfile
-
-        own = modelfile.hyper_tensors(reg.base_tensors(
-            reg.find_base(model_id=f"{codec.base_id:08x}"))[0])
-        if not own or codec.adapter_id:
-            raise SystemExit("--context refines a base model's own hyperprior: "
+        own = own_hyperprior(reg, a.domain, a.quality)
+        if not own:
+            raise SystemExit("--context refines a codec's own hyperprior: "
                              f"{a.domain} q{a.quality} has none")
+        if codec.coder.channels % SLICES:
+            raise SystemExit(f"--context: {a.domain} q{a.quality}'s {codec.coder.channels} "
+                             f"latent channels do not split into {SLICES} slices")
         model = ContextHyperPrior.from_tensors(own)
     else:
         model = HyperPrior(m=codec.coder.channels)

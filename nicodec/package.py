@@ -9,8 +9,9 @@ One safetensors file per adaptation NAME, holding one entry per quality:
 * ``method = selective | naive``: a complete new codec (``q<Q>.g_a.*`` ...), whose ID is its
   own content hash; it replaces the base codec and cannot decode the base's bitstreams.
 * any method, since 0.14: optionally a hyperprior that codes the quality's latents
-  (``q<Q>.hyper.*``, :mod:`nicodec.hyperprior`), part of the content hash; its files carry
-  entropy coder 2.
+  (``q<Q>.hyper.*``, :mod:`nicodec.hyperprior`; since 0.17 with a context model on it,
+  ``q<Q>.hyper.ctx.*``, :mod:`nicodec.context`), part of the content hash; its files carry
+  entropy coder 2 (3 with the context model).
 
 The metadata (safetensors' string map) carries ``nicodec=package``, the name, method, K,
 date and a JSON ``qualities`` map: quality -> {id, base_id, lambda, steps, lr, train_images}.
@@ -236,11 +237,16 @@ def validate(path: Path, installed_bases: set[str], sha256: str | None = None,
 
 def _check_hyper(where: str, hyper: dict, channels: int) -> None:
     """A quality's hyperprior (``hyper.*``) is one this release codes exactly
-    (:func:`nicodec.hyperprior.check`), its z tables checked as every table is."""
-    from nicodec import hyperprior
+    (:func:`nicodec.hyperprior.check`), its z tables checked as every table is; a context
+    model on it (``hyper.ctx.*``, since 0.17) likewise (:class:`nicodec.context.IntegerContext`)."""
+    from nicodec import context, hyperprior
 
+    ctx = {k[4:]: v for k, v in hyper.items() if k.startswith("ctx.")}
     try:
-        hyperprior.check(hyper, channels)
+        hyperprior.check({k: v for k, v in hyper.items() if not k.startswith("ctx.")},
+                         channels)
+        if ctx:
+            context.IntegerContext(ctx, channels)  # checks every tensor, then exactness
     except ValueError as e:
         raise NicodecError(f"{where}: {e}") from None
     _check_tables(f"{where} (side information)",

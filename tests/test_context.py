@@ -247,3 +247,50 @@ def test_effort_searches_under_the_context_models_rate(context_models, monkeypat
         effort.objective(codec, q1, img, codec.lam)[0]
     data = effort.encode(codec, img, level=2)
     assert np.array_equal(codec.coder.decode(container.parse(data)[1], q2.shape), q2)
+
+
+def test_an_adapter_with_a_context_model_imports_encodes_and_decodes(context_models, tmp_path,
+                                                                     monkeypatch):
+    """An adapter package whose quality carries a context model on its hyperprior (0.17):
+    validated on import, coded with coder 3, decoded from its header alone; a malformed
+    context is refused with one error line."""
+    from test_hyperprior import _tampered
+
+    from nicodec import package
+    from nicodec.adapt import adapt
+
+    monkeypatch.setenv("NICODEC_MODELS", str(context_models))
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
+    reg = registry.Registry()
+    folder = tmp_path / "target"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
+    made = adapt(folder, name="mine", k=4, qualities=(1,), steps=2, batch=2, crop=32,
+                 hyperprior_steps=0, progress=False, log=lambda m: None)
+    channels = 64 + 4
+    out = tmp_path / "mine-context.safetensors"
+    package.with_hyperprior(made["path"], reg.base_ids(),
+                            {1: hp.export_tensors(seeded(m=channels, n=hp.Z_CHANNELS, seed=5))},
+                            out, {1: {"context_steps": 0}})
+    made["path"].unlink()
+    r = run("models", "import", out)
+    assert r.exit_code == 0, r.output
+    img = smooth_image(64, 80, seed=9)
+    Image.fromarray(img).save(tmp_path / "i.png")
+    r = run("encode", tmp_path / "i.png", "--domain", "mine", "-q", 1, "-o", tmp_path / "a.nic")
+    assert r.exit_code == 0, r.output
+    header, _ = container.parse((tmp_path / "a.nic").read_bytes())
+    assert header.coder == 3 and header.adapter_id != 0
+    assert "constriction-rans-hyperprior-context" in run("info", tmp_path / "a.nic").stdout
+    assert run("decode", tmp_path / "a.nic", "-o", tmp_path / "a.png").exit_code == 0
+    codec = registry.Registry().codec(quality=1, domain="mine")
+    assert codec.coder.channels == channels
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")),
+                          codec.reconstruct(codec.latents(img), 64, 80))
+
+    bad = _tampered(out, tmp_path / "bad.safetensors",
+                    lambda t: t.__setitem__("hyper.ctx.layout", t["hyper.ctx.layout"] + 1))
+    r = run("models", "import", bad)
+    assert r.exit_code == 1 and r.output.startswith("error: ") and "context" in r.output
+    assert r.output.count("\n") == 1, r.output
