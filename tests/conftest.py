@@ -16,13 +16,19 @@ from nicodec.network import FactorizedPrior
 @pytest.fixture(scope="session")
 def test_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
-    for quality in (1, 3):
-        torch.manual_seed(quality)
-        model = FactorizedPrior()
-        registry.export_base(model, domain="photo", quality=quality, lam=0.016, steps=0,
-                             command="tests/conftest.py", train_images=0, models_dir=d,
-                             generation=1)  # the generation the paper study is pinned to
+    for quality in (1, 3):  # generation 1: the one the paper study is pinned to
+        untrained_base(d, quality=quality, lam=0.016, seed=quality,
+                       command="tests/conftest.py")
     return d
+
+
+def untrained_base(d, *, quality=1, lam=0.002, seed=1, generation=1, command="test"):
+    """Export an untrained (seeded) factorized-prior photo model into the registry ``d``;
+    returns its manifest entry."""
+    torch.manual_seed(seed)
+    return registry.export_base(FactorizedPrior(), domain="photo", quality=quality, lam=lam,
+                                steps=0, command=command, train_images=0, models_dir=d,
+                                generation=generation)
 
 
 @pytest.fixture()

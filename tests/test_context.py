@@ -9,12 +9,12 @@ from PIL import Image
 
 from conftest import int_conv3 as conv3
 from conftest import object_ints as obj
-from conftest import smooth_image
+from conftest import smooth_image, untrained_base
 from nicodec import container, context, registry
 from nicodec import hyperprior as hp
 from nicodec.cli import main
 from nicodec.errors import NicodecError
-from nicodec.network import ContextHyperPrior, FactorizedPrior, HyperPrior
+from nicodec.network import ContextHyperPrior, HyperPrior
 
 M = 8  # latent channels of the small models here: 4 slices of 2
 
@@ -163,10 +163,7 @@ def context_models(tmp_path_factory):
     """Generation 1 (factorized, quality 1), generation 2 (+ a hyperprior) and generation 3
     (generation 2's hyperprior + a context model)."""
     d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(1)
-    entry = registry.export_base(FactorizedPrior(), domain="photo", quality=1, lam=0.002,
-                                 steps=0, command="test", train_images=0, models_dir=d,
-                                 generation=1)
+    entry = untrained_base(d)
     reg = registry.Registry(d)
     with_context = seeded(m=64, n=64, seed=2)
     hyper = HyperPrior(m=64, n=64)

@@ -167,11 +167,10 @@ import sys  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from conftest import smooth_image  # noqa: E402
+from conftest import smooth_image, untrained_base  # noqa: E402
 from nicodec import container, modelfile, package, registry  # noqa: E402
 from nicodec.adapt import adapt  # noqa: E402
 from nicodec.cli import main  # noqa: E402
-from nicodec.network import FactorizedPrior  # noqa: E402
 
 
 def run(*args):
@@ -190,10 +189,7 @@ def seeded_hyper(m: int, seed: int) -> HyperPrior:
 def hyper_models(tmp_path_factory):
     """Generation 1 (factorized, quality 1) and generation 2: its transforms + a hyperprior."""
     d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(1)
-    entry = registry.export_base(FactorizedPrior(), domain="photo", quality=1, lam=0.002,
-                                 steps=0, command="test", train_images=0, models_dir=d,
-                                 generation=1)
+    entry = untrained_base(d)
     reg = registry.Registry(d)
     registry.export_hyperprior(entry, reg.base_tensors(entry)[0], seeded_hyper(64, 2), steps=0,
                                command="test", generation=2, models_dir=d)
