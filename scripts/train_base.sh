@@ -20,7 +20,7 @@
 #   generation 8 (0.16): generation 7's hyperprior + a context model (hypertrain --context,
 #     4,000 steps a quality), GENERATIONS="8", from the shipped generation 7.
 # Every run resumes from runs/ when interrupted and ends by exporting
-# photo-gG-qQ.safetensors to models/ with its manifest entry. The shipped generation-2 q2 and
+# photo-gG-qQ.safetensors with its manifest entry (into $NICODEC_MODELS, below). The shipped generation-2 q2 and
 # q4 started from q3's snapshot at step 34,000 (runs/q3-34k.safetensors), not from its end:
 # models/training/README.md has the exact chain of commands. Generation 1 (0.1's models) came
 # from this script's 0.1 version. GENERATIONS="3" retrains only generation 3 from the
@@ -32,36 +32,55 @@ PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-42000}
 WARM=${WARM:-3000}
 GENERATIONS=${GENERATIONS:-2 3 4 5 6}
+# Everything exports into a registry of its own, $NICODEC_MODELS (default runs/models-repro):
+# links to the shipped models less the generations it makes again. No shipped model is
+# replaced (`nicodec train` refuses to: files name them by ID); compare the IDs in its
+# manifest.json with models/manifest.json's.
+M=${NICODEC_MODELS:-runs/models-repro}
+export NICODEC_MODELS=$M
+$PY - "$M" $GENERATIONS <<'PY'
+import json, os, sys
+from pathlib import Path
+out, gens = Path(sys.argv[1]), {int(g) for g in sys.argv[2:]}
+if not (out / "manifest.json").exists():
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads(Path("models/manifest.json").read_text())
+    manifest["models"] = [e for e in manifest["models"]
+                          if e.get("kind") != "base" or e.get("generation", 1) not in gens]
+    for e in manifest["models"]:
+        os.symlink(Path("models", e["file"]).resolve(), out / e["file"])
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+PY
 for gen in $GENERATIONS; do
   case $gen in
     2)
-      $NIC train --domain photo -q 3 --steps "$STEPS" --lr 1e-4 --generation 2 --init models/photo-q3.safetensors
-      $NIC train --domain photo -q 4 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init models/photo-g2-q3.safetensors
-      $NIC train --domain photo -q 2 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init models/photo-g2-q3.safetensors
-      $NIC train --domain photo -q 1 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init models/photo-g2-q2.safetensors
+      $NIC train --domain photo -q 3 --steps "$STEPS" --lr 1e-4 --generation 2 --init $M/photo-q3.safetensors
+      $NIC train --domain photo -q 4 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init $M/photo-g2-q3.safetensors
+      $NIC train --domain photo -q 2 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init $M/photo-g2-q3.safetensors
+      $NIC train --domain photo -q 1 --steps "$WARM" --lr 1e-4 --ckpt-every 1000 --generation 2 --init $M/photo-g2-q2.safetensors
       ;;
     3)
-      $NIC train --domain photo -q 4 --steps 8000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q4.safetensors
-      $NIC train --domain photo -q 3 --steps 6000 --lr 3e-5 --lr-drop-at 0.5 --generation 3 --init models/photo-g2-q3.safetensors
-      $NIC train --domain photo -q 2 --steps 6000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q2.safetensors
-      $NIC train --domain photo -q 1 --steps 5000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init models/photo-g2-q1.safetensors
+      $NIC train --domain photo -q 4 --steps 8000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init $M/photo-g2-q4.safetensors
+      $NIC train --domain photo -q 3 --steps 6000 --lr 3e-5 --lr-drop-at 0.5 --generation 3 --init $M/photo-g2-q3.safetensors
+      $NIC train --domain photo -q 2 --steps 6000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init $M/photo-g2-q2.safetensors
+      $NIC train --domain photo -q 1 --steps 5000 --lr 5e-5 --lr-drop-at 0.6 --generation 3 --init $M/photo-g2-q1.safetensors
       ;;
     4)
-      $NIC train --domain photo -q 4 --steps 14000 --lr 5e-5 --lr-drop-at 0.7 --generation 4 --init models/photo-g3-q4.safetensors
+      $NIC train --domain photo -q 4 --steps 14000 --lr 5e-5 --lr-drop-at 0.7 --generation 4 --init $M/photo-g3-q4.safetensors
       for q in 1 2 3; do
-        $NIC train --domain photo -q $q --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init models/photo-g3-q$q.safetensors
+        $NIC train --domain photo -q $q --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init $M/photo-g3-q$q.safetensors
       done
-      $NIC train --domain photo -q 4 --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init models/photo-g4-q4.safetensors
+      $NIC train --domain photo -q 4 --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 4 --synthesis-only --init $M/photo-g4-q4.safetensors
       ;;
     5)
-      $NIC train --domain photo -q 1 --steps 12000 --lr 5e-5 --lr-drop-at 0.6 --generation 5 --init models/photo-g4-q1.safetensors --distortion psnr
-      $NIC train --domain photo -q 2 --steps 8000 --lr 5e-5 --lr-drop-at 0.9 --generation 5 --init models/photo-g4-q2.safetensors --distortion psnr
+      $NIC train --domain photo -q 1 --steps 12000 --lr 5e-5 --lr-drop-at 0.6 --generation 5 --init $M/photo-g4-q1.safetensors --distortion psnr
+      $NIC train --domain photo -q 2 --steps 8000 --lr 5e-5 --lr-drop-at 0.9 --generation 5 --init $M/photo-g4-q2.safetensors --distortion psnr
       for q in 3 4; do
-        $NIC train --domain photo -q $q --steps 7000 --lr 5e-5 --lr-drop-at 0.6 --generation 5 --init models/photo-g4-q$q.safetensors --distortion psnr
+        $NIC train --domain photo -q $q --steps 7000 --lr 5e-5 --lr-drop-at 0.6 --generation 5 --init $M/photo-g4-q$q.safetensors --distortion psnr
       done
-      $NIC train --domain photo -q 1 --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 5 --synthesis-only --init models/photo-g5-q1.safetensors
+      $NIC train --domain photo -q 1 --steps 3000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 5 --synthesis-only --init $M/photo-g5-q1.safetensors
       for q in 2 3 4; do
-        $NIC train --domain photo -q $q --steps 2000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 5 --synthesis-only --init models/photo-g5-q$q.safetensors
+        $NIC train --domain photo -q $q --steps 2000 --lr 1e-4 --lr-drop-at 0.6 --ckpt-every 1000 --generation 5 --synthesis-only --init $M/photo-g5-q$q.safetensors
       done
       ;;
     6)
