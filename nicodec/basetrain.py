@@ -130,12 +130,12 @@ def train_base(run: BaseRun, device: str = "cpu", command: str = "", log=print,
 
     if run.synthesis_only and run.init is None:
         raise NicodecError("--synthesis-only tunes a trained model: give it --init")
-    run.runs.mkdir(parents=True, exist_ok=True)
     ckpt = run.runs / f"{run.name}.ckpt"
     out = registry.models_dir() / (registry.base_file_stem(run.domain, run.quality,
                                                            run.generation) + ".safetensors")
     registry.check_new_model(run.domain, run.quality, run.generation, same_model=ckpt.exists()
                              or (run.init is not None and Path(run.init).resolve() == out.resolve()))
+    run.runs.mkdir(parents=True, exist_ok=True)
     device = distributed.init(device)
     lam = registry.Registry().lambda_for(run.quality)
     files = data.list_images(data.split_dir(run.domain, "train"))

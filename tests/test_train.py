@@ -339,6 +339,7 @@ def test_train_exports_a_new_generation_and_never_replaces_an_installed_model(tr
     assert r.output.startswith("error: ") and "holds model" in r.output
     assert "--generation 2" in r.output and r.output.count("\n") == 1
     assert shipped.read_bytes() == before
+    assert not (reg.dir.parent / "runs").exists()  # nothing written
 
     assert registry.next_generation() == 2
     r, config = train_cli("--crop", "32", generation=None)
