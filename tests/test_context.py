@@ -251,26 +251,20 @@ def test_an_adapter_with_a_context_model_imports_encodes_and_decodes(context_mod
     """An adapter package whose quality carries a context model on its hyperprior (0.17):
     validated on import, coded with coder 3, decoded from its header alone; a malformed
     context is refused with one error line."""
-    from test_hyperprior import _tampered
+    from test_hyperprior import _tampered, tiny_adapter
 
     from nicodec import package
-    from nicodec.adapt import adapt
 
     monkeypatch.setenv("NICODEC_MODELS", str(context_models))
     monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
     reg = registry.Registry()
-    folder = tmp_path / "target"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
-    made = adapt(folder, name="mine", k=4, qualities=(1,), steps=2, batch=2, crop=32,
-                 hyperprior_steps=0, progress=False, log=lambda m: None)
+    made = tiny_adapter(tmp_path, k=4)
     channels = 64 + 4
     out = tmp_path / "mine-context.safetensors"
-    package.with_hyperprior(made["path"], reg.base_ids(),
+    package.with_hyperprior(made, reg.base_ids(),
                             {1: hp.export_tensors(seeded(m=channels, n=hp.Z_CHANNELS, seed=5))},
                             out, {1: {"context_steps": 0}})
-    made["path"].unlink()
+    made.unlink()
     r = run("models", "import", out)
     assert r.exit_code == 0, r.output
     img = smooth_image(64, 80, seed=9)

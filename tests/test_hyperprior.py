@@ -247,17 +247,22 @@ def test_decoding_a_hyperprior_file_needs_no_compressai(hyper_env):
     assert r.returncode == 0, r.stderr
 
 
-@pytest.fixture()
-def hyper_package(hyper_env):
-    """A CAwF adapter on generation 2, and a copy of it with a hyperprior per quality."""
-    tmp, reg, old, new = hyper_env
+def tiny_adapter(tmp, k: int):
+    """A CAwF adapter "mine" (quality 1, K=k, no hyperprior) on the installed newest base,
+    trained two steps on three small images; its package path."""
     folder = tmp / "target"
     folder.mkdir()
     for i in range(3):
         Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"t{i}.png")
-    made = adapt(folder, name="mine", k=2, qualities=(1,), steps=2, batch=2, crop=32,
-                 hyperprior_steps=0, progress=False, log=lambda m: None)
-    path = made["path"]
+    return adapt(folder, name="mine", k=k, qualities=(1,), steps=2, batch=2, crop=32,
+                 hyperprior_steps=0, progress=False, log=lambda m: None)["path"]
+
+
+@pytest.fixture()
+def hyper_package(hyper_env):
+    """A CAwF adapter on generation 2, and a copy of it with a hyperprior per quality."""
+    tmp, reg, old, new = hyper_env
+    path = tiny_adapter(tmp, k=2)
     hyper = {1: hp.export_tensors(seeded_hyper(66, 3))}
     out = tmp / "mine-hyper.safetensors"
     package.with_hyperprior(path, reg.base_ids(), hyper, out, {1: {"hyperprior_steps": 0}})
