@@ -39,12 +39,9 @@ with warnings.catch_warnings():  # CompressAI 1.2 scripts a helper with torch.ji
 
 from nicodec import hyperprior, inference
 from nicodec.inference import BlockKeys as B
-from nicodec.inference import KERNEL, N_LAYERS, STRIDE
+from nicodec.inference import EB_FILTERS, KERNEL, N_LAYERS, STRIDE
 
 N_FILTERS = 64
-# Density filters of the factorized entropy model: 97 parameters per latent channel, the
-# count of the paper's Table 3 (6,208 for 64 channels, 7,760 for 80).
-EB_FILTERS = (3, 5, 5, 3)
 
 
 def conv(cin: int, cout: int) -> nn.Conv2d:

@@ -247,6 +247,22 @@ def test_decoding_a_hyperprior_file_needs_no_compressai(hyper_env):
     assert r.returncode == 0, r.stderr
 
 
+def test_decoding_an_adapters_file_needs_no_compressai(hyper_package):
+    """Checking an adapter package takes its expected shapes from the architecture, not from
+    a training network: decoding its files imports no CompressAI (seconds per decode)."""
+    tmp, plain, with_hyper = hyper_package
+    plain.unlink()
+    assert run("models", "import", with_hyper).exit_code == 0
+    Image.fromarray(smooth_image(48, 64)).save(tmp / "i.png")
+    assert run("encode", tmp / "i.png", "--domain", "mine", "-q", 1,
+               "-o", tmp / "a.nic").exit_code == 0
+    code = ("import sys; from nicodec import api; api.decompress(open(sys.argv[1], 'rb').read());"
+            " assert 'compressai' not in sys.modules, 'compressai imported'")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp / "a.nic")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def tiny_adapter(tmp, k: int):
     """A CAwF adapter "mine" (quality 1, K=k, no hyperprior) on the installed newest base,
     trained two steps on three small images; its package path."""

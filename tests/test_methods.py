@@ -15,13 +15,16 @@ def test_the_registry_lists_the_user_methods_and_refuses_unknown_ones():
         methods.get("nope")
 
 
-@pytest.mark.parametrize("name", ["cawf", "selective", "naive"])
-def test_a_method_stores_what_it_expects_and_loads_it_bit_identically(name):
+@pytest.mark.parametrize("name,k,options", [
+    ("cawf", 4, {}), ("cawf", 16, {"channel_affine": True}), ("cawf", 33, {}),
+    ("selective", 0, {}), ("naive", 0, {})])
+def test_a_method_stores_what_it_expects_and_loads_it_bit_identically(name, k, options):
+    """``expected_shapes`` is spelled out without the training network: it must be the
+    stored module's state, key for key, shape for shape."""
     torch.manual_seed(0)
     base = FactorizedPrior().eval()
     m = methods.get(name)
-    k = 4 if m.uses_k else 0
-    net = m.build(base, k).eval()
+    net = m.build(base, k, **options).eval()
     stored = {key: v for key, v in m.stored(net).state_dict().items()
               if "entropy_bottleneck._" not in key}
     expected = m.expected_shapes(k, **m.options_of(stored))

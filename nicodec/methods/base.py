@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 from nicodec.errors import NicodecError
@@ -76,8 +75,11 @@ class Method:
         return BASE_CHANNELS
 
     def expected_shapes(self, k: int, **options) -> dict[str, tuple]:
-        """Stored key -> (shape, dtype) of one quality (cached)."""
-        return _shapes(self.name, k, tuple(sorted(options.items())))
+        """Stored key -> (shape, dtype) of one quality: the state of :meth:`stored` (less
+        CompressAI's derived buffers), spelled out from the architecture's constants, so
+        that checking a package needs no training network (importing CompressAI costs
+        seconds on every decode); ``tests/test_methods.py`` holds it to the real one."""
+        raise NotImplementedError
 
     def check_k(self, k: int) -> None:
         if k != 0:
@@ -102,11 +104,50 @@ class Method:
         return own_id, NO_ADAPTER
 
 
-@functools.lru_cache(maxsize=None)
-def _shapes(name: str, k: int, options: tuple) -> dict[str, tuple]:
-    from nicodec.network import FactorizedPrior
+def float32(shapes: dict[str, tuple]) -> dict[str, tuple]:
+    """``key -> shape`` as ``key -> (shape, torch.float32)``: every stored weight's dtype."""
+    import torch
 
-    method = get(name)
-    module = method.stored(method.build(FactorizedPrior(), k, **dict(options)))
-    return {key: (tuple(v.shape), v.dtype) for key, v in module.state_dict().items()
-            if "entropy_bottleneck._" not in key}
+    return {key: (shape, torch.float32) for key, shape in shapes.items()}
+
+
+def density_shapes(channels: int, prefix: str = "entropy_bottleneck.") -> dict[str, tuple]:
+    """The stored state of CompressAI's ``EntropyBottleneck(channels, filters=EB_FILTERS)``:
+    the density's K+1 layers ``f_k`` (``matrices.k`` (C, out, in), ``biases.k``
+    (C, out, 1), ``factors.k`` (C, out, 1) except the last), its quantiles and their
+    target, and the likelihood's lower bound."""
+    from nicodec.inference import EB_FILTERS
+
+    dims = (1, *EB_FILTERS, 1)
+    shapes = {f"{prefix}quantiles": (channels, 1, 3), f"{prefix}target": (3,),
+              f"{prefix}likelihood_lower_bound.bound": (1,)}
+    for k, (cin, cout) in enumerate(zip(dims, dims[1:])):
+        shapes[f"{prefix}matrices.{k}"] = (channels, cout, cin)
+        shapes[f"{prefix}biases.{k}"] = (channels, cout, 1)
+        if k < len(dims) - 2:
+            shapes[f"{prefix}factors.{k}"] = (channels, cout, 1)
+    return shapes
+
+
+def gdn_shapes(prefix: str, channels: int) -> dict[str, tuple]:
+    """The stored state of CompressAI's ``GDN(channels)`` (or its inverse): beta (C,),
+    gamma (C, C) and the pedestals and lower bounds of their reparametrizations."""
+    shapes = {f"{prefix}beta": (channels,), f"{prefix}gamma": (channels, channels)}
+    for param in ("beta", "gamma"):
+        shapes[f"{prefix}{param}_reparam.pedestal"] = (1,)
+        shapes[f"{prefix}{param}_reparam.lower_bound.bound"] = (1,)
+    return shapes
+
+
+def affine_shapes(channels: int) -> dict[str, tuple]:
+    """``a_affine.*`` and ``s_affine.*``: a per-channel scale and bias after every
+    convolution of the analysis (``channels`` each) and the synthesis (3 for the last)."""
+    from nicodec.inference import N_LAYERS
+
+    shapes = {}
+    for side in ("a", "s"):
+        for i in range(N_LAYERS):
+            c = 3 if side == "s" and i == N_LAYERS - 1 else channels
+            shapes[f"{side}_affine.{i}.alpha"] = (c,)
+            shapes[f"{side}_affine.{i}.beta"] = (c,)
+    return shapes
