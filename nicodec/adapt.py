@@ -175,6 +175,8 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     """
     package.check_name(name)
     reg = reg or registry.Registry()
+    path = out_path or registry.user_adapters_dir() / f"{name}.safetensors"
+    reg.check_new_file(path)
     start = start_from(init, reg) if init is not None else None
     if start is not None:
         method, k, channel_affine = _check_start(start[0], method, k, channel_affine)
@@ -286,7 +288,6 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
     if not main:
         distributed.finish()
         return None
-    path = out_path or registry.user_adapters_dir() / f"{name}.safetensors"
     meta = package.save(path, name=name, method=method, k=k if m.uses_k else 0,
                         entries=results)
     summary = {"path": path, "meta": meta, "rows": rows, "held_out": len(held_files)}

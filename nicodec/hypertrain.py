@@ -200,6 +200,7 @@ def export_package(argv: list[str]) -> None:
     a = ap.parse_args(argv)
     reg = registry.Registry()
     meta = reg.find_package(a.name)
+    reg.check_new_file(Path(a.out))
     hypers, notes = {}, {}
     for path in a.states:
         with safe_open(path, "pt") as f:
@@ -309,4 +310,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from nicodec.errors import NicodecError
+
+    try:
+        main()
+    except NicodecError as e:
+        raise SystemExit(f"error: {e}") from None

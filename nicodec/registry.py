@@ -14,7 +14,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,6 +159,10 @@ class BaseModel:
     # a hyperprior model (arch "...+hyperprior"): the ID of the base whose transforms and
     # latents it keeps ("" for every other model)
     transforms: str = ""
+    # the encoder's exchange rate when it picks a quantisation step per image (dB of mean
+    # PSNR per bpp, measured on training photos: nicodec.quantstep); 0: unit grid only
+    step_slope: float = 0.0
+    step_slope_command: str = ""
 
     @classmethod
     def from_json(cls, d: dict) -> "BaseModel":
@@ -176,6 +180,8 @@ class BaseModel:
                 "lambda": d.pop("lam")}
         if not d["transforms"]:
             del d["transforms"]
+        if not d["step_slope"]:
+            del d["step_slope"], d["step_slope_command"]
         return out | d
 
 
@@ -264,6 +270,23 @@ def export_base(model, *, domain: str, quality: int, lam: float, steps: int,
         manifest.bases = [m for m in manifest.bases if m.file != name] + [entry]
         manifest.write(directory)
     return entry
+
+
+def set_step_slope(model_id: str, slope: float, command: str,
+                   directory: Path | None = None) -> BaseModel:
+    """Record a base model's ``step_slope`` (:mod:`nicodec.quantstep`) and the command that
+    measured it in the manifest of ``directory`` (default: the installed models). Only the
+    encoder reads it: every file decodes as before."""
+    directory = directory or models_dir()
+    with _manifest_lock(directory):
+        manifest = Manifest.read(directory)
+        entry = next((m for m in manifest.bases if m.id == model_id), None)
+        if entry is None:
+            raise NicodecError(f"no base model {model_id} in {directory}")
+        new = replace(entry, step_slope=round(float(slope), 3), step_slope_command=command)
+        manifest.bases = [new if m is entry else m for m in manifest.bases]
+        manifest.write(directory)
+    return new
 
 
 def record_package(path: Path, command: str, directory: Path | None = None) -> ShippedPackage:
@@ -370,6 +393,19 @@ class Registry:
 
     def base_ids(self) -> set[str]:
         return {m.id for m in self.bases()}
+
+    def check_new_file(self, path: Path) -> None:
+        """Refuse to write a model or package to ``path`` where an installed base model or
+        adaptation lives (shipped or the user's): every file written with it names its IDs
+        and would no longer decode."""
+        target = Path(path).resolve()
+        installed = [(self.dir / m.file, f"base model {m.id}") for m in self.bases()]
+        installed += [(meta.path, f"adaptation {meta.name!r}") for meta in self.packages()]
+        for file, what in installed:
+            if file.resolve() == target:
+                raise NicodecError(f"{path} holds the installed {what}; replacing it would "
+                                   f"stop every file written with it from decoding: write "
+                                   f"a new file")
 
     def base_generation(self, base_id: str | None) -> int:
         """The generation of an installed base model; 0 for one not installed (or None)."""
@@ -580,7 +616,7 @@ class Registry:
         model, coder = self.load_base(entry, device)
         return Codec(net=model, coder=coder, base_id=int(entry.id, 16),
                      adapter_id=NO_ADAPTER, quality=entry.quality, lam=entry.lam,
-                     device=device, name=entry.domain)
+                     device=device, name=entry.domain, step_slope=entry.step_slope or None)
 
     def _package_codec(self, meta: package.PackageInfo, quality: int,
                        device: str) -> "Codec":

@@ -472,6 +472,26 @@ def test_init_names_a_file_or_an_installed_adaptation(env, folder, tmp_path):
         assert r.exit_code == 1 and needle in r.output, r.output
 
 
+def test_adapt_never_writes_over_an_installed_model_or_adaptation(env, cawf_file, folder):
+    """``-o`` naming an installed adaptation's file (even to continue it: ``--init X -o X``)
+    or a base model's is refused before training: the files written with it name its
+    IDs. Nothing changes on disk."""
+    reg = registry.Registry()
+    base_file = reg.dir / reg.find_base(quality=1).file
+    for target, what in ((cawf_file["path"], "adaptation 'stripes'"),
+                         (base_file, f"base model {reg.find_base(quality=1).id}")):
+        before = target.read_bytes()
+        r = run("adapt", folder, "--name", "again", "--init", "stripes", "--steps", 1,
+                "-o", target)
+        assert r.exit_code == 1 and r.output.startswith(f"error: {target} holds the installed "
+                                                        f"{what}; replacing it"), r.output
+        assert len(r.output.strip().splitlines()) == 1
+        assert target.read_bytes() == before
+    with pytest.raises(NicodecError, match="holds the installed adaptation 'stripes'"):
+        adapt(folder, name="stripes2", qualities=(1,), steps=1, out_path=cawf_file["path"],
+              progress=False, log=lambda m: None)
+
+
 def test_adapt_trains_on_the_distortion_and_quantization_it_is_given(env, folder, tmp_path):
     """``--distortion psnr --mixed-quantization`` reach the loop (the same seed and steps end
     at other weights) and the package records them; the default records neither."""
