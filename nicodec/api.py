@@ -63,13 +63,22 @@ class Encoder:
     searches for better latents (smaller files at equal quality, any decoder reads them).
     ``target_bpp`` / ``target_psnr``: per image, the quality and dead zone that meet the
     target (:mod:`nicodec.ratecontrol`); ``quality`` is then ignored.
+    ``step``: the quantisation grid, ``"auto"`` (per image, :mod:`nicodec.quantstep`: the
+    models that have a ``step_slope``), ``0`` (the unit grid: files every release reads) or
+    an exponent (a finer grid for a larger one; format version 3).
     """
 
     def __init__(self, quality: int = 3, domain: str = "photo", device: str = "auto",
                  registry: Registry | None = None, effort: int = 1,
-                 target_bpp: float | None = None, target_psnr: float | None = None):
+                 target_bpp: float | None = None, target_psnr: float | None = None,
+                 step: int | str = "auto"):
         from nicodec import effort as effort_
+        from nicodec.hyperprior import MAX_STEP
 
+        if step != "auto" and (not isinstance(step, int) or not -MAX_STEP <= step <= MAX_STEP):
+            raise NicodecError(f"step must be 'auto' or an integer -{MAX_STEP}..{MAX_STEP} "
+                               f"(got {step!r})")
+        self.step = step
         self.registry = registry or Registry()
         self.device = pick_device(device)
         self.quality, self.domain = quality, domain
@@ -83,6 +92,9 @@ class Encoder:
         if targeted and self.effort > 1:
             raise NicodecError("rate control works at effort 1 (its dead zone replaces the "
                                "latent search); drop --effort or the target")
+        if targeted and step not in ("auto", 0):
+            raise NicodecError("rate control works on the unit grid (its dead zone replaces "
+                               "the step); drop --step or the target")
         if targeted:
             self.codecs = self._all_qualities(domain)
         elif domain == "auto":
@@ -100,8 +112,12 @@ class Encoder:
     def _encode_one(self, codec, loaded, progress) -> bytes:
         from nicodec import effort
 
+        step = self.step
+        if step not in ("auto", 0) and not codec.steps:
+            raise NicodecError(f"--step {step}: {codec.name} q{codec.quality} codes on the "
+                               f"unit grid only (quantisation steps need a hyperprior model)")
         return effort.encode(codec, loaded.rgb, loaded.channels, self.effort,
-                             progress=progress)
+                             progress=progress, step=step)
 
     def encode(self, img, progress=None) -> Encoded:
         """Encode and say which codec won (and, for ``auto``, what each cost).
@@ -158,9 +174,9 @@ class Decoder:
 
 @functools.lru_cache(maxsize=8)
 def _encoder(quality: int, domain: str, device: str, effort: int, target_bpp: float | None,
-             target_psnr: float | None) -> Encoder:
+             target_psnr: float | None, step: int | str = "auto") -> Encoder:
     return Encoder(quality, domain, device, effort=effort, target_bpp=target_bpp,
-                   target_psnr=target_psnr)
+                   target_psnr=target_psnr, step=step)
 
 
 @functools.lru_cache(maxsize=2)
@@ -170,11 +186,13 @@ def _decoder(device: str) -> Decoder:
 
 def compress(img, quality: int = 3, domain: str = "photo", device: str = "auto", *,
              effort: int = 1, target_bpp: float | None = None,
-             target_psnr: float | None = None) -> bytes:
+             target_psnr: float | None = None, step: int | str = "auto") -> bytes:
     """Image (uint8 numpy array (H, W) / (H, W, 3) or a PIL image) -> ``.nic`` bytes.
     ``effort`` > 1 searches for smaller files at equal quality; ``target_bpp`` /
-    ``target_psnr`` choose the quality per image (see :class:`Encoder`)."""
-    return _encoder(quality, domain, device, effort, target_bpp, target_psnr).compress(img)
+    ``target_psnr`` choose the quality per image; ``step`` the quantisation grid (``0``:
+    files every release reads; see :class:`Encoder`)."""
+    return _encoder(quality, domain, device, effort, target_bpp, target_psnr,
+                    step).compress(img)
 
 
 def decompress(data: bytes, device: str = "auto") -> np.ndarray:

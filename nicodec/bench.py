@@ -5,7 +5,9 @@ For each installed quality of the base codec, over the ``photo`` test images:
   ``compress()``/``decompress()`` running the same weights (and their ratio);
 * payload bytes over the ideal code length sum(-log2 p) under the frozen tables (overhead),
   and the header's share of the file;
-* bpp and RGB PSNR per generation; BD-rate and BD-PSNR against JPEG 2000 and WebP sweeps
+* bpp and RGB PSNR per generation, its files as ``nicodec encode`` writes them (per-image
+  quantisation grids where a model has a ``step_slope``, :mod:`nicodec.quantstep`; the
+  newest generation on the unit grid too); BD-rate and BD-PSNR against JPEG 2000 and WebP sweeps
   (settings of :mod:`nicodec.baselines`) and against every older generation; the PSNR step between
   qualities;
 * encoder effort: BD-rate of each effort against effort 1 and encode seconds per
@@ -97,30 +99,52 @@ def bench(domain: str, device: str, repeat: int, limit: int | None) -> dict:
         g["quality_steps_db"] = [b - a for a, b in zip(psnrs, psnrs[1:])]
         g["span_db"] = psnrs[-1] - psnrs[0] if psnrs else None
         result["generations"][gen] = g
+    newest = reg.base_set()
+    if any(m.step_slope for m in newest):  # what the per-image grids buy: the unit grid too
+        rows = [_bench_model(reg, m, imgs, device, repeat, step=0) for m in newest]
+        unit = ([r["bpp"] for r in rows], [r["psnr"] for r in rows])
+        auto = result["generations"][max(result["generations"])]["rows"]
+        refs = {k: ([p["bpp"] for p in v], [p["psnr"] for p in v])
+                for k, v in result["sweeps"].items()}
+        refs["unit grid"] = unit
+        u = {"rows": rows, "bd_rate_vs": {}, "bd_psnr_vs": {}}
+        for ref, (rb, rp) in refs.items():
+            test = unit if ref != "unit grid" else ([r["bpp"] for r in auto],
+                                                    [r["psnr"] for r in auto])
+            for key, fn in (("bd_rate", metrics.bd_rate), ("bd_psnr", metrics.bd_psnr)):
+                try:
+                    u[f"{key}_vs"][ref] = fn(rb, rp, *test)
+                except ValueError:
+                    u[f"{key}_vs"][ref] = None
+        result["unit_grid"] = u
     return result
 
 
-def _bench_model(reg, entry, imgs, device, repeat) -> dict:
+def _bench_model(reg, entry, imgs, device, repeat, step: int | str = "auto") -> dict:
+    """Speed and RD of one base model on ``imgs``, its files written on grid ``step``
+    (``"auto"``: what ``nicodec encode`` writes, :mod:`nicodec.quantstep`)."""
     codec = reg.codec_by_id(entry.id, device)
     cm = compressai_model(reg, entry, device)
-    acc = {k: [] for k in ("enc", "dec", "cai_enc", "cai_dec", "bpp", "psnr")}
+    acc = {k: [] for k in ("enc", "dec", "cai_enc", "cai_dec", "bpp", "psnr", "grid")}
     payload_bytes = file_bytes = ideal_bits = 0.0
     codec.encode(imgs[0][:64, :64])  # warm-up
     for rgb in imgs:
         h, w = rgb.shape[:2]
-        t_enc, blob = timed(lambda: codec.encode(rgb), repeat)
+        t_enc, blob = timed(lambda: codec.encode(rgb, step=step), repeat)
         header, payload = container.parse(blob)
+        grid = header.step
         t_dec, out = timed(lambda: codec.decode(header, payload), repeat)
         x = pixels_to_tensor(rgb, device)
         with torch.no_grad(), reference_threads(device):  # the threads the codec runs on
             t_cenc, comp = timed(lambda: cm.compress(x), repeat)
             t_cdec, _ = timed(lambda: cm.decompress(comp["strings"], comp["shape"]), repeat)
-        ideal_bits += codec.coder.ideal_bits(codec.latents(rgb))
+        ideal_bits += (codec.coder.ideal_bits(codec.latents(rgb, grid), grid) if grid
+                       else codec.coder.ideal_bits(codec.latents(rgb)))
         payload_bytes += len(payload)
         file_bytes += len(blob)
         for k, v in (("enc", t_enc), ("dec", t_dec), ("cai_enc", t_cenc),
                      ("cai_dec", t_cdec), ("bpp", metrics.bpp(len(blob), w, h)),
-                     ("psnr", metrics.psnr(rgb, out))):
+                     ("psnr", metrics.psnr(rgb, out)), ("grid", grid)):
             acc[k].append(v)
     row = {k: float(np.mean(v)) for k, v in acc.items()}
     return row | {"quality": entry.quality, "lambda": entry.lam, "id": entry.id,
@@ -215,7 +239,7 @@ def effort_point(codec, rgb: np.ndarray, level: int) -> tuple[float, float, floa
     from nicodec import effort
 
     t0 = time.perf_counter()
-    blob = effort.encode(codec, rgb, level=level)
+    blob = effort.encode(codec, rgb, level=level, step="auto")  # as `nicodec encode`
     seconds = time.perf_counter() - t0
     rec = codec.decode(*container.parse(blob))
     return (metrics.bpp(len(blob), rgb.shape[1], rgb.shape[0]), metrics.psnr(rgb, rec),
@@ -432,12 +456,12 @@ def show(result: dict) -> None:
                         + (f"; {', '.join(kept)}" if kept else "") + f"): {result['domain']} "
                         f"test set, {result['images']} images, {result['device']} "
                         f"({result['threads']} threads), best of {result['repeat']}")
-        for col in ("q", "bpp", "PSNR", "enc s", "CAI enc s", "ratio", "dec s", "CAI dec s",
-                    "ratio", "overhead %", "header %"):
+        for col in ("q", "bpp", "PSNR", "grid", "enc s", "CAI enc s", "ratio", "dec s",
+                    "CAI dec s", "ratio", "overhead %", "header %"):
             t.add_column(col, justify="right")
         for r in g["rows"]:
             t.add_row(str(r["quality"]), f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
-                      f"{r['enc']:.3f}", f"{r['cai_enc']:.3f}", f"{r['enc'] / r['cai_enc']:.2f}",
+                      f"{r.get('grid', 0):+.1f}", f"{r['enc']:.3f}", f"{r['cai_enc']:.3f}", f"{r['enc'] / r['cai_enc']:.2f}",
                       f"{r['dec']:.3f}", f"{r['cai_dec']:.3f}",
                       f"{r['dec'] / r['cai_dec']:.2f}", f"{r['overhead_pct']:.4f}",
                       f"{r['header_pct']:.3f}")
@@ -452,6 +476,17 @@ def show(result: dict) -> None:
                       f"; q4 - q1 = {g['span_db']:.2f} dB")
         for note in g.get("notes", []):
             console.print(f"  note: {note}")
+    if "unit_grid" in result:
+        u = result["unit_grid"]
+        console.print("  the newest generation on the unit grid (--step 0, files every "
+                      "release reads): " + ", ".join(f"q{r['quality']} {r['bpp']:.4f} bpp "
+                                                     f"{r['psnr']:.2f} dB" for r in u["rows"]))
+        for ref in u["bd_rate_vs"]:
+            bd, bdp = u["bd_rate_vs"][ref], u["bd_psnr_vs"][ref]
+            who = ("per-image grids (--step auto) against the unit grid" if ref == "unit grid"
+                   else f"unit grid against {ref}")
+            console.print(f"  {who}: BD-rate " + ("n/a" if bd is None else f"{bd:+.2f} %") +
+                          ", BD-PSNR " + ("n/a" if bdp is None else f"{bdp:+.2f} dB"))
     for kind, pts in result["sweeps"].items():
         console.print(f"{kind} sweep: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB"
                                                     for p in pts))

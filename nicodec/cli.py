@@ -174,6 +174,24 @@ def _effort(ctx, param, value):
     return value
 
 
+def _step(ctx, param, value):
+    """``auto`` or an integer step exponent (:mod:`nicodec.quantstep`)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: 'auto' or an integer exponent, e.g. 0") from None
+
+
+def _steps(ctx, param, value):
+    """``auto,0`` -> ["auto", 0]: each a grid (no repeats)."""
+    steps = [_step(ctx, param, v.strip()) for v in str(value).split(",")]
+    if len(set(steps)) != len(steps):
+        raise click.BadParameter(f"{value!r}: each grid at most once")
+    return steps
+
+
 def _check_inputs(paths: tuple[str, ...]) -> None:
     """Input errors come first: every input exists, and '-' (stdin) stands alone."""
     if "-" in paths and len(paths) > 1:
@@ -226,23 +244,28 @@ def _files_progress(total: int, enabled: bool):
               help="photo (the base codec), an installed adapter's name, or auto")
 @click.option("-e", "--effort", type=int, default=1, show_default=True, callback=_effort,
               help="1 = plain rounding (fast); 2, 3, 4 = search the latents longer for a "
-                   "smaller file at equal quality; every decoder reads the result")
+                   "smaller file at equal quality, on the grid --step gives")
 @click.option("--target-bpp", type=float, default=None,
               help="choose the quality per image to land within 3 % of this size")
 @click.option("--target-psnr", type=float, default=None,
               help="the smallest file with at least this PSNR (dB)")
+@click.option("--step", default="auto", show_default=True, callback=_step,
+              help="quantisation grid: auto (per image, for mean PSNR; files need nicodec "
+                   ">= 0.18 unless the unit grid is best), 0 (the unit grid: files every "
+                   "release reads), or an exponent -24..24 (larger: finer)")
 @MAX_PIXELS
 @QUIET
 @VERBOSE
 @DEVICE
-def encode(images, output, quality, domain, effort, target_bpp, target_psnr, max_pixels,
-           quiet, verbose, device):
+def encode(images, output, quality, domain, effort, target_bpp, target_psnr, step,
+           max_pixels, quiet, verbose, device):
     """Compress IMAGES (PNG, JPEG, TIFF, WebP, BMP, ...; '-' reads stdin) to .nic files.
 
     \b
     Examples:
       nicodec encode photo.png                       # writes photo.nic beside it
       nicodec encode photo.png -o small.nic -q 1 --effort 3
+      nicodec encode photo.png --step 0 -o old.nic   # a file every release decodes
       nicodec encode photo.png --target-bpp 0.5 -o - > photo.nic
       cat photo.png | nicodec encode - -o photo.nic
       nicodec encode shots/*.png -o out/ --domain auto
@@ -254,7 +277,7 @@ def encode(images, output, quality, domain, effort, target_bpp, target_psnr, max
     image.set_max_pixels(max_pixels)
     _check_inputs(images)
     encoder = api.Encoder(quality=quality, domain=domain, device=device, effort=effort,
-                          target_bpp=target_bpp, target_psnr=target_psnr)
+                          target_bpp=target_bpp, target_psnr=target_psnr, step=step)
     targets = _stdio_outputs(images, output, ".nic")
 
     def encode_one(src, dst):
@@ -309,8 +332,9 @@ def _print_models(data: bytes, extra: str = "") -> None:
 
     header, _ = container.parse(data)
     adapter = container.format_id(header.adapter_id) if header.adapter_id else "none"
+    step = f", quantisation step exponent {header.step}" if header.step else ""
     err.print(f"  base model {container.format_id(header.base_id)}, adapter {adapter}, "
-              f"format version {header.version}{extra}", markup=False)
+              f"format version {header.version}{step}{extra}", markup=False)
 
 
 def _effort_progress(effort: int, quiet: bool, label: str):
@@ -436,7 +460,13 @@ def info(file, as_json):
         return
     rows = [("file", file), ("format version", d["version"]), ("size", f"{d['width']}x"
             f"{d['height']}"), ("colour", "greyscale" if d["channels"] == 1 else "RGB"),
-            ("quality", d["quality"]), ("bytes", f"{d['file_bytes']:,} ({d['bpp']:.4f} bpp)"),
+            ("quality", d["quality"])]
+    if d["step"]:
+        from nicodec.hyperprior import step_size
+
+        rows.append(("grid", f"step exponent {d['step']} (latents on a grid of "
+                             f"{step_size(d['step']):.3f})"))
+    rows += [("bytes", f"{d['file_bytes']:,} ({d['bpp']:.4f} bpp)"),
             ("entropy coder", f"{d['coder']} {d['coder_version']}"),
             ("base model", d["base_id"] + (f"  generation {base['generation']}, "
                                            f"installed: {base['file']}" if base["installed"]
@@ -561,9 +591,12 @@ def _bd_text(res: dict) -> str:
 @click.option("-e", "--effort", "efforts", callback=_efforts, default="1", show_default=True,
               help="encoder effort(s), comma-separated (e.g. 1,3): one curve per domain "
                    "and effort; the files are what `encode --effort` writes")
+@click.option("--step", "steps", callback=_steps, default="auto", show_default=True,
+              help="quantisation grid(s), comma-separated (e.g. auto,0): one curve each; "
+                   "the files are what `encode --step` writes")
 @DEVICE
 def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_image, efforts,
-             device):
+             steps, device):
     """Rate-distortion curves (bpp, PSNR, MS-SSIM) and BD-rates on the images in FOLDER.
 
     \b
@@ -578,6 +611,7 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
       nicodec eval ./test_images --baselines jpeg2000,webp --plot rd.png
       nicodec eval ./screens --domain photo --domain screen --json screens.json
       nicodec eval ./photos --effort 1,3 --baselines jpeg2000,webp
+      nicodec eval ./photos --step auto,0     # per-image grids against the unit grid
     """
     import json
 
@@ -608,7 +642,7 @@ def eval_cmd(folder, domains, baselines, qualities, json_path, plot_path, per_im
             bar.update(task, completed=done, total=total, description=f"evaluated {label}")
         res = evaluate.evaluate(Path(folder), list(domains), kinds, qualities,
                                 device=registry.pick_device(device), reg=reg,
-                                progress=progress, efforts=efforts)
+                                progress=progress, efforts=efforts, steps=steps)
     t = Table(title=f"{folder}: {res['images']} images")
     for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM"):
         t.add_column(col, justify="right")

@@ -112,6 +112,15 @@ class Codec:
     lam: float
     device: str = "cpu"
     name: str = "photo"
+    # dB per bpp: how the encoder trades rate for mean PSNR when it picks a quantisation step
+    # per image (:mod:`nicodec.quantstep`); None: it keeps the unit grid
+    step_slope: float | None = None
+
+    @property
+    def steps(self) -> bool:
+        """Whether this codec codes latents on other grids than the unit one (format
+        version 3): its entropy model must be a hyperprior's (Gaussian tables by scale)."""
+        return hasattr(self.coder, "side")
 
     @property
     def median(self) -> torch.Tensor:
@@ -128,41 +137,54 @@ class Codec:
             return self.net.analysis(pixels_to_tensor(rgb, self.device)) - self.median
 
     @torch.no_grad()
-    def latents(self, rgb: np.ndarray) -> np.ndarray:
-        """Integer latents q (C, h, w) int32 of an image."""
-        return torch.round(self.residual(rgb))[0].to(torch.int32).cpu().numpy()
+    def latents(self, rgb: np.ndarray, step: int = 0) -> np.ndarray:
+        """Integer latents q (C, h, w) int32 of an image, on the grid of step exponent
+        ``step``: ``round((y - median) / step_size(step))``."""
+        return quantize(self.residual(rgb), step)[0].to(torch.int32).cpu().numpy()
 
     @torch.no_grad()
     def reconstruct(self, q: np.ndarray, height: int, width: int,
-                    tiled: bool | None = None) -> np.ndarray:
-        """Pixels of integer latents; ``tiled``: the synthesis in tiles (format version 2;
-        default: as the encoder chooses for this size)."""
+                    tiled: bool | None = None, step: int = 0) -> np.ndarray:
+        """Pixels of integer latents (on the grid of step exponent ``step``); ``tiled``: the
+        synthesis in tiles (format version 2; default: as the encoder chooses for this
+        size)."""
         tiled = tiling.tiled(width, height) if tiled is None else tiled
         with reference_threads(self.device):
             if tiled:
-                y_hat = torch.from_numpy(q)[None].float() + self.median.cpu()
+                y_hat = dequantize(torch.from_numpy(q)[None], step) + self.median.cpu()
                 return tiling.synthesis(self.net, y_hat, height, width, self.device)
-            y_hat = torch.from_numpy(q).to(self.device)[None].float() + self.median
+            y_hat = dequantize(torch.from_numpy(q).to(self.device)[None], step) + self.median
             return tensor_to_pixels(self.net.synthesis(y_hat), height, width)
 
-    def encode(self, rgb: np.ndarray, channels: int = 3) -> bytes:
-        """(H, W, 3) uint8 pixels -> complete .nic file bytes."""
+    def encode(self, rgb: np.ndarray, channels: int = 3, step: int | str = 0) -> bytes:
+        """(H, W, 3) uint8 pixels -> complete .nic file bytes, on the grid of step exponent
+        ``step`` (``"auto"``: the one :mod:`nicodec.quantstep` picks for this image)."""
         h, w = rgb.shape[:2]
         container.check_size(w, h)
-        return self.encode_latents(self.latents(rgb), w, h, channels)
+        if step == "auto":
+            from nicodec import quantstep
 
-    def encode_latents(self, q: np.ndarray, width: int, height: int, channels: int = 3) -> bytes:
-        """Integer latents (C, h, w) of a ``width`` x ``height`` image -> .nic file bytes
-        (how :mod:`nicodec.effort` writes the latents it found)."""
+            step, q = quantstep.choose(self, rgb)
+        else:
+            q = self.latents(rgb, step)
+        return self.encode_latents(q, w, h, channels, step)
+
+    def encode_latents(self, q: np.ndarray, width: int, height: int, channels: int = 3,
+                       step: int = 0) -> bytes:
+        """Integer latents (C, h, w) of a ``width`` x ``height`` image, on the grid of step
+        exponent ``step`` -> .nic file bytes (how :mod:`nicodec.effort` writes the latents
+        it found)."""
         w, h = width, height
         container.check_size(w, h)
-        payload = self.coder.encode(q)
+        if step and not self.steps:
+            raise NicodecError(f"{self.name} q{self.quality} codes its latents on the unit "
+                               f"grid only (quantisation steps need a hyperprior model)")
+        payload = self.coder.encode(q, step) if step else self.coder.encode(q)
         major, minor = coder_version()
         header = container.Header(quality=self.quality, channels=channels, width=w, height=h,
                                   base_id=self.base_id, adapter_id=self.adapter_id,
                                   coder=self.coder.NAME, coder_version=(major << 8) | minor,
-                                  version=container.TILED_VERSION if tiling.tiled(w, h)
-                                  else 1)
+                                  **container.layout(tiling.tiled(w, h), step))
         return container.pack(header, payload)
 
     def decode(self, header: container.Header, payload: bytes, strict: bool = True) -> np.ndarray:
@@ -174,14 +196,43 @@ class Codec:
                                f"match its model's quality {self.quality})")
         image.check_pixels(header.width, header.height)
         shape = latent_shape(header.width, header.height, self.coder.channels)
+        step = header.step
+        if step:
+            from nicodec.hyperprior import check_step
+
+            if not self.steps:
+                raise NicodecError(f"corrupt .nic file (a quantisation step, but its model "
+                                   f"codes with entropy coder {self.coder.NAME})")
+            try:
+                check_step(step)
+            except ValueError as e:
+                raise NicodecError(f"corrupt .nic file ({e})") from None
         try:
-            q = self.coder.decode(payload, shape, strict)
+            q = (self.coder.decode(payload, shape, strict, step=step) if step
+                 else self.coder.decode(payload, shape, strict))
         except NicodecError:
             raise
         except Exception as e:  # constriction raises plain exceptions on garbage input
             raise NicodecError(f"corrupt payload ({e})") from None
-        return self.reconstruct(q, header.height, header.width,
-                                tiled=header.version >= container.TILED_VERSION)
+        return self.reconstruct(q, header.height, header.width, tiled=header.tiled, step=step)
+
+
+def quantize(r: torch.Tensor, step: int = 0) -> torch.Tensor:
+    """``round(r / step_size(step))`` of residuals ``r = y - median`` (float)."""
+    if step == 0:
+        return torch.round(r)
+    from nicodec.hyperprior import step_size
+
+    return torch.round(r / step_size(step))
+
+
+def dequantize(q: torch.Tensor, step: int = 0) -> torch.Tensor:
+    """Integer latents (1, C, h, w) -> float ``step_size(step) * q`` (the decoder's)."""
+    if step == 0:
+        return q.float()
+    from nicodec.hyperprior import step_size
+
+    return q.float() * step_size(step)
 
 
 def check_coder(header: container.Header, expected: int = LatentCoder.NAME) -> None:

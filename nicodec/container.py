@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass
 from nicodec.errors import NicodecError
 
 MAGIC = b"NIC\x1a"
-FORMAT_VERSION = 2  # the newest this release reads and writes
+FORMAT_VERSION = 3  # the newest this release reads and writes
 TILED_VERSION = 2  # version 2: decoded in tiles (nicodec.tiling); version 1: whole image
+STEP_VERSION = 3  # version 3: flags hold a quantisation step and whether it is tiled
+FLAG_TILED = 0x100  # version 3: decoded in tiles; the low byte is the step exponent (int8)
 HEADER = struct.Struct("<4sBBBBHHHHIIII")
 HEADER_SIZE = HEADER.size  # 32
 CRC_OFFSET = HEADER_SIZE - 4
@@ -44,9 +46,25 @@ class Header:
     adapter_id: int = NO_ADAPTER  # uint32; 0 = base codec
     coder: int = 1  # CODERS: 1 = per-channel tables, 2 = hyperprior, 3 = + context (rANS)
     coder_version: int = 0  # (major << 8) | minor of constriction
-    flags: int = 0  # reserved, must be 0
-    version: int = 1  # 2 (TILED_VERSION) for images coded in tiles
+    flags: int = 0  # 0 before version 3; version 3: step exponent (int8) | FLAG_TILED
+    version: int = 1  # 2 (TILED_VERSION) for images coded in tiles, 3 with a step
     payload_length: int = 0
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the synthesis runs in tiles (:mod:`nicodec.tiling`)."""
+        if self.version >= STEP_VERSION:
+            return bool(self.flags & FLAG_TILED)
+        return self.version >= TILED_VERSION
+
+    @property
+    def step(self) -> int:
+        """The quantisation step exponent e: latents decode to ``step_size(e) * q + median``
+        (:mod:`nicodec.hyperprior`); 0 (the unit grid) before version 3."""
+        if self.version < STEP_VERSION:
+            return 0
+        low = self.flags & 0xFF
+        return low - 256 if low >= 128 else low
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -55,7 +73,19 @@ class Header:
         major, minor = divmod(self.coder_version, 256)
         d["coder"] = CODERS.get(self.coder, f"unknown({self.coder})")
         d["coder_version"] = f"{major}.{minor}"
+        d["step"], d["tiled"] = self.step, self.tiled
         return d
+
+
+def layout(tiled: bool, step: int = 0) -> dict:
+    """The ``version`` and ``flags`` of a file coded whole or in tiles on the grid of step
+    exponent ``step``: the oldest version that says so (1 or 2 for the unit grid, which
+    every release reads; 3 for another step)."""
+    if step == 0:
+        return {"version": TILED_VERSION if tiled else 1, "flags": 0}
+    if not -128 <= step <= 127:
+        raise ValueError(f"step exponent {step} does not fit the header")
+    return {"version": STEP_VERSION, "flags": (FLAG_TILED if tiled else 0) | (step & 0xFF)}
 
 
 def format_id(i: int) -> str:
@@ -119,7 +149,9 @@ def parse(data: bytes) -> tuple[Header, bytes]:
     payload = data[HEADER_SIZE:]
     if zlib.crc32(payload, zlib.crc32(data[:CRC_OFFSET])) != crc:
         raise NicodecError("corrupt .nic file (CRC32 mismatch)")
-    if flags != 0 or channels not in CHANNELS or not 1 <= quality <= 255:
+    flags_ok = (flags == 0 if version < STEP_VERSION
+                else flags & ~(FLAG_TILED | 0xFF) == 0 and flags & 0xFF != 0)
+    if not flags_ok or channels not in CHANNELS or not 1 <= quality <= 255:
         raise NicodecError("corrupt .nic file (invalid header fields)")
     check_size(width, height)
     return Header(quality=quality, channels=channels, width=width, height=height,

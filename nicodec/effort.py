@@ -22,7 +22,8 @@ the effort-1 ``q`` is a candidate, so a higher effort never writes a worse file 
 Where the CPU (or GPU) computes bf16 natively, the search's synthesis runs in bf16
 (autocast; the density, the loss and the scoring stay float32): 1.3-1.8x as fast at 40
 and 120 steps, for BD-rates within 0.5 points of float32's (docs/results/effort-tuning.md).
-The file format does not change: every decoder of every release reads the result.
+The search runs on the grid of the step the encoder picked (:mod:`nicodec.quantstep`);
+on the unit grid the file format does not change: every decoder of every release reads it.
 """
 
 from __future__ import annotations
@@ -76,11 +77,13 @@ def effort(level: int) -> Effort:
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
 
-def objective(codec: Codec, q: np.ndarray, rgb: np.ndarray, lam: float) -> tuple[float, float, float]:
-    """(J, bits, MSE on 0..255) of integer latents: real table bits, real decoded pixels."""
+def objective(codec: Codec, q: np.ndarray, rgb: np.ndarray, lam: float,
+              step: int = 0) -> tuple[float, float, float]:
+    """(J, bits, MSE on 0..255) of integer latents (on the grid of step exponent ``step``):
+    real table bits, real decoded pixels."""
     h, w = rgb.shape[:2]
-    bits = codec.coder.ideal_bits(q)
-    rec = codec.reconstruct(q, h, w)
+    bits = codec.coder.ideal_bits(q, step) if step else codec.coder.ideal_bits(q)
+    rec = codec.reconstruct(q, h, w, step=step)
     mse = float(np.mean((rec.astype(np.float64) - rgb.astype(np.float64)) ** 2))
     return bits / (h * w) + lam * mse, bits, mse
 
@@ -105,13 +108,16 @@ def search_dtype(device: str) -> torch.dtype | None:
 
 
 def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: float | None = None,
-           progress: Progress | None = None, seed: int = 0) -> np.ndarray:
-    """Integer latents (C, h, w) int32 of an image at an effort level, optimised for
-    ``lam`` (default: the codec's own lambda; another lambda trades rate for quality at
-    encode time). Effort 1 is exactly :meth:`Codec.latents`."""
+           progress: Progress | None = None, seed: int = 0, step: int = 0) -> np.ndarray:
+    """Integer latents (C, h, w) int32 of an image at an effort level, on the grid of step
+    exponent ``step``, optimised for ``lam`` (default: the codec's own lambda; another
+    lambda trades rate for quality at encode time). Effort 1 is exactly
+    :meth:`Codec.latents`."""
+    from nicodec.codec import dequantize, quantize
+
     e = effort(level)
     if e.steps == 0:
-        return codec.latents(rgb)
+        return codec.latents(rgb, step)
     net, density = codec.net, getattr(codec.net, "density", None)
     if density is None or not hasattr(net, "synthesis_graph"):
         raise NicodecError("this codec has no latent density to search with (effort > 1 "
@@ -125,46 +131,58 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
     dtype = search_dtype(codec.device) if e.bf16 else None
     target = pixels_to_tensor(rgb, codec.device)[..., :h, :w]
     median = codec.median
-    r0 = codec.residual(rgb)  # one analysis: effort 1's latents are its rounding
-    q0 = torch.round(r0)[0].to(torch.int32).cpu().numpy()
+    # one analysis: effort 1's latents are its rounding (on the grid: r0 in grid units)
+    r0 = codec.residual(rgb)
+    if step:
+        from nicodec.hyperprior import step_size
+
+        r0 = r0 / step_size(step)  # as codec.quantize: q0 is effort 1's latents on the grid
+    q0 = quantize(r0)[0].to(torch.int32).cpu().numpy()
     if hasattr(codec.coder, "density"):  # a hyperprior: the tables q0's side info picks
-        density = codec.coder.density(q0, codec.device)
-    best_q, best_j = q0, objective(codec, q0, rgb, lam)[0]
+        density = (codec.coder.density(q0, codec.device, step) if step
+                   else codec.coder.density(q0, codec.device))
+    best_q, best_j = q0, objective(codec, q0, rgb, lam, step)[0]
     # channels_last: the transposed convolutions' backward runs ~1.3x faster on CPU (the
     # search only chooses q; the decoder's own arithmetic is untouched)
     r = r0.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     opt = torch.optim.Adam([r], lr=e.lr)
     gen = torch.Generator(device=codec.device).manual_seed(seed)
     checks = set(np.linspace(0, e.steps - 1, 6).round().astype(int).tolist())
-    for step in range(e.steps):
+    for it in range(e.steps):
         if e.method == "ste":
             r_hat = r + (torch.round(r) - r).detach()
         else:
-            tau = max(0.5 * math.exp(-4.0 * step / e.steps), 1e-3)
+            tau = max(0.5 * math.exp(-4.0 * it / e.steps), 1e-3)
             r_hat = sga_round(r, tau, gen)
-        y_hat = r_hat + median
         with torch.autocast(torch.device(codec.device).type, dtype=dtype,
                             enabled=dtype is not None):
-            x_hat = net.synthesis_graph(y_hat)
+            x_hat = net.synthesis_graph(dequantize(r_hat, step) + median)
         x_hat = x_hat.float()[..., :h, :w].clamp(0, 1)
-        loss = density.bits(y_hat).sum() / pixels + lam * 255 ** 2 * F.mse_loss(x_hat, target)
+        loss = density.bits(r_hat + median).sum() / pixels + lam * 255 ** 2 * F.mse_loss(x_hat, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step in checks or step == e.steps - 1:
+        if it in checks or it == e.steps - 1:
             q = np.ascontiguousarray(torch.round(r.detach())[0].to(torch.int32).cpu().numpy())
-            j = objective(codec, q, rgb, lam)[0]
+            j = objective(codec, q, rgb, lam, step)[0]
             if j < best_j:
                 best_q, best_j = q, j
         if progress:
-            progress(step + 1, e.steps)
+            progress(it + 1, e.steps)
     return best_q
 
 
 def encode(codec: Codec, rgb: np.ndarray, channels: int = 3, level: int = DEFAULT_EFFORT,
-           lam: float | None = None, progress: Progress | None = None) -> bytes:
-    """A complete ``.nic`` file at an effort level (same header, same decoder)."""
+           lam: float | None = None, progress: Progress | None = None,
+           step: int | str = 0) -> bytes:
+    """A complete ``.nic`` file at an effort level (same header, same decoder), on the grid
+    of step exponent ``step`` (``"auto"``: the one :func:`nicodec.quantstep.choose`
+    picks; a search then refines the latents on that grid)."""
     if effort(level).steps == 0 and lam is None:
-        return codec.encode(rgb, channels)
-    return codec.encode_latents(refine(codec, rgb, level, lam, progress), rgb.shape[1],
-                                rgb.shape[0], channels)
+        return codec.encode(rgb, channels, step)
+    if step == "auto":
+        from nicodec import quantstep
+
+        step = quantstep.choose(codec, rgb)[0]
+    return codec.encode_latents(refine(codec, rgb, level, lam, progress, step=step),
+                                rgb.shape[1], rgb.shape[0], channels, step)

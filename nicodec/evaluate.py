@@ -46,14 +46,14 @@ def _measure(name: str, rgb: np.ndarray, n_bytes: int, rec: np.ndarray,
 
 
 def codec_point(codec, imgs: list[tuple[str, np.ndarray]], label: str,
-                with_ms_ssim: bool = True, effort: int = 1) -> dict:
-    """Encode (at encoder ``effort``) and decode every image with ``codec`` (real file
-    bytes) and average."""
+                with_ms_ssim: bool = True, effort: int = 1, step: int | str = "auto") -> dict:
+    """Encode (at encoder ``effort``, on grid ``step``: what ``nicodec encode`` writes by
+    default) and decode every image with ``codec`` (real file bytes) and average."""
     from nicodec import effort as effort_
 
     per = []
     for name, rgb in imgs:
-        blob = codec.encode(rgb) if effort == 1 else effort_.encode(codec, rgb, level=effort)
+        blob = effort_.encode(codec, rgb, level=effort, step=step)
         rec = codec.decode(*container.parse(blob))
         per.append(_measure(name, rgb, len(blob), rec, with_ms_ssim))
     return _point(label, per)
@@ -63,18 +63,25 @@ def _no_tick(label: str) -> None:
     pass
 
 
-def curve_name(domain: str, effort: int = 1) -> str:
-    """``nicodec:<domain>``, with ``@effort<N>`` when the encoder works harder than 1."""
-    return f"nicodec:{domain}" + (f"@effort{effort}" if effort > 1 else "")
+def curve_name(domain: str, effort: int = 1, step: int | str = "auto") -> str:
+    """``nicodec:<domain>``, with ``@effort<N>`` when the encoder works harder than 1 and
+    ``@step<E>`` on a fixed grid (``@step0``: the unit grid)."""
+    return (f"nicodec:{domain}" + (f"@effort{effort}" if effort > 1 else "")
+            + ("" if step == "auto" else f"@step{step}"))
 
 
 def nicodec_curve(reg: Registry, domain: str, imgs: list[tuple[str, np.ndarray]],
-                  qualities, device: str, tick=_no_tick, effort: int = 1) -> dict:
-    name = curve_name(domain, effort)
+                  qualities, device: str, tick=_no_tick, effort: int = 1,
+                  step: int | str = "auto") -> dict:
+    name = curve_name(domain, effort, step)
     points = []
     for q in qualities:
-        points.append(codec_point(reg.codec(quality=q, domain=domain, device=device), imgs,
-                                  f"q{q}", effort=effort))
+        codec = reg.codec(quality=q, domain=domain, device=device)
+        if step not in ("auto", 0) and not codec.steps:
+            from nicodec.errors import NicodecError
+
+            raise NicodecError(f"--step {step}: {domain} q{q} codes on the unit grid only")
+        points.append(codec_point(codec, imgs, f"q{q}", effort=effort, step=step))
         tick(f"{name} q{q}")
     return {"name": name, "points": points}
 
@@ -154,9 +161,9 @@ def plot(curves: list[dict], path: Path, title: str) -> None:
 
 def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualities,
              device: str = "cpu", reg: Registry | None = None, progress=None,
-             efforts=(1,)) -> dict:
-    """RD curves of nicodec (each domain at each encoder effort) and the baselines on every
-    image in ``folder``, and their BD comparisons against the first curve.
+             efforts=(1,), steps=("auto",)) -> dict:
+    """RD curves of nicodec (each domain at each encoder effort and grid) and the
+    baselines on every image in ``folder``, and their BD comparisons against the first curve.
     ``progress(done, total, label)`` follows each curve point."""
     from nicodec import effort as effort_
     from nicodec.data import list_images
@@ -171,7 +178,7 @@ def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualit
         raise NicodecError(f"{folder}: no images found")
     imgs = [(f.name, image.load(f).rgb) for f in files]
     efforts = [effort_.effort(e).level for e in efforts]
-    total = len(domains) * len(efforts) * len(qualities) + sum(
+    total = len(domains) * len(efforts) * len(steps) * len(qualities) + sum(
         len(JPEG2000_BPPS if b == "jpeg2000" else QUALITY_SWEEP) for b in baseline_kinds)
     done = [0]
 
@@ -179,8 +186,8 @@ def evaluate(folder: Path, domains: list[str], baseline_kinds: list[str], qualit
         done[0] += 1
         if progress:
             progress(done[0], total, label)
-    curves = [nicodec_curve(reg, d, imgs, qualities, device, tick, effort=e)
-              for d in domains for e in efforts]
+    curves = [nicodec_curve(reg, d, imgs, qualities, device, tick, effort=e, step=s)
+              for d in domains for e in efforts for s in steps]
     curves += [baseline_curve(b, imgs, tick=tick) for b in baseline_kinds]
     return {"folder": str(folder), "images": len(imgs), "curves": curves,
             "comparisons": compare(curves) if len(curves) > 1 else []}

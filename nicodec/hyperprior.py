@@ -26,6 +26,7 @@ runs in float: whatever ``z`` it finds is transmitted, so it needs no determinis
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -47,6 +48,40 @@ TAIL = 1e-6  # each Gaussian table spans all but this mass; the rest is ESCAPE
 # models/training/README.md). A file records its own.
 LEAK_BITS = 6
 LEAKS = (0, 6)
+
+
+# Quantisation steps (format version 3): latents may be coded on a grid of step
+# ``step_ratio() ** -e`` instead of 1, for an integer exponent ``e`` in the header. The ratio is
+# that of neighbouring table scales, so a step's Gaussians are the unit grid's with their
+# scale index moved by ``e`` (exact), and their means scaled by ``step_ratio() ** e`` in fixed
+# point (:func:`rescale`). e > 0: a finer grid, more bits, less distortion.
+STEP_BITS = 16  # the fixed-point precision of a step's multipliers
+MAX_STEP = 24  # |e| <= MAX_STEP: steps from 0.089 to 11.3
+
+
+def step_ratio() -> float:
+    """sigma_{k+1} / sigma_k of the frozen table scales (about 1.106)."""
+    return math.exp((math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1))
+
+
+def step_size(e: int) -> float:
+    """The grid step of exponent ``e``: the latents decode to ``step_size(e) * q + median``."""
+    return step_ratio() ** -e
+
+
+def rescale(v: torch.Tensor, e: int) -> torch.Tensor:
+    """Integers ``v`` (int64) times ``step_ratio() ** e``, rounded half up, in fixed point:
+    ``floor((v * M + 2**(STEP_BITS - 1)) / 2**STEP_BITS)`` with ``M = round(step_ratio() ** e *
+    2**STEP_BITS)``; exact integer arithmetic, so every machine gets the same integers."""
+    if e == 0:
+        return v
+    mult = round(step_ratio() ** e * (1 << STEP_BITS))
+    return torch.div(v * mult + (1 << (STEP_BITS - 1)), 1 << STEP_BITS, rounding_mode="floor")
+
+
+def check_step(e: int) -> None:
+    if not -MAX_STEP <= e <= MAX_STEP:
+        raise ValueError(f"quantisation step exponent {e} outside -{MAX_STEP}..{MAX_STEP}")
 
 
 def scales() -> np.ndarray:
@@ -186,15 +221,21 @@ class IntegerSynthesis:
                 mu[out], s[out] = m_[:, rows, cols], s_[:, rows, cols]
         return np.ascontiguousarray(mu[:, :h, :w]), np.ascontiguousarray(s[:, :h, :w])
 
-    def quantize(self, mu: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def quantize(self, mu: np.ndarray, s: np.ndarray,
+                 step: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Integer (mu, s) (:meth:`raw`) -> (shift int32, table int16): the mean rounded to
         1/MEAN_STEPS, ``m = floor((mu * MEAN_STEPS + unit / 2) / unit)``, ``shift =
         floor(m / MEAN_STEPS)``; the table ``scale index * MEAN_STEPS + m mod MEAN_STEPS``,
-        the scale index the number of ``thresholds`` <= s."""
+        the scale index the number of ``thresholds`` <= s. On the grid of step exponent
+        ``step`` (the symbols are ``q_e = round((y - median) / step_size(e))``), the mean is
+        ``rescale(m, e)`` and the scale index moves by ``e``, within 0..SCALE_LEVELS-1."""
         unit = 1 << (WEIGHT_BITS + ACT_BITS)
         m = _floor_shift(torch.from_numpy(mu) * MEAN_STEPS + unit // 2,
                          WEIGHT_BITS + ACT_BITS).long()
         scale = torch.searchsorted(self.thresholds, torch.from_numpy(s).contiguous(), right=True)
+        if step:
+            m = rescale(m, step)
+            scale = (scale + step).clamp(0, SCALE_LEVELS - 1)
         shift = torch.div(m, MEAN_STEPS, rounding_mode="floor")
         table = scale * MEAN_STEPS + (m - shift * MEAN_STEPS)
         return shift.numpy().astype(np.int32), table.numpy().astype(np.int16)
@@ -225,6 +266,13 @@ SIDE_HALO = 16  # latents of context around each (h_a's receptive field reaches 
 
 # --------------------------------------------------------------------------- tables
 def gaussian_tables() -> dict[str, torch.Tensor]:
+    """A copy of :func:`_gaussian_tables`, computed once per process (0.2 s; every model
+    file's ``hyper.gauss.*`` is checked against it as it loads)."""
+    return {k: v.clone() for k, v in _gaussian_tables().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _gaussian_tables() -> dict[str, torch.Tensor]:
     """Frozen frequency tables of the discretized Gaussians, one per (scale k, mean
     fraction f): table ``t = k * MEAN_STEPS + f`` holds P(n) = Phi((n + 1/2 - f') / sigma_k)
     - Phi((n - 1/2 - f') / sigma_k), f' = f / MEAN_STEPS, over the symbols n that carry all
@@ -408,35 +456,43 @@ class HyperCoder:
         return out
 
     def _tables_of(self, g: int, idx: np.ndarray, q: np.ndarray,
-                   raw: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+                   raw: tuple[np.ndarray, ...], step: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(shift, table) of group g's elements ``idx``, with ``q`` holding (at least) the
         groups before g. ``raw``: h_s's (mu, s), and their copies that the context model
-        refines in place, group by group."""
+        refines in place, group by group. On a grid of exponent ``step`` the context model
+        reads the symbols brought back to the unit grid, ``rescale(q, -step)``."""
         mu_h, s_h, mu, s = raw
         if self.context is not None:
-            self.context.refine(g, q, mu_h, s_h, mu, s)
-        return self.h_s.quantize(mu.ravel()[idx], s.ravel()[idx])
+            unit_q = q if step == 0 else rescale(torch.from_numpy(
+                np.asarray(q, np.int64)), -step).numpy()
+            self.context.refine(g, unit_q, mu_h, s_h, mu, s)
+        return self.h_s.quantize(mu.ravel()[idx], s.ravel()[idx], step)
 
     def _raw(self, zq: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
         mu, s = self.h_s.raw(zq, shape)
         return (mu, s, mu.copy(), s.copy()) if self.context is not None else (mu, s, mu, s)
 
-    def tables(self, q: np.ndarray, zq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def tables(self, q: np.ndarray, zq: np.ndarray,
+               step: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(shift int32, table int16), each (M, h, w): every element's distribution when
-        latents ``q`` are coded with side information ``zq``."""
+        latents ``q`` (on the grid of exponent ``step``) are coded with side information
+        ``zq``."""
         raw = self._raw(zq, q.shape[1:])
         shift = np.empty(q.size, np.int32)
         table = np.empty(q.size, np.int16)
         for g, idx in enumerate(self._groups(q.shape)):
-            shift[idx], table[idx] = self._tables_of(g, idx, q, raw)
+            shift[idx], table[idx] = self._tables_of(g, idx, q, raw, step)
         return shift.reshape(q.shape), table.reshape(q.shape)
 
     # ----------------------------------------------------------------- encoder side
     @torch.no_grad()
-    def side(self, q: np.ndarray) -> np.ndarray:
-        """zq (N, ceil(h/4), ceil(w/4)) int64 of latents q (M, h, w): h_a in float (the
-        encoder's choice; it is transmitted), rounded at z's medians, clamped to ZQ_MAX."""
+    def side(self, q: np.ndarray, step: int = 0) -> np.ndarray:
+        """zq (N, ceil(h/4), ceil(w/4)) int64 of latents q (M, h, w) on the grid of exponent
+        ``step``: h_a of ``step_size(step) * q`` in float (the encoder's choice; it is
+        transmitted), rounded at z's medians, clamped to ZQ_MAX."""
         x = torch.from_numpy(np.asarray(q, np.float32))[None]
+        if step:
+            x = x * step_size(step)
         h, w = x.shape[-2:]
         x = F.pad(x, (0, -w % Z_DOWNSAMPLING, 0, -h % Z_DOWNSAMPLING))
         if max(x.shape[-2:]) <= SIDE_TILE:
@@ -458,21 +514,24 @@ class HyperCoder:
         z = z - self.z_coder.median[:, None, None]
         return torch.round(z).clamp(-ZQ_MAX, ZQ_MAX).long().numpy()
 
-    def encode(self, q: np.ndarray) -> bytes:
-        """Integer latents (M, h, w) -> compressed bytes (uint32 words, little-endian)."""
+    def encode(self, q: np.ndarray, step: int = 0) -> bytes:
+        """Integer latents (M, h, w) on the grid of exponent ``step`` -> compressed bytes
+        (uint32 words, little-endian)."""
         if q.ndim != 3 or q.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, H, W) latents, got {q.shape}")
-        return self.encode_with(q, self.side(q))
+        check_step(step)
+        return self.encode_with(q, self.side(q, step), step=step)
 
     def encode_with(self, q: np.ndarray, zq: np.ndarray,
-                    tables: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
+                    tables: tuple[np.ndarray, np.ndarray] | None = None,
+                    step: int = 0) -> bytes:
         """The stream of latents q with side information zq (deterministic: the canonical
         encoding that :meth:`decode` checks a payload against). ``tables``: their
         :meth:`tables`, when the caller has them already (the decoder)."""
         import constriction
 
         coder = constriction.stream.stack.AnsCoder()
-        shift, table = self.tables(q, zq) if tables is None else tables
+        shift, table = self.tables(q, zq, step) if tables is None else tables
         n = (q.astype(np.int64) - shift).ravel()
         table = table.ravel()
         for idx in reversed(self._groups(q.shape)):
@@ -486,13 +545,16 @@ class HyperCoder:
         return coder.get_compressed().astype("<u4").tobytes()
 
     # ----------------------------------------------------------------- decoder side
-    def decode(self, data: bytes, shape: tuple[int, int, int], strict: bool = True) -> np.ndarray:
-        """Compressed bytes -> integer latents of ``shape`` (M, h, w), int32 (``strict``:
-        as :meth:`LatentCoder.decode`, the payload must be the canonical encoding)."""
+    def decode(self, data: bytes, shape: tuple[int, int, int], strict: bool = True,
+               step: int = 0) -> np.ndarray:
+        """Compressed bytes -> integer latents of ``shape`` (M, h, w) on the grid of
+        exponent ``step``, int32 (``strict``: as :meth:`LatentCoder.decode`, the payload
+        must be the canonical encoding)."""
         import constriction
 
         from nicodec.errors import NicodecError
 
+        check_step(step)
         c_, h, w = shape
         if c_ != self.channels:
             raise NicodecError("latent channel count does not match the model")
@@ -514,7 +576,7 @@ class HyperCoder:
         shifts = np.empty(q.size, np.int32)
         tables = np.empty(q.size, np.int16)
         for g, idx in enumerate(groups):
-            shift, table = self._tables_of(g, idx, q, raw)
+            shift, table = self._tables_of(g, idx, q, raw, step)
             shifts[idx], tables[idx] = shift, table
             order = np.argsort(table, kind="stable")
             used, starts = np.unique(table[order], return_index=True)
@@ -534,16 +596,17 @@ class HyperCoder:
         # (with the tables it decoded with: the encoder's, since they depend only on zq and
         # the groups decoded before each)
         if strict and (not coder.is_empty() or self.encode_with(
-                q, zq, (shifts.reshape(q.shape), tables.reshape(q.shape))) != bytes(data)):
+                q, zq, (shifts.reshape(q.shape), tables.reshape(q.shape)), step) != bytes(data)):
             raise NicodecError("corrupt payload: the entropy-coded stream does not end where "
                                "the latents do")
         return q
 
     # ----------------------------------------------------------------- rates
-    def ideal_bits(self, q: np.ndarray) -> float:
-        """-log2 p of latents q under the frozen tables, side information included."""
-        zq = self.side(q)
-        shift, table = self.tables(q, zq)
+    def ideal_bits(self, q: np.ndarray, step: int = 0) -> float:
+        """-log2 p of latents q (on the grid of exponent ``step``) under the frozen tables,
+        side information included."""
+        zq = self.side(q, step)
+        shift, table = self.tables(q, zq, step)
         n = (q.astype(np.int64) - shift).ravel()
         table = table.ravel()
         bits = self.z_coder.ideal_bits(zq)
@@ -551,11 +614,12 @@ class HyperCoder:
             bits += self.y_coder.ideal_bits_of(int(t), n[table == t])
         return bits
 
-    def density(self, q: np.ndarray, device: str = "cpu") -> "ConditionalDensity":
+    def density(self, q: np.ndarray, device: str = "cpu", step: int = 0) -> "ConditionalDensity":
         """The distributions the tables give latents coded with ``q``'s side information,
         as a differentiable density (for :mod:`nicodec.effort`'s search around ``q``; with a
-        context model, the context of ``q``'s own symbols)."""
-        shift, table = self.tables(q, self.side(q))
+        context model, the context of ``q``'s own symbols), in units of the grid of
+        exponent ``step``."""
+        shift, table = self.tables(q, self.side(q, step), step)
         sig = torch.from_numpy(scales()).float()[torch.from_numpy(table // MEAN_STEPS).long()]
         mean = torch.from_numpy(shift).float() + torch.from_numpy(
             table % MEAN_STEPS).float() / MEAN_STEPS

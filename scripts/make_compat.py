@@ -5,7 +5,9 @@
 Files this release writes, each beside what it decodes to (``<name>.png``, or for large
 images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the
 photo codec (the newest generation) and of the shipped adapters, a greyscale image,
-effort-3 and effort-4 files, a ``--target-bpp`` file, a tiled (format version 2) image, and a user
+effort-3 and effort-4 files, a ``--target-bpp`` file, a tiled (format version 2) image,
+files on other quantisation grids (format version 3, since 0.18: ``--step``, a tiled one
+too, and an adapter's with a context model), and a user
 adapter made with this release (``user-<name>.safetensors``; q2, and q4 since 0.11; with
 its own hyperprior since 0.14) with a file made with it at each of its qualities.
 Every later release must decode them all to the same pixels (``tests/test_compat.py``).
@@ -124,7 +126,14 @@ def main() -> None:
         big = ((big + 1) * 120).astype(np.uint8)
         Image.fromarray(big).save(Path(tmp) / "big.png")
         nic("encode", Path(tmp) / "big.png", "-q", 1, "-o", out / "tiled-q1.nic", "--quiet",
-            env=env)
+            "--step", 0, env=env)
+        # format version 3 (since 0.18): latents on other grids (nicodec.quantstep)
+        nic("encode", Path(tmp) / "big.png", "-q", 1, "-o", out / "tiled-q1-step4.nic",
+            "--quiet", "--step", 4, env=env)
+        for domain, q, e in (("photo", 2, 5), ("photo", 4, -3), ("screen", 2, 3)):
+            nic("encode", SOURCE if domain == "photo" else SCREEN, "-q", q, "--domain",
+                domain, "--step", e, "-o", out / f"{domain}-q{q}-step{e}.nic", "--quiet",
+                env=env)
         # a user adapter made with this release, and a file made with it
         folder = Path(tmp) / "user"
         folder.mkdir()
@@ -144,7 +153,7 @@ def main() -> None:
         for f in sorted(out.glob("*.nic")):
             png = f.with_suffix(".png")
             nic("decode", f, "-o", png, "--quiet", env=env)
-            if f.name == "tiled-q1.nic":
+            if f.name.startswith("tiled-"):
                 pixels_json(png, f)
     d = read_platforms()
     d["written_on"][release] = float_platform()

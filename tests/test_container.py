@@ -36,7 +36,7 @@ def _recrc(data: bytes) -> bytes:
     (lambda d: d + b"x", "trailing"),
     (lambda d: d[:-2] + bytes([d[-2] ^ 1]) + d[-1:], "CRC32"),
     (lambda d: d[:6] + bytes([d[6] ^ 4]) + d[7:], "CRC32"),
-    (lambda d: _recrc(d[:4] + bytes([3]) + d[5:]), "format version 3"),
+    (lambda d: _recrc(d[:4] + bytes([4]) + d[5:]), "format version 4"),
     (lambda d: _recrc(d[:10] + struct.pack("<HH", 0, 10) + d[14:]), "outside the supported"),
     (lambda d: _recrc(d[:10] + struct.pack("<HH", 60000, 60000) + d[14:]), "outside the"),
     (lambda d: d[:24] + struct.pack("<I", 2 ** 31) + d[28:], "declared payload"),

@@ -41,7 +41,11 @@ def test_effort_1_is_byte_identical_to_plain_encoding(shipped, photo, tmp_path):
     assert run("encode", tmp_path / "p.png", "-o", tmp_path / "b.nic", "--effort", 1
                ).exit_code == 0
     assert (tmp_path / "a.nic").read_bytes() == (tmp_path / "b.nic").read_bytes() == \
-        codec.encode(photo)
+        codec.encode(photo, step="auto")  # the grid quantstep picks, by default
+    assert run("encode", tmp_path / "p.png", "-o", tmp_path / "c.nic", "--step", 0
+               ).exit_code == 0
+    assert (tmp_path / "c.nic").read_bytes() == codec.encode(photo)
+    assert effort.encode(codec, photo, level=1, step="auto") == codec.encode(photo, step="auto")
 
 
 @pytest.mark.parametrize("level", [2, 3, 4])
@@ -132,11 +136,19 @@ def test_eval_measures_each_effort_on_the_files_encode_writes(shipped, photo, tm
     pixels = photo.shape[0] * photo.shape[1]
     for curve, level in zip(res["curves"], (1, 3)):
         for q, point in zip((2, 3), curve["points"]):
-            blob = effort.encode(shipped.codec(quality=q), photo, level=level)
+            blob = effort.encode(shipped.codec(quality=q), photo, level=level, step="auto")
             assert point["bpp"] == pytest.approx(8 * len(blob) / pixels)
     assert res["comparisons"][0]["test"] == "nicodec:photo@effort3"
     bad = run("eval", d, "--effort", "1,1")
     assert bad.exit_code == 2 and "at most once" in bad.output
+    # --step: one curve per grid, the unit grid's files those every release reads
+    r = run("eval", d, "--qualities", "1", "--step", "auto,0", "--baselines", "none",
+            "--json", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert [c["name"] for c in res["curves"]] == ["nicodec:photo", "nicodec:photo@step0"]
+    unit = shipped.codec(quality=1).encode(photo)
+    assert res["curves"][1]["points"][0]["bpp"] == pytest.approx(8 * len(unit) / pixels)
 
 
 def test_the_bf16_search_keeps_nearly_all_of_the_float32_search_gain(shipped, photo):

@@ -1,0 +1,171 @@
+"""Quantisation steps (format version 3): the header, exact integer rescaling, round trips
+on other grids for the hyperprior and context coders, the encoder's choice, and refusals."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import smooth_image
+from nicodec import container, quantstep, registry
+from nicodec import hyperprior as hp
+from nicodec.cli import main
+from nicodec.errors import NicodecError
+from test_context import context_models, seeded  # noqa: F401  (a module fixture)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture()
+def reg(context_models, tmp_path, monkeypatch):  # noqa: F811
+    """Generations 1 (factorized), 2 (hyperprior) and 3 (+ context) of one quality."""
+    monkeypatch.setenv("NICODEC_MODELS", str(context_models))
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
+    return registry.Registry()
+
+
+def _codec(reg, generation):
+    entry = next(m for m in reg.bases() if m.generation == generation)
+    return reg.codec_by_id(entry.id)
+
+
+def test_the_header_says_step_and_tiling_in_version_3_only():
+    base = dict(quality=1, channels=3, width=40, height=24, base_id=7)
+    for tiled in (False, True):
+        for step in (0, 5, -3, 24):
+            data = container.pack(container.Header(**base, **container.layout(tiled, step)),
+                                  b"\0\0\0\1")
+            h, _ = container.parse(data)
+            assert (h.step, h.tiled) == (step, tiled)
+            assert h.version == (3 if step else 2 if tiled else 1)
+    for version, flags in ((1, 3), (2, 1), (3, 0), (3, 0x100), (3, 0x205)):
+        data = container.pack(container.Header(**base, version=version, flags=flags), b"")
+        with pytest.raises(NicodecError, match="invalid header fields"):
+            container.parse(data)
+
+
+def test_rescaling_is_exact_integer_arithmetic():
+    rng = np.random.default_rng(0)
+    v = rng.integers(-2 ** 36, 2 ** 36, 2000)
+    for e in (-24, -3, -1, 1, 7, 24):
+        mult = round(hp.step_ratio() ** e * 2 ** hp.STEP_BITS)
+        want = [(int(x) * mult + 2 ** (hp.STEP_BITS - 1)) // 2 ** hp.STEP_BITS for x in v]
+        assert hp.rescale(torch.from_numpy(v), e).tolist() == want
+    # a step's Gaussians are the unit grid's, their scale index moved by e
+    assert hp.step_ratio() == pytest.approx(hp.scales()[1] / hp.scales()[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("with_context", [False, True])
+def test_latents_on_any_grid_round_trip_and_only_with_their_step(with_context):
+    hyper = hp.export_tensors(seeded(seed=3))
+    if not with_context:
+        hyper = {k: v for k, v in hyper.items() if not k.startswith("ctx.")}
+    coder = hp.HyperCoder({"median": torch.zeros(8)}, hyper)
+    assert (coder.context is not None) == with_context
+    r = torch.randn(8, 12, 20) * 3
+    sizes = {}
+    for e in (-6, -2, 0, 3, 9):
+        q = torch.round(r / hp.step_size(e)).to(torch.int32).numpy()
+        data = coder.encode(q, e)
+        assert np.array_equal(coder.decode(data, q.shape, step=e), q)
+        assert coder.ideal_bits(q, e) > 0
+        sizes[e] = len(data)
+        if e:
+            with pytest.raises(NicodecError):  # the unit grid's tables do not decode it
+                coder.decode(data, q.shape)
+    assert sizes[-6] < sizes[0] < sizes[9]  # finer grids cost more
+    with pytest.raises(ValueError, match="outside"):
+        coder.encode(q, hp.MAX_STEP + 1)
+
+
+def test_a_codec_writes_steps_as_version_3_and_decodes_them_to_its_pixels(reg, tmp_path):
+    img = smooth_image(56, 72, seed=4)
+    for generation in (2, 3):
+        codec = _codec(reg, generation)
+        assert codec.steps
+        unit = codec.encode(img)
+        assert container.parse(unit)[0].version == 1 and unit == codec.encode(img, step=0)
+        for e in (-3, 4):
+            data = codec.encode(img, step=e)
+            header, payload = container.parse(data)
+            assert (header.version, header.step) == (3, e)
+            want = codec.reconstruct(codec.latents(img, e), 56, 72, step=e)
+            assert np.array_equal(codec.decode(header, payload), want)
+            assert not np.array_equal(want, codec.reconstruct(codec.latents(img), 56, 72))
+    factorized = _codec(reg, 1)
+    assert not factorized.steps
+    with pytest.raises(NicodecError, match="unit grid only"):
+        factorized.encode(img, step=2)
+    # a version-3 file naming the factorized model: refused, one line
+    stepped = bytearray(_codec(reg, 2).encode(img, step=2))
+    stepped[7] = 1  # the factorized model's coder, so only the step is wrong
+    stepped[16:20] = factorized.base_id.to_bytes(4, "little")
+    head = bytes(stepped[:28])
+    crc = container.zlib.crc32(bytes(stepped[32:]), container.zlib.crc32(head))
+    stepped[28:32] = crc.to_bytes(4, "little")
+    (tmp_path / "x.nic").write_bytes(bytes(stepped))
+    r = run("decode", tmp_path / "x.nic", "-o", tmp_path / "x.png")
+    assert r.exit_code == 1 and r.output.startswith("error:") and "quantisation step" in r.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_encoder_picks_the_grid_by_its_exchange_rate(reg, monkeypatch):
+    """A grid that no neighbour beats, coarser where bits cost more decibels; none without
+    a slope."""
+    img = smooth_image(64, 96, seed=5)
+    codec = _codec(reg, 3)
+    assert codec.step_slope is None and quantstep.choose(codec, img)[0] == 0
+    r = codec.residual(img)
+    chosen = {}
+    for slope in (1e4, 30.0, 1e-4):
+        codec.step_slope = slope
+        e, q = quantstep.choose(codec, img)
+        assert np.array_equal(q, codec.latents(img, e))
+        best = quantstep.score(codec, r, img, e)[0]
+        for x in (e - 1, e + 1):
+            if quantstep.SEARCH[0] <= x <= quantstep.SEARCH[1]:
+                assert quantstep.score(codec, r, img, x)[0] <= best
+        chosen[slope] = e
+    assert chosen[1e4] < 0 < chosen[1e-4]
+    # a large image picks its grid on its central crop, then codes all of it on that grid
+    monkeypatch.setattr(quantstep, "SAMPLE_SIDE", 32)
+    e, q = quantstep.choose(codec, img)
+    assert e == quantstep.search(codec, img[16:48, 32:64])[0]
+    assert np.array_equal(q, codec.latents(img, e))
+
+
+def test_encode_step_option(context_models, tmp_path, monkeypatch):  # noqa: F811
+    models = tmp_path / "models"
+    shutil.copytree(context_models, models)  # the manifest is written to
+    monkeypatch.setenv("NICODEC_MODELS", str(models))
+    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
+    Image.fromarray(smooth_image(40, 56)).save(tmp_path / "i.png")
+    g3 = next(m for m in registry.Registry().bases() if m.generation == 3)
+    assert registry.set_step_slope(g3.id, 25.0, "test").step_slope == 25.0
+    assert registry.Registry().codec(quality=1).step_slope == 25.0
+    out = {}
+    for step in ("auto", "0", "5"):
+        r = run("encode", tmp_path / "i.png", "-o", tmp_path / f"s{step}.nic", "-q", 1,
+                "--step", step)
+        assert r.exit_code == 0, r.output
+        out[step] = container.parse((tmp_path / f"s{step}.nic").read_bytes())[0]
+        assert run("decode", tmp_path / f"s{step}.nic", "-o", tmp_path / f"{step}.png"
+                   ).exit_code == 0
+    assert (out["0"].version, out["5"].version, out["5"].step) == (1, 3, 5)
+    from nicodec import api
+
+    for step, version in ((5, 3), (0, 1)):
+        data = api.compress(smooth_image(40, 56), quality=1, step=step, device="cpu")
+        assert container.parse(data)[0].version == version
+    info = run("info", tmp_path / "s5.nic")
+    assert "step exponent 5" in info.output and "format version  3" in info.output
+    for bad, needle in (("x", "'auto' or an integer"), ("99", "step must be 'auto' or an "
+                                                            "integer -24..24")):
+        r = run("encode", tmp_path / "i.png", "-o", tmp_path / "b.nic", "-q", 1, "--step", bad)
+        assert r.exit_code != 0 and needle in r.output, r.output
+        assert not (tmp_path / "b.nic").exists()
