@@ -38,14 +38,20 @@ SEARCH = (-8, 12)  # the exponents the search may pick (the format allows +-MAX_
 SAMPLE_SIDE = 1024  # pixels: larger images choose their grid on a central crop this size
 
 
-def score(codec, r: torch.Tensor, rgb: np.ndarray, e: int) -> tuple[float, np.ndarray]:
-    """(PSNR - step_slope * bpp, q) of the residuals ``r = y - median`` coded on grid e."""
+def point(codec, r: torch.Tensor, rgb: np.ndarray, e: int) -> tuple[float, float, np.ndarray]:
+    """(bpp, PSNR, q) of the residuals ``r = y - median`` of ``rgb`` coded on grid e: the
+    tables' ideal bits (side information included) and the pixels the decoder writes."""
     from nicodec.codec import quantize
 
     h, w = rgb.shape[:2]
     q = quantize(r, e)[0].to(torch.int32).cpu().numpy()
     bpp = codec.coder.ideal_bits(q, e) / (h * w)
-    psnr = metrics.psnr(rgb, codec.reconstruct(q, h, w, step=e))
+    return bpp, metrics.psnr(rgb, codec.reconstruct(q, h, w, step=e)), q
+
+
+def score(codec, r: torch.Tensor, rgb: np.ndarray, e: int) -> tuple[float, np.ndarray]:
+    """(PSNR - step_slope * bpp, q) of the residuals ``r`` coded on grid e."""
+    bpp, psnr, q = point(codec, r, rgb, e)
     return psnr - codec.step_slope * bpp, q
 
 
@@ -88,16 +94,10 @@ def search(codec, rgb: np.ndarray) -> tuple[int, np.ndarray]:
 def slope(codec, images: list[np.ndarray], spread: int = 2) -> float:
     """dB per bpp of the codec's mean curve over ``images`` (training photos), between the
     grids ``-spread`` and ``+spread``: the exchange rate :func:`choose` uses."""
-    from nicodec.codec import quantize
-
-    points = {}
-    for e in (-spread, spread):
-        bpp, psnr = [], []
-        for rgb in images:
-            h, w = rgb.shape[:2]
-            q = quantize(codec.residual(rgb), e)[0].to(torch.int32).cpu().numpy()
-            bpp.append(codec.coder.ideal_bits(q, e) / (h * w))
-            psnr.append(metrics.psnr(rgb, codec.reconstruct(q, h, w, step=e)))
-        points[e] = (np.mean(bpp), np.mean(psnr))
-    (b0, p0), (b1, p1) = points[-spread], points[spread]
+    points = {-spread: [], spread: []}
+    for rgb in images:
+        r = codec.residual(rgb)
+        for e, got in points.items():
+            got.append(point(codec, r, rgb, e)[:2])
+    (b0, p0), (b1, p1) = (np.mean(points[e], axis=0) for e in (-spread, spread))
     return float((p1 - p0) / (b1 - b0))

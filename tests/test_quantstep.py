@@ -139,6 +139,16 @@ def test_the_encoder_picks_the_grid_by_its_exchange_rate(reg, monkeypatch):
     assert np.array_equal(q, codec.latents(img, e))
 
 
+def test_the_slope_is_the_mean_curves_between_two_grids(reg):
+    codec = _codec(reg, 3)
+    imgs = [smooth_image(48, 64, seed=s) for s in (6, 7)]
+    pts = {e: np.mean([quantstep.point(codec, codec.residual(i), i, e)[:2] for i in imgs], 0)
+           for e in (-2, 2)}
+    assert pts[2][0] > pts[-2][0]  # a finer grid costs more bits
+    want = (pts[2][1] - pts[-2][1]) / (pts[2][0] - pts[-2][0])
+    assert quantstep.slope(codec, imgs) == pytest.approx(want, rel=1e-9)
+
+
 def test_encode_step_option(context_models, tmp_path, monkeypatch):  # noqa: F811
     models = tmp_path / "models"
     shutil.copytree(context_models, models)  # the manifest is written to
