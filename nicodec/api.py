@@ -102,6 +102,9 @@ class Encoder:
         else:
             self.codecs = [self.registry.codec(quality=quality, domain=domain,
                                                device=self.device)]
+        if step != "auto":
+            for codec in self.codecs:  # before any image is read
+                codec.check_step(step)
 
     def _all_qualities(self, domain: str) -> list:
         have = (self.registry.qualities() if domain == "photo"
@@ -112,12 +115,8 @@ class Encoder:
     def _encode_one(self, codec, loaded, progress) -> bytes:
         from nicodec import effort
 
-        step = self.step
-        if step not in ("auto", 0) and not codec.steps:
-            raise NicodecError(f"--step {step}: {codec.name} q{codec.quality} codes on the "
-                               f"unit grid only (quantisation steps need a hyperprior model)")
         return effort.encode(codec, loaded.rgb, loaded.channels, self.effort,
-                             progress=progress, step=step)
+                             progress=progress, step=self.step)
 
     def encode(self, img, progress=None) -> Encoded:
         """Encode and say which codec won (and, for ``auto``, what each cost).

@@ -122,6 +122,13 @@ class Codec:
         version 3): its entropy model must be a hyperprior's (Gaussian tables by scale)."""
         return hasattr(self.coder, "side")
 
+    def check_step(self, step: int) -> None:
+        """Refuse a grid other than the unit one on a codec that cannot code it."""
+        if step and not self.steps:
+            raise NicodecError(f"--step {step}: {self.name} q{self.quality} codes its latents "
+                               f"on the unit grid only (quantisation steps need a hyperprior "
+                               f"model)")
+
     @property
     def median(self) -> torch.Tensor:
         return self.coder.median.to(self.device)[None, :, None, None]
@@ -176,9 +183,7 @@ class Codec:
         it found)."""
         w, h = width, height
         container.check_size(w, h)
-        if step and not self.steps:
-            raise NicodecError(f"{self.name} q{self.quality} codes its latents on the unit "
-                               f"grid only (quantisation steps need a hyperprior model)")
+        self.check_step(step)
         payload = self.coder.encode(q, step) if step else self.coder.encode(q)
         major, minor = coder_version()
         header = container.Header(quality=self.quality, channels=channels, width=w, height=h,

@@ -116,6 +116,7 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
     from nicodec.codec import dequantize, quantize
 
     e = effort(level)
+    codec.check_step(step)
     if e.steps == 0:
         return codec.latents(rgb, step)
     net, density = codec.net, getattr(codec.net, "density", None)

@@ -179,3 +179,15 @@ def test_encode_step_option(context_models, tmp_path, monkeypatch):  # noqa: F81
         r = run("encode", tmp_path / "i.png", "-o", tmp_path / "b.nic", "-q", 1, "--step", bad)
         assert r.exit_code != 0 and needle in r.output, r.output
         assert not (tmp_path / "b.nic").exists()
+
+
+def test_a_step_on_a_factorized_model_is_one_error_line_and_no_file(env):
+    """``env``: generation-1 models only (factorized): the unit grid is all they code."""
+    Image.fromarray(smooth_image(40, 56)).save(env / "i.png")
+    for effort in (1, 2):
+        r = run("encode", env / "i.png", "-o", env / "x.nic", "-q", 1, "--step", 3,
+                "--effort", effort)
+        assert r.exit_code == 1 and r.output.startswith("error: --step 3: photo q1 codes its "
+                                                        "latents on the unit grid only"), r.output
+        assert len(r.output.strip().splitlines()) == 1 and not (env / "x.nic").exists()
+    assert run("encode", env / "i.png", "-o", env / "y.nic", "-q", 1).exit_code == 0
