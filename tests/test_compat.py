@@ -66,14 +66,25 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """A nicodec home with every compat user adapter imported, once for the module (18
+    imports take about a second; the tests only read it)."""
+    home = tmp_path_factory.mktemp("compat") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("NICODEC_MODELS", raising=False)
+        mp.setenv("NICODEC_HOME", str(home))
+        for adapter in ADAPTERS:
+            r = run("models", "import", adapter)
+            assert r.exit_code == 0, r.output
+    return home
+
+
 @pytest.fixture()
-def home(monkeypatch, tmp_path):
-    """The shipped registry, with every compat user adapter imported into a fresh home."""
+def home(imported, monkeypatch, tmp_path):
+    """The shipped registry and that home; returns a fresh folder for the test's outputs."""
     monkeypatch.delenv("NICODEC_MODELS", raising=False)
-    monkeypatch.setenv("NICODEC_HOME", str(tmp_path / "home"))
-    for adapter in ADAPTERS:
-        r = run("models", "import", adapter)
-        assert r.exit_code == 0, r.output
+    monkeypatch.setenv("NICODEC_HOME", str(imported))
     return tmp_path
 
 
