@@ -138,8 +138,7 @@ def _bench_model(reg, entry, imgs, device, repeat, step: int | str = "auto") -> 
         with torch.no_grad(), reference_threads(device):  # the threads the codec runs on
             t_cenc, comp = timed(lambda: cm.compress(x), repeat)
             t_cdec, _ = timed(lambda: cm.decompress(comp["strings"], comp["shape"]), repeat)
-        ideal_bits += (codec.coder.ideal_bits(codec.latents(rgb, grid), grid) if grid
-                       else codec.coder.ideal_bits(codec.latents(rgb)))
+        ideal_bits += codec.coder.ideal_bits(codec.latents(rgb, grid), grid)
         payload_bytes += len(payload)
         file_bytes += len(blob)
         for k, v in (("enc", t_enc), ("dec", t_dec), ("cai_enc", t_cenc),

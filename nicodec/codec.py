@@ -184,7 +184,7 @@ class Codec:
         w, h = width, height
         container.check_size(w, h)
         self.check_step(step)
-        payload = self.coder.encode(q, step) if step else self.coder.encode(q)
+        payload = self.coder.encode(q, step)
         major, minor = coder_version()
         header = container.Header(quality=self.quality, channels=channels, width=w, height=h,
                                   base_id=self.base_id, adapter_id=self.adapter_id,
@@ -213,8 +213,7 @@ class Codec:
             except ValueError as e:
                 raise NicodecError(f"corrupt .nic file ({e})") from None
         try:
-            q = (self.coder.decode(payload, shape, strict, step=step) if step
-                 else self.coder.decode(payload, shape, strict))
+            q = self.coder.decode(payload, shape, strict, step=step)
         except NicodecError:
             raise
         except Exception as e:  # constriction raises plain exceptions on garbage input

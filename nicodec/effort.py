@@ -82,7 +82,7 @@ def objective(codec: Codec, q: np.ndarray, rgb: np.ndarray, lam: float,
     """(J, bits, MSE on 0..255) of integer latents (on the grid of step exponent ``step``):
     real table bits, real decoded pixels."""
     h, w = rgb.shape[:2]
-    bits = codec.coder.ideal_bits(q, step) if step else codec.coder.ideal_bits(q)
+    bits = codec.coder.ideal_bits(q, step)
     rec = codec.reconstruct(q, h, w, step=step)
     mse = float(np.mean((rec.astype(np.float64) - rgb.astype(np.float64)) ** 2))
     return bits / (h * w) + lam * mse, bits, mse
@@ -140,8 +140,7 @@ def refine(codec: Codec, rgb: np.ndarray, level: int = DEFAULT_EFFORT, lam: floa
         r0 = r0 / step_size(step)  # as codec.quantize: q0 is effort 1's latents on the grid
     q0 = quantize(r0)[0].to(torch.int32).cpu().numpy()
     if hasattr(codec.coder, "density"):  # a hyperprior: the tables q0's side info picks
-        density = (codec.coder.density(q0, codec.device, step) if step
-                   else codec.coder.density(q0, codec.device))
+        density = codec.coder.density(q0, codec.device, step)
     best_q, best_j = q0, objective(codec, q0, rgb, lam, step)[0]
     # channels_last: the transposed convolutions' backward runs ~1.3x faster on CPU (the
     # search only chooses q; the decoder's own arithmetic is untouched)

@@ -95,6 +95,12 @@ def _double_copy(eb):
     return clone.double()
 
 
+
+def _unit_grid(step: int) -> None:
+    if step:
+        raise ValueError("per-channel tables code the unit grid only (quantisation steps "
+                         "need a hyperprior model)")
+
 class LatentCoder:
     """Encodes/decodes integer latents (C, H, W) with frozen per-channel tables."""
 
@@ -131,8 +137,11 @@ class LatentCoder:
         idx[esc] = self.length[c]
         return idx.astype(np.int32), q[esc]
 
-    def encode(self, q: np.ndarray) -> bytes:
-        """Integer latents (C, H, W) -> compressed bytes (uint32 words, little-endian)."""
+    def encode(self, q: np.ndarray, step: int = 0) -> bytes:
+        """Integer latents (C, H, W) -> compressed bytes (uint32 words, little-endian).
+        ``step``: the grid, always the unit one (0) for these per-channel tables (the
+        interface of :class:`~nicodec.hyperprior.HyperCoder`, which codes others)."""
+        _unit_grid(step)
         if q.ndim != 3 or q.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, H, W) latents, got {q.shape}")
         coder = constriction.stream.stack.AnsCoder()
@@ -166,11 +175,13 @@ class LatentCoder:
             coder.encode_reverse(nbits, self.bits_model)
             coder.encode_reverse(int(neg), self.sign_model)
 
-    def decode(self, data: bytes, shape: tuple[int, int, int], strict: bool = True) -> np.ndarray:
-        """Compressed bytes -> integer latents of ``shape`` (C, H, W), int32.
+    def decode(self, data: bytes, shape: tuple[int, int, int], strict: bool = True,
+               step: int = 0) -> np.ndarray:
+        """Compressed bytes -> integer latents of ``shape`` (C, H, W), int32 (``step``: 0).
 
         ``strict=False`` skips the end-of-stream check: for decoding a file with tables it
         was not written with (``decode --force-model``), where garbage is the point."""
+        _unit_grid(step)
         c_, h, w = shape
         if c_ != self.channels:
             raise NicodecError("latent channel count does not match the model")
@@ -254,8 +265,10 @@ class LatentCoder:
                 -np.log2(f.max() / TOTAL) for f in self.freq))
         return max(0.0, 0.98 * self._min_bits_per_symbol * symbols_per_channel - 64)
 
-    def ideal_bits(self, q: np.ndarray) -> float:
-        """Sum of -log2 p over the symbols under the frozen tables (escape payload included)."""
+    def ideal_bits(self, q: np.ndarray, step: int = 0) -> float:
+        """Sum of -log2 p over the symbols under the frozen tables (escape payload included;
+        ``step``: 0)."""
+        _unit_grid(step)
         flat = q.reshape(self.channels, -1)
         return sum(self.ideal_bits_of(c, flat[c]) for c in range(self.channels))
 

@@ -353,12 +353,10 @@ def check(hyper: dict[str, torch.Tensor], m: int) -> None:
             "h_s.0.weight": ((n, n, 5, 5), i32), "h_s.0.bias": ((n,), i32),
             "h_s.2.weight": ((n, n, 5, 5), i32), "h_s.2.bias": ((n,), i32),
             "h_s.4.weight": ((2 * m, n, 3, 3), i32), "h_s.4.bias": ((2 * m,), i32)}
-    dims = (1, *Z_FILTERS, 1)
-    for i in range(len(dims) - 1):
-        want[f"z_prior.matrices.{i}"] = ((n, dims[i + 1], dims[i]), f32)
-        want[f"z_prior.biases.{i}"] = ((n, dims[i + 1], 1), f32)
-        if i < len(dims) - 2:
-            want[f"z_prior.factors.{i}"] = ((n, dims[i + 1], 1), f32)
+    from nicodec.inference import density_filter_shapes
+
+    want |= {k: (shape, f32) for k, shape in
+             density_filter_shapes(n, "z_prior.", Z_FILTERS).items()}
     want["z_prior.quantiles"] = ((n, 1, 3), f32)
     canonical = {"scale_thresholds": scale_thresholds()}
     canonical |= {f"gauss.{k}": v for k, v in gaussian_tables().items()}

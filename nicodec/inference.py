@@ -30,6 +30,21 @@ N_LAYERS = 4
 # Density filters of the factorized entropy model: 97 parameters per latent channel, the
 # count of the paper's Table 3 (6,208 for 64 channels, 7,760 for 80).
 EB_FILTERS = (3, 5, 5, 3)
+
+
+def density_filter_shapes(channels: int, prefix: str,
+                          filters: tuple[int, ...] = EB_FILTERS) -> dict[str, tuple]:
+    """The shapes of a factorized density's layers ``f_k`` (CompressAI's
+    ``EntropyBottleneck``): ``matrices.k`` (C, out, in), ``biases.k`` (C, out, 1) and,
+    except the last, ``factors.k`` (C, out, 1), under ``prefix``."""
+    dims = (1, *filters, 1)
+    shapes = {}
+    for k, (cin, cout) in enumerate(zip(dims, dims[1:])):
+        shapes[f"{prefix}matrices.{k}"] = (channels, cout, cin)
+        shapes[f"{prefix}biases.{k}"] = (channels, cout, 1)
+        if k < len(dims) - 2:
+            shapes[f"{prefix}factors.{k}"] = (channels, cout, 1)
+    return shapes
 DOWNSAMPLING = STRIDE**N_LAYERS  # 16: images are padded to a multiple of this
 GDN_INDICES = (1, 3, 5)  # positions of the GDN/IGDN modules in g_a / g_s
 CONV_INDICES = (0, 2, 4, 6)

@@ -113,20 +113,13 @@ def float32(shapes: dict[str, tuple]) -> dict[str, tuple]:
 
 def density_shapes(channels: int, prefix: str = "entropy_bottleneck.") -> dict[str, tuple]:
     """The stored state of CompressAI's ``EntropyBottleneck(channels, filters=EB_FILTERS)``:
-    the density's K+1 layers ``f_k`` (``matrices.k`` (C, out, in), ``biases.k``
-    (C, out, 1), ``factors.k`` (C, out, 1) except the last), its quantiles and their
-    target, and the likelihood's lower bound."""
-    from nicodec.inference import EB_FILTERS
+    the density's layers (:func:`~nicodec.inference.density_filter_shapes`), its quantiles
+    and their target, and the likelihood's lower bound."""
+    from nicodec.inference import density_filter_shapes
 
-    dims = (1, *EB_FILTERS, 1)
-    shapes = {f"{prefix}quantiles": (channels, 1, 3), f"{prefix}target": (3,),
-              f"{prefix}likelihood_lower_bound.bound": (1,)}
-    for k, (cin, cout) in enumerate(zip(dims, dims[1:])):
-        shapes[f"{prefix}matrices.{k}"] = (channels, cout, cin)
-        shapes[f"{prefix}biases.{k}"] = (channels, cout, 1)
-        if k < len(dims) - 2:
-            shapes[f"{prefix}factors.{k}"] = (channels, cout, 1)
-    return shapes
+    return density_filter_shapes(channels, prefix) | {
+        f"{prefix}quantiles": (channels, 1, 3), f"{prefix}target": (3,),
+        f"{prefix}likelihood_lower_bound.bound": (1,)}
 
 
 def gdn_shapes(prefix: str, channels: int) -> dict[str, tuple]:
