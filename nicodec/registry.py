@@ -197,6 +197,10 @@ class ShippedPackage:
     qualities: dict  # quality (str) -> its metadata record, as in the package
     command: str = ""
     created: str = ""
+    # quality (str) -> the encoder's exchange rate for its grids (dB per bpp, as a base
+    # model's step_slope; only hyperprior adapters); the package file itself is hashed
+    step_slopes: dict = field(default_factory=dict)
+    step_slope_command: str = ""
 
     @classmethod
     def from_json(cls, d: dict) -> "ShippedPackage":
@@ -205,10 +209,14 @@ class ShippedPackage:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        return {"file": d["file"], "kind": "package", "name": self.name,
-                "method": self.method, "k": self.k, "domain": self.name,
-                "sha256": self.sha256, "qualities": self.qualities, "command": self.command,
-                "created": self.created}
+        out = {"file": d["file"], "kind": "package", "name": self.name,
+               "method": self.method, "k": self.k, "domain": self.name,
+               "sha256": self.sha256, "qualities": self.qualities, "command": self.command,
+               "created": self.created}
+        if self.step_slopes:
+            out |= {"step_slopes": self.step_slopes,
+                    "step_slope_command": self.step_slope_command}
+        return out
 
 
 @dataclass
@@ -273,18 +281,29 @@ def export_base(model, *, domain: str, quality: int, lam: float, steps: int,
 
 
 def set_step_slope(model_id: str, slope: float, command: str,
-                   directory: Path | None = None) -> BaseModel:
-    """Record a base model's ``step_slope`` (:mod:`nicodec.quantstep`) and the command that
-    measured it in the manifest of ``directory`` (default: the installed models). Only the
+                   directory: Path | None = None) -> BaseModel | ShippedPackage:
+    """Record the ``step_slope`` (:mod:`nicodec.quantstep`) of a base model or of one quality
+    of a shipped adaptation package (``model_id``: that quality's ID), and the command that
+    measured it, in the manifest of ``directory`` (default: the installed models). Only the
     encoder reads it: every file decodes as before."""
     directory = directory or models_dir()
+    slope = round(float(slope), 3)
     with _manifest_lock(directory):
         manifest = Manifest.read(directory)
         entry = next((m for m in manifest.bases if m.id == model_id), None)
-        if entry is None:
-            raise NicodecError(f"no base model {model_id} in {directory}")
-        new = replace(entry, step_slope=round(float(slope), 3), step_slope_command=command)
-        manifest.bases = [new if m is entry else m for m in manifest.bases]
+        if entry is not None:
+            new = replace(entry, step_slope=slope, step_slope_command=command)
+            manifest.bases = [new if m is entry else m for m in manifest.bases]
+        else:
+            found = [(p, q) for p in manifest.packages for q, r in p.qualities.items()
+                     if r.get("id") == model_id]
+            if not found:
+                raise NicodecError(f"no base model or shipped adapter {model_id} in "
+                                   f"{directory}")
+            entry, quality = found[0]
+            new = replace(entry, step_slopes=entry.step_slopes | {quality: slope},
+                          step_slope_command=command)
+            manifest.packages = [new if p is entry else p for p in manifest.packages]
         manifest.write(directory)
     return new
 
@@ -637,9 +656,18 @@ class Registry:
                                                 int(info.id, 16))
         codec = Codec(net=net, coder=entropy_coder(tables, hyper_tensors(qt)), base_id=base_id,
                       adapter_id=adapter_id, quality=quality, lam=info.lam,
-                      device=device, name=meta.name)
+                      device=device, name=meta.name,
+                      step_slope=self._package_step_slope(meta, quality))
         self._cache[key] = codec
         return codec
+
+    def _package_step_slope(self, meta: package.PackageInfo, quality: int) -> float | None:
+        """A shipped package's ``step_slope`` at ``quality`` (from the manifest); None for
+        the user's adapters and for qualities without one (they code on the unit grid)."""
+        if not meta.shipped:
+            return None
+        entry = next((p for p in self.manifest.packages if p.file == meta.path.name), None)
+        return (entry.step_slopes.get(str(quality)) if entry else None) or None
 
     def describe_adapter(self, adapter_id: str) -> dict:
         """What ``info`` says about an adapter ID."""

@@ -161,6 +161,7 @@ def test_side_information_of_a_large_grid_is_computed_in_tiles(coder, monkeypatc
 
 
 # --------------------------------------------------------------------------- as a generation
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -171,6 +172,7 @@ from conftest import smooth_image, untrained_base  # noqa: E402
 from nicodec import container, modelfile, package, registry  # noqa: E402
 from nicodec.adapt import adapt  # noqa: E402
 from nicodec.cli import main  # noqa: E402
+from nicodec.container import format_id  # noqa: E402
 
 
 def run(*args):
@@ -297,6 +299,50 @@ def test_an_adapter_with_a_hyperprior_imports_encodes_and_decodes(hyper_package)
     assert header.coder == 2 and header.adapter_id != 0
     r = run("decode", tmp / "a.nic", "-o", tmp / "a.png")
     assert r.exit_code == 0, r.output
+
+
+def test_a_shipped_adapter_with_a_step_slope_encodes_on_its_grids(hyper_package, monkeypatch):
+    """A shipped hyperprior adapter whose manifest entry has a ``step_slope`` for a quality
+    picks each image's grid there (format version 3, decoded by its header's IDs); the same
+    adapter imported by a user, or without the slope, stays on the unit grid."""
+    from nicodec import quantstep
+
+    tmp, plain, with_hyper = hyper_package
+    plain.unlink()  # the user's adapter without a hyperprior
+    models = tmp / "shipped"
+    shutil.copytree(registry.models_dir(), models)  # the manifest is written to
+    shutil.copy(with_hyper, models / with_hyper.name)
+    registry.record_package(models / with_hyper.name, "test", directory=models)
+    monkeypatch.setenv("NICODEC_MODELS", str(models))
+    adapter = package.read_meta(with_hyper).qualities[1].id
+    img = smooth_image(48, 64)
+    Image.fromarray(img).save(tmp / "i.png")
+
+    def encode(name):
+        r = run("encode", tmp / "i.png", "--domain", "mine", "-q", 1, "-o", tmp / name)
+        assert r.exit_code == 0, r.output
+        return container.parse((tmp / name).read_bytes())[0]
+
+    assert registry.Registry().codec(quality=1, domain="mine").step_slope is None
+    assert encode("unit.nic").version != 3
+    entry = registry.set_step_slope(adapter, 0.5, "test")
+    assert entry.step_slopes == {"1": 0.5} and entry.step_slope_command == "test"
+    codec = registry.Registry().codec(quality=1, domain="mine")
+    assert codec.step_slope == 0.5
+    header = encode("fine.nic")
+    assert header.version == 3 and header.step == quantstep.choose(codec, img)[0] != 0
+    assert format_id(header.adapter_id) == adapter
+    r = run("decode", tmp / "fine.nic", "-o", tmp / "fine.png")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.asarray(Image.open(tmp / "fine.png")),
+                          codec.decode(*container.parse((tmp / "fine.nic").read_bytes())))
+    assert registry.Manifest.read(models).packages[-1].step_slopes == {"1": 0.5}
+    with pytest.raises(NicodecError, match="no base model or shipped adapter"):
+        registry.set_step_slope("0badf00d", 1.0, "test")
+    (models / with_hyper.name).unlink()  # the user's own copy has no manifest entry
+    r = run("models", "import", with_hyper)
+    assert r.exit_code == 0, r.output
+    assert registry.Registry().codec(quality=1, domain="mine").step_slope is None
 
 
 def _tampered(src, out, change):
