@@ -264,6 +264,14 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
                     f"images' latents in {100 * (ratio - 1):.1f} % more bits than the "
                     "adaptation's own tables: left out (more --hyperprior-steps may help)")
                 n_hyper = 0
+        slope = None
+        if codec.steps:  # its files pick their grids (nicodec.quantstep) at this rate
+            from nicodec import quantstep
+
+            slope = codec.step_slope = quantstep.adapter_slope(codec, train_files)
+            log(f"q{quality}: " + (f"step_slope {slope:.2f} dB per bpp: each file picks its "
+                                   "quantisation grid" if slope else
+                                   "no positive step_slope: its files keep the unit grid"))
         before, after = held_out(base_codec, held), held_out(codec, held)
         info = {"base_id": entry.id, "lambda": entry.lam, "steps": steps, "lr": lr,
                 **({"synthesis_steps": synthesis_steps} if synthesis_steps else {}),
@@ -273,6 +281,7 @@ def adapt(folder: Path, *, name: str, method: str | None = None, k: int | None =
                 **({"rebased_from": rebased[quality].id} if quality in rebased else {}),
                 **({"grown_from_k": start[0].k} if grown else {}),
                 **({"hyperprior_steps": n_hyper} if n_hyper else {}),
+                **({"step_slope": slope} if slope else {}),
                 "train_images": len(train_files), "train_loss": stats["loss"],
                 "parameters": count_parameters(m.stored(net))}
         if "channel_affine" in m.options:

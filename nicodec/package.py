@@ -71,8 +71,19 @@ class QualityRecord:
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or \
                 not (0 < lam < math.inf):
             raise NicodecError(bad + f"lambda {lam!r} is not a positive number)")
+        slope = raw.get("step_slope")
+        if slope is not None and (isinstance(slope, bool) or not isinstance(slope, (int, float))
+                                  or not (0 < slope < math.inf)):
+            raise NicodecError(bad + f"step_slope {slope!r} is not a positive number)")
         training = {k: v for k, v in raw.items() if k not in ("id", "base_id", "lambda")}
         return cls(id=mid, lam=float(lam), base_id=base, training=training)
+
+    @property
+    def step_slope(self) -> float | None:
+        """The exchange rate (dB per bpp) at which the encoder picks each image's
+        quantisation grid (:mod:`nicodec.quantstep`), measured by ``adapt`` on its training
+        images since 0.19; None: the unit grid."""
+        return self.training.get("step_slope")
 
     def to_json(self) -> dict:
         d = dict(self.training, id=self.id, **{"lambda": self.lam})

@@ -36,6 +36,16 @@ from nicodec import metrics
 
 SEARCH = (-8, 12)  # the exponents the search may pick (the format allows +-MAX_STEP)
 SAMPLE_SIDE = 1024  # pixels: larger images choose their grid on a central crop this size
+SLOPE_IMAGES = 32  # adapt measures an adapter's slope on this many of its training images,
+SLOPE_SIDE = 512  # each cut to its central crop of at most this side
+
+
+def central_crop(rgb: np.ndarray, side: int) -> np.ndarray:
+    """The central ``side`` x ``side`` pixels of ``rgb`` (all of a side that is shorter),
+    its corner on the 16-pixel grid of the latents."""
+    h, w = rgb.shape[:2]
+    top, left = max(0, (h - side) // 32 * 16), max(0, (w - side) // 32 * 16)
+    return rgb[top:top + side, left:left + side]
 
 
 def point(codec, r: torch.Tensor, rgb: np.ndarray, e: int) -> tuple[float, float, np.ndarray]:
@@ -62,8 +72,7 @@ def choose(codec, rgb: np.ndarray) -> tuple[int, np.ndarray]:
         return 0, codec.latents(rgb)
     h, w = rgb.shape[:2]
     if h * w > SAMPLE_SIDE ** 2:
-        top, left = max(0, (h - SAMPLE_SIDE) // 32 * 16), max(0, (w - SAMPLE_SIDE) // 32 * 16)
-        e = search(codec, rgb[top:top + SAMPLE_SIDE, left:left + SAMPLE_SIDE])[0]
+        e = search(codec, central_crop(rgb, SAMPLE_SIDE))[0]
         return e, codec.latents(rgb, e)
     return search(codec, rgb)
 
@@ -101,3 +110,15 @@ def slope(codec, images: list[np.ndarray], spread: int = 2) -> float:
             got.append(point(codec, r, rgb, e)[:2])
     (b0, p0), (b1, p1) = (np.mean(points[e], axis=0) for e in (-spread, spread))
     return float((p1 - p0) / (b1 - b0))
+
+
+def adapter_slope(codec, files: list) -> float | None:
+    """The slope of a freshly adapted codec (a hyperprior's) over up to ``SLOPE_IMAGES`` of
+    its training images, spread over ``files``, each cut to its central ``SLOPE_SIDE``
+    crop; None where it is not a positive number (an adapter trained too briefly: it stays
+    on the unit grid)."""
+    from nicodec import image
+
+    picked = files[::max(1, len(files) // SLOPE_IMAGES)][:SLOPE_IMAGES]
+    got = slope(codec, [central_crop(image.load(f).rgb, SLOPE_SIDE) for f in picked])
+    return round(got, 3) if np.isfinite(got) and got > 0 else None

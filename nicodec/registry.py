@@ -662,12 +662,14 @@ class Registry:
         return codec
 
     def _package_step_slope(self, meta: package.PackageInfo, quality: int) -> float | None:
-        """A shipped package's ``step_slope`` at ``quality`` (from the manifest); None for
-        the user's adapters and for qualities without one (they code on the unit grid)."""
-        if not meta.shipped:
-            return None
-        entry = next((p for p in self.manifest.packages if p.file == meta.path.name), None)
-        return (entry.step_slopes.get(str(quality)) if entry else None) or None
+        """A package's ``step_slope`` at ``quality``: a shipped one's from the manifest,
+        else the one its own record holds (``adapt`` measures it since 0.19); None where
+        neither has one (the unit grid)."""
+        entry = next((p for p in self.manifest.packages if p.file == meta.path.name),
+                     None) if meta.shipped else None
+        if entry is not None and entry.step_slopes.get(str(quality)):
+            return entry.step_slopes[str(quality)]
+        return meta.qualities[quality].step_slope
 
     def describe_adapter(self, adapter_id: str) -> dict:
         """What ``info`` says about an adapter ID."""

@@ -156,6 +156,8 @@ def _rename_key(t):
     ("id_not_hex", "is not 8 hex digits"),
     ("lambda_text", "is not a positive number"),
     ("k_text", "malformed package metadata"),
+    ("step_slope_text", "step_slope 'fast' is not a positive number"),
+    ("step_slope_negative", "step_slope -3.0 is not a positive number"),
     ("offset_int32_max", "offsets or lengths out of range"),
     ("median_3e38", "medians beyond"),
     ("weight_3e38", "values beyond"),
@@ -194,6 +196,10 @@ def test_bad_adapter_files_are_refused(env, cawf_file, tmp_path, case, needle):
         _rewrite(src, bad, meta_fn=_set_quality_field("id", "../../etc"))
     elif case == "lambda_text":
         _rewrite(src, bad, meta_fn=_set_quality_field("lambda", "0.1; rm"))
+    elif case == "step_slope_text":
+        _rewrite(src, bad, meta_fn=_set_quality_field("step_slope", "fast"))
+    elif case == "step_slope_negative":
+        _rewrite(src, bad, meta_fn=_set_quality_field("step_slope", -3.0))
     elif case == "k_text":
         _rewrite(src, bad, meta_fn=lambda m: dict(m, k="two"))
     elif case == "offset_int32_max":

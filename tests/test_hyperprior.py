@@ -402,7 +402,7 @@ def test_adapt_on_a_hyperprior_base_keeps_its_own_hyperprior_when_it_pays(
     """Adapt trains the adaptation's own hyperprior and keeps it only if it codes the
     training latents in fewer bits than the adaptation's own tables (``ratio`` forced
     here); ``--hyperprior-steps 0`` (None) trains none."""
-    from nicodec import hypertrain
+    from nicodec import hypertrain, quantstep
 
     tmp, reg, old, new = hyper_env
     fit = hypertrain.fit
@@ -413,6 +413,13 @@ def test_adapt_on_a_hyperprior_base_keeps_its_own_hyperprior_when_it_pays(
         return fit(codec, files, steps, start, log, lr)[0], ratio
 
     monkeypatch.setattr(hypertrain, "fit", forced)
+    slopes = []
+
+    def measured(codec, images, spread=2):  # what an adapter trained longer would measure
+        slopes.append(len(images))
+        return 7.5
+
+    monkeypatch.setattr(quantstep, "slope", measured)
     folder = tmp / "target"
     folder.mkdir()
     for i in range(3):
@@ -427,9 +434,17 @@ def test_adapt_on_a_hyperprior_base_keeps_its_own_hyperprior_when_it_pays(
     meta = registry.Registry().find_package("mine")
     assert meta.qualities[1].base_id == new.id
     assert meta.qualities[1].training.get("hyperprior_steps", 0) == (3 if coder == 2 else 0)
+    # an adapter with a hyperprior measures its step_slope on its training images (2: one of
+    # the 3 is held out)
+    assert slopes == ([2] if coder == 2 else [])
+    assert meta.qualities[1].step_slope == (7.5 if coder == 2 else None)
+    codec = registry.Registry().codec(quality=1, domain="mine")
+    assert codec.step_slope == meta.qualities[1].step_slope
     assert run("encode", tmp / "i.png", "--domain", "mine", "-q", 1,
                "-o", tmp / "m.nic").exit_code == 0
-    assert container.parse((tmp / "m.nic").read_bytes())[0].coder == coder
+    header = container.parse((tmp / "m.nic").read_bytes())[0]
+    assert header.coder == coder
+    assert header.step == quantstep.choose(codec, np.asarray(Image.open(tmp / "i.png")))[0]
     r = run("decode", tmp / "m.nic", "-o", tmp / "m.png")
     assert r.exit_code == 0, r.output
 

@@ -149,6 +149,25 @@ def test_the_slope_is_the_mean_curves_between_two_grids(reg):
     assert quantstep.slope(codec, imgs) == pytest.approx(want, rel=1e-9)
 
 
+def test_an_adapters_slope_is_measured_on_central_crops_of_its_training_images(
+        reg, tmp_path, monkeypatch):
+    codec = _codec(reg, 2)
+    files = []
+    for s in range(5):
+        files.append(tmp_path / f"t{s}.png")
+        Image.fromarray(smooth_image(40 + 8 * s, 48 + 16 * s, seed=s)).save(files[-1])
+    monkeypatch.setattr(quantstep, "SLOPE_IMAGES", 2)
+    monkeypatch.setattr(quantstep, "SLOPE_SIDE", 32)
+    crops = [quantstep.central_crop(np.asarray(Image.open(f)), 32) for f in files[::2][:2]]
+    assert [c.shape[:2] for c in crops] == [(32, 32)] * 2
+    assert np.array_equal(crops[1], np.asarray(Image.open(files[2]))[0:32, 16:48])
+    want = quantstep.slope(codec, crops)
+    assert quantstep.adapter_slope(codec, files) == (round(want, 3) if want > 0 else None)
+    for bad in (-1.0, 0.0, float("nan")):  # too briefly trained: the unit grid
+        monkeypatch.setattr(quantstep, "slope", lambda c, i, b=bad: b)
+        assert quantstep.adapter_slope(codec, files) is None
+
+
 def test_encode_step_option(context_models, tmp_path, monkeypatch):  # noqa: F811
     models = tmp_path / "models"
     shutil.copytree(context_models, models)  # the manifest is written to
