@@ -300,7 +300,7 @@ def set_step_slope(model_id: str, slope: float, command: str,
             if not found:
                 raise NicodecError(f"no base model or shipped adapter {model_id} in "
                                    f"{directory}")
-            entry, quality = found[0]
+            entry, quality = found[-1]  # the one recorded last, where two hold the ID
             new = replace(entry, step_slopes=entry.step_slopes | {quality: slope},
                           step_slope_command=command)
             manifest.packages = [new if p is entry else p for p in manifest.packages]
