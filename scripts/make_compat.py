@@ -7,9 +7,11 @@ images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every qual
 photo codec (the newest generation) and of the shipped adapters, a greyscale image,
 effort-3 and effort-4 files, a ``--target-bpp`` file, a tiled (format version 2) image,
 files on other quantisation grids (format version 3, since 0.18: ``--step``, a tiled one
-too, and an adapter's with a context model), and a user
+too, and an adapter's with a context model; since 0.19 the shipped adapters' default
+encodes pick their grids too), and a user
 adapter made with this release (``user-<name>.safetensors``; q2, and q4 since 0.11; with
-its own hyperprior since 0.14) with a file made with it at each of its qualities.
+its own hyperprior since 0.14, and its own ``step_slope`` where adapt measured a positive
+one since 0.19) with a file made with it at each of its qualities.
 Every later release must decode them all to the same pixels (``tests/test_compat.py``).
 It records in ``tests/compat/platforms.json`` the CPU family that decoded them
 (:func:`nicodec.codec.float_platform`): on another family a float sum may flip a pixel.
