@@ -61,8 +61,9 @@ class Encoder:
     installed codec; each image keeps the encoding of lowest ``R + lambda * D``).
     ``effort``: 1 (plain rounding, the default) up to ``max(effort.EFFORTS)``: the encoder
     searches for better latents (smaller files at equal quality, any decoder reads them).
-    ``target_bpp`` / ``target_psnr``: per image, the quality and dead zone that meet the
-    target (:mod:`nicodec.ratecontrol`); ``quality`` is then ignored.
+    ``target_bpp`` / ``target_psnr``: per image, the quality and dead zone (and for
+    ``target_bpp`` with ``step="auto"``, the grid) that meet the target
+    (:mod:`nicodec.ratecontrol`); ``quality`` is then ignored.
     ``step``: the quantisation grid, ``"auto"`` (per image, :mod:`nicodec.quantstep`: the
     models that have a ``step_slope``), ``0`` (the unit grid: files every release reads) or
     an exponent (a finer grid for a larger one; format version 3).
@@ -93,8 +94,8 @@ class Encoder:
             raise NicodecError("rate control works at effort 1 (its dead zone replaces the "
                                "latent search); drop --effort or the target")
         if targeted and step not in ("auto", 0):
-            raise NicodecError("rate control works on the unit grid (its dead zone replaces "
-                               "the step); drop --step or the target")
+            raise NicodecError("rate control picks the grid itself (--step auto) or keeps "
+                               "the unit grid (--step 0); drop --step E or the target")
         if targeted:
             self.codecs = self._all_qualities(domain)
         elif domain == "auto":
@@ -127,7 +128,7 @@ class Encoder:
         if self.target_bpp is not None or self.target_psnr is not None:
             if self.target_bpp is not None:
                 got = ratecontrol.to_bpp(self.codecs, loaded.rgb, self.target_bpp,
-                                         loaded.channels)
+                                         loaded.channels, grids=self.step == "auto")
             else:
                 got = ratecontrol.to_psnr(self.codecs, loaded.rgb, self.target_psnr,
                                           loaded.channels)

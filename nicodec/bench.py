@@ -302,24 +302,61 @@ def effort_bench(device: str, limit: int | None, targets: int = 6) -> dict:
 
 def _rate_control(codecs, imgs, targets: int) -> dict:
     """--target-bpp per image over ``targets`` targets spread (geometrically) between
-    what its lowest and its highest quality give: achieved against asked."""
+    what its lowest and its highest quality give on the unit grid: achieved against asked,
+    and where the codecs have grids, the same targets landed on the unit grid only (0.18's
+    rate control, ``--step 0``): mean bpp, PSNR and seconds per image of each."""
+    import time
+
     from nicodec import ratecontrol
 
-    errors, missed = [], []
+    grids = any(c.steps for c in codecs)
+    errors, missed, pairs = [], [], []
+    seconds = {True: 0.0, False: 0.0}
     for name, rgb in imgs:
         lo, hi = (metrics.bpp(len(c.encode(rgb)), rgb.shape[1], rgb.shape[0])
                   for c in (codecs[0], codecs[-1]))
         for target in np.geomspace(lo, hi, targets):
-            try:
-                got = ratecontrol.to_bpp(codecs, rgb, float(target))
-            except Exception as e:  # noqa: BLE001 - counted, reported
-                missed.append(f"{name} {target:.4f}: {e}")
-                continue
-            errors.append(100 * (got.bpp / target - 1))
-    return {"targets": len(imgs) * targets, "missed": len(missed), "missed_cases": missed,
-            "mean_abs_error_pct": float(np.mean(np.abs(errors))),
-            "worst_error_pct": float(np.max(np.abs(errors))),
-            "within_3pct": int(sum(abs(e) <= 3 for e in errors))}
+            got = {}
+            for mode in (True, False) if grids else (True,):
+                t0 = time.perf_counter()
+                try:
+                    got[mode] = ratecontrol.to_bpp(codecs, rgb, float(target), grids=mode)
+                except Exception as e:  # noqa: BLE001 - counted, reported
+                    missed.append(f"{name} {target:.4f}{'' if mode else ' (unit grid)'}: {e}")
+                seconds[mode] += time.perf_counter() - t0
+            if True in got:
+                errors.append(100 * (got[True].bpp / target - 1))
+            if len(got) == 2:
+                pairs.append([(g.bpp, g.psnr, g.step) for g in (got[True], got[False])])
+    out = {"targets": len(imgs) * targets, "missed": len(missed), "missed_cases": missed,
+           "mean_abs_error_pct": float(np.mean(np.abs(errors))),
+           "worst_error_pct": float(np.max(np.abs(errors))),
+           "within_3pct": int(sum(abs(e) <= 3 for e in errors))}
+    if pairs:
+        a = np.array(pairs)  # (n, mode, [bpp, psnr, step])
+        n = len(imgs) * targets
+        out["grids_vs_unit"] = {
+            "pairs": len(pairs), "bpp": [float(a[:, 0, 0].mean()), float(a[:, 1, 0].mean())],
+            "psnr": [float(a[:, 0, 1].mean()), float(a[:, 1, 1].mean())],
+            "psnr_gain_db": float((a[:, 0, 1] - a[:, 1, 1]).mean()),
+            "psnr_gain_db_max": float((a[:, 0, 1] - a[:, 1, 1]).max()),
+            "on_other_grids": int((a[:, 0, 2] != 0).sum()),
+            "seconds_per_target": [seconds[True] / n, seconds[False] / n]}
+    return out
+
+
+def _show_rate_control(rc: dict, indent: str = "  ") -> None:
+    console.print(f"{indent}--target-bpp over {rc['targets']} targets: {rc['within_3pct']} "
+                  f"within +-3 %, mean |error| {rc['mean_abs_error_pct']:.2f} %, worst "
+                  f"{rc['worst_error_pct']:.2f} %, {rc['missed']} refused")
+    g = rc.get("grids_vs_unit")
+    if g:
+        console.print(f"{indent}  landed on grids against the unit grid only (--step 0): "
+                      f"{g['bpp'][0]:.4f} bpp {g['psnr'][0]:.2f} dB against {g['bpp'][1]:.4f} "
+                      f"bpp {g['psnr'][1]:.2f} dB, PSNR {g['psnr_gain_db']:+.2f} dB on average "
+                      f"(at most {g['psnr_gain_db_max']:+.2f}), {g['on_other_grids']} of "
+                      f"{g['pairs']} on another grid; {g['seconds_per_target'][0]:.2f} s against "
+                      f"{g['seconds_per_target'][1]:.2f} s per target")
 
 
 def ratecontrol_bench(device: str, limit: int | None, targets: int = 6) -> dict:
@@ -358,10 +395,7 @@ def show_effort(result: dict) -> None:
                 console.print(f"  {ROUNDING_LOTTERY} at effort {level}: " + ", ".join(
                     f"q{q} {v['bpp']:.3f} bpp {v['psnr']:.2f} dB"
                     for q, v in row["rounding_lottery"].items()))
-        rc = r["rate_control"]
-        console.print(f"  --target-bpp over {rc['targets']} targets: {rc['within_3pct']} within "
-                      f"+-3 %, mean |error| {rc['mean_abs_error_pct']:.2f} %, worst "
-                      f"{rc['worst_error_pct']:.2f} %, {rc['missed']} refused")
+        _show_rate_control(r["rate_control"])
 
 
 def training_throughput(domain: str, device: str, steps: int, warmup: int = 20) -> list[dict]:
@@ -527,10 +561,8 @@ def main() -> None:
     if args.only == "ratecontrol":
         result["ratecontrol"] = ratecontrol_bench(device, args.limit)
         for domain, rc in result["ratecontrol"].items():
-            console.print(f"{domain}: --target-bpp over {rc['targets']} targets: "
-                          f"{rc['within_3pct']} within +-3 %, mean |error| "
-                          f"{rc['mean_abs_error_pct']:.2f} %, worst {rc['worst_error_pct']:.2f} %, "
-                          f"{rc['missed']} refused")
+            console.print(f"{domain}:")
+            _show_rate_control(rc)
             for case in rc["missed_cases"]:
                 console.print(f"  refused: {case}")
     if part("memory") and args.memory_mp:

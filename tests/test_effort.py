@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from nicodec import api, container, effort, ratecontrol, registry
+from nicodec import api, container, effort, metrics, ratecontrol, registry
 from nicodec.cli import main
 from nicodec.effort import Effort
 from nicodec.errors import NicodecError
@@ -91,6 +91,30 @@ def test_target_bpp_lands_within_three_percent(shipped, photo, tmp_path):
         assert abs(bpp / target - 1) <= ratecontrol.TOLERANCE, (target, bpp)
         header, payload = container.parse(data)
         assert shipped.codec_for_header(header).decode(header, payload).shape == photo.shape
+
+
+def test_target_bpp_lands_on_a_grid_where_that_beats_the_dead_zone(shipped, photo):
+    """Rate control may land each quality on another grid (format version 3): within the
+    tolerance, never below the unit grid's PSNR (that landing is one it weighs), above it
+    where the unit grid needs a large dead zone; ``step=0`` keeps the unit grid."""
+    codecs = [shipped.codec(quality=q) for q in shipped.qualities()]
+    q1, q2 = (len(c.encode(photo)) * 8 / photo[..., 0].size for c in codecs[:2])
+    gains = []
+    for target in (0.5 * (q1 + q2), 0.9 * q1, 1.3 * q1):
+        unit = ratecontrol.to_bpp(codecs, photo, target, grids=False)
+        got = ratecontrol.to_bpp(codecs, photo, target)
+        assert unit.step == 0 and abs(got.bpp / target - 1) <= ratecontrol.TOLERANCE
+        assert got.psnr >= unit.psnr
+        gains.append(got.psnr - unit.psnr)
+        header, payload = container.parse(got.data)
+        assert (header.step, header.version == 3) == (got.step, got.step != 0)
+        rec = shipped.codec_for_header(header).decode(header, payload)
+        assert metrics.psnr(photo, rec) == pytest.approx(got.psnr)
+        data = api.Encoder(target_bpp=target, registry=shipped).compress(photo)
+        assert data == got.data
+        data = api.Encoder(target_bpp=target, registry=shipped, step=0).compress(photo)
+        assert data == unit.data and container.parse(data)[0].version != 3
+    assert max(gains) > 0.1, gains
 
 
 def test_target_bpp_out_of_reach_is_one_error_line_and_no_file(shipped, photo, tmp_path):
