@@ -61,8 +61,8 @@ class Encoder:
     installed codec; each image keeps the encoding of lowest ``R + lambda * D``).
     ``effort``: 1 (plain rounding, the default) up to ``max(effort.EFFORTS)``: the encoder
     searches for better latents (smaller files at equal quality, any decoder reads them).
-    ``target_bpp`` / ``target_psnr``: per image, the quality and dead zone (and for
-    ``target_bpp`` with ``step="auto"``, the grid) that meet the target
+    ``target_bpp`` / ``target_psnr``: per image, the quality and dead zone (and with
+    ``step="auto"``, the grid) that meet the target
     (:mod:`nicodec.ratecontrol`); ``quality`` is then ignored.
     ``step``: the quantisation grid, ``"auto"`` (per image, :mod:`nicodec.quantstep`: the
     models that have a ``step_slope``), ``0`` (the unit grid: files every release reads) or
@@ -131,7 +131,7 @@ class Encoder:
                                          loaded.channels, grids=self.step == "auto")
             else:
                 got = ratecontrol.to_psnr(self.codecs, loaded.rgb, self.target_psnr,
-                                          loaded.channels)
+                                          loaded.channels, grids=self.step == "auto")
             return Encoded(got.data, got.codec.name, got.codec.quality, loaded.dropped_alpha,
                            [], got.deadzone)
         if len(self.codecs) == 1:

@@ -305,8 +305,6 @@ def _rate_control(codecs, imgs, targets: int) -> dict:
     what its lowest and its highest quality give on the unit grid: achieved against asked,
     and where the codecs have grids, the same targets landed on the unit grid only (0.18's
     rate control, ``--step 0``): mean bpp, PSNR and seconds per image of each."""
-    import time
-
     from nicodec import ratecontrol
 
     grids = any(c.steps for c in codecs)
@@ -345,6 +343,35 @@ def _rate_control(codecs, imgs, targets: int) -> dict:
     return out
 
 
+def _psnr_control(codecs, imgs) -> dict:
+    """--target-psnr per image at 0.3 dB above what each of its lower qualities gives on
+    the unit grid: the file sizes landed with grids and on the unit grid only (``--step
+    0``), and seconds per target of each."""
+    from nicodec import ratecontrol
+
+    sizes, seconds, missed = [], {True: 0.0, False: 0.0}, []
+    for name, rgb in imgs:
+        for c in codecs[:-1]:
+            target = metrics.psnr(rgb, c.decode(*container.parse(c.encode(rgb)))) + 0.3
+            got = {}
+            for mode in (True, False):
+                t0 = time.perf_counter()
+                try:
+                    got[mode] = ratecontrol.to_psnr(codecs, rgb, target, grids=mode)
+                except Exception as e:  # noqa: BLE001 - counted, reported
+                    missed.append(f"{name} {target:.2f} dB{'' if mode else ' (unit grid)'}: "
+                                  f"{e}")
+                seconds[mode] += time.perf_counter() - t0
+            if len(got) == 2:
+                sizes.append([len(got[True].data), len(got[False].data), got[True].step != 0])
+    a = np.array(sizes, dtype=float)
+    n = len(imgs) * (len(codecs) - 1)
+    return {"targets": n, "missed": missed, "bytes": [float(a[:, 0].sum()), float(a[:, 1].sum())],
+            "saved_pct": float(100 * (1 - a[:, 0].sum() / a[:, 1].sum())),
+            "on_other_grids": int(a[:, 2].sum()),
+            "seconds_per_target": [seconds[True] / n, seconds[False] / n]}
+
+
 def _show_rate_control(rc: dict, indent: str = "  ") -> None:
     console.print(f"{indent}--target-bpp over {rc['targets']} targets: {rc['within_3pct']} "
                   f"within +-3 %, mean |error| {rc['mean_abs_error_pct']:.2f} %, worst "
@@ -357,6 +384,15 @@ def _show_rate_control(rc: dict, indent: str = "  ") -> None:
                       f"(at most {g['psnr_gain_db_max']:+.2f}), {g['on_other_grids']} of "
                       f"{g['pairs']} on another grid; {g['seconds_per_target'][0]:.2f} s against "
                       f"{g['seconds_per_target'][1]:.2f} s per target")
+    p = rc.get("psnr_control")
+    if p:
+        console.print(f"{indent}--target-psnr (0.3 dB above q1-q3) over {p['targets']} targets: "
+                      f"on grids {p['saved_pct']:.2f} % fewer bytes than on the unit grid "
+                      f"only, {p['on_other_grids']} on another grid; refused: "
+                      f"{sum('(unit grid)' not in m for m in p['missed'])} on grids, "
+                      f"{sum('(unit grid)' in m for m in p['missed'])} on the unit grid only; "
+                      f"{p['seconds_per_target'][0]:.2f} s against "
+                      f"{p['seconds_per_target'][1]:.2f} s per target")
 
 
 def ratecontrol_bench(device: str, limit: int | None, targets: int = 6) -> dict:
@@ -368,6 +404,8 @@ def ratecontrol_bench(device: str, limit: int | None, targets: int = 6) -> dict:
                 for f in data.list_images(data.split_dir(domain, "test"))[:limit]]
         codecs = [reg.codec(quality=q, domain=domain, device=device) for q in reg.qualities()]
         out[domain] = _rate_control(codecs, imgs, targets)
+        if any(c.steps for c in codecs):
+            out[domain]["psnr_control"] = _psnr_control(codecs, imgs)
     return out
 
 

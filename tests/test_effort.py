@@ -137,6 +137,30 @@ def test_target_psnr_gives_the_smallest_file_that_reaches_it(shipped, photo):
         api.Encoder(target_psnr=80, registry=shipped).compress(photo)
 
 
+def test_target_psnr_on_grids_is_never_larger_than_on_the_unit_grid(shipped, photo):
+    codecs = [shipped.codec(quality=q) for q in shipped.qualities()]
+    plain = [metrics.psnr(photo, c.decode(*container.parse(c.encode(photo)))) for c in codecs]
+    smaller = 0
+    for target in (plain[0] + 0.4, (plain[1] + plain[2]) / 2, plain[-1] + 0.2):
+        got = ratecontrol.to_psnr(codecs, photo, target)
+        if target > plain[-1]:  # beyond the unit grid's reach: a finer grid of q4
+            with pytest.raises(NicodecError, match="out of reach"):
+                ratecontrol.to_psnr(codecs, photo, target, grids=False)
+            assert (got.codec.quality, got.step > 0) == (4, True)
+            continue
+        unit = ratecontrol.to_psnr(codecs, photo, target, grids=False)
+        assert unit.step == 0 and len(got.data) <= len(unit.data)
+        smaller += len(got.data) < len(unit.data)
+        header, payload = container.parse(got.data)
+        assert header.step == got.step
+        rec = shipped.codec_for_header(header).decode(header, payload)
+        assert metrics.psnr(photo, rec) == pytest.approx(got.psnr) and got.psnr >= target
+        assert api.Encoder(target_psnr=target, registry=shipped).compress(photo) == got.data
+        assert api.Encoder(target_psnr=target, registry=shipped,
+                           step=0).compress(photo) == unit.data
+    assert smaller == 2
+
+
 def api_psnr(reg, data, rgb):
     from nicodec import metrics
 
