@@ -136,29 +136,39 @@ def to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int = 
     return max(landed, key=lambda c: c.psnr)
 
 
-def _grid_bpp(img: _Image, target: float) -> Controlled | None:
-    """``img``'s codec within ``TOLERANCE`` of ``target``: on the coarsest grid of
-    ``quantstep.SEARCH`` whose plain rate reaches the band, then the dead zone that lands
-    in it; None where no grid of this quality reaches the band without a large dead zone
-    (the coarsest grid's rate is above it, or the finest grid's below)."""
-    lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
+def _coarsest_grid(img: _Image, reaches) -> _Image | None:
+    """``img``'s codec on the coarsest grid of ``quantstep.SEARCH`` whose plain rounding
+    ``reaches`` the target (a test of an :class:`_Image`), walked one grid at a time from
+    the unit grid; None where even the finest grid does not."""
     grid, e = img, 0
-    if grid.bpp(0.0) >= lo_ok:
+    if reaches(grid):
         while e > quantstep.SEARCH[0]:
             coarser = img.on_grid(e - 1)
-            if coarser.bpp(0.0) < lo_ok:
+            if not reaches(coarser):
                 break
             grid, e = coarser, e - 1
-        if grid.bpp(0.0) > hi_ok and e == quantstep.SEARCH[0]:
-            return None
-    else:
-        while grid.bpp(0.0) < lo_ok:
-            if e == quantstep.SEARCH[1]:
-                return None
-            e += 1
-            grid = img.on_grid(e)
+        return grid
+    while e < quantstep.SEARCH[1]:
+        e += 1
+        grid = img.on_grid(e)
+        if reaches(grid):
+            return grid
+    return None
+
+
+def _grid_bpp(img: _Image, target: float) -> Controlled | None:
+    """``img``'s codec within ``TOLERANCE`` of ``target``: on the coarsest grid whose
+    plain rate reaches the band, then the dead zone that lands in it; None where no grid
+    of this quality reaches the band without a large dead zone (the coarsest grid's rate
+    is above it, or the finest grid's below)."""
+    lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
+    grid = _coarsest_grid(img, lambda g: g.bpp(0.0) >= lo_ok)
+    if grid is None:
+        return None
     if grid.bpp(0.0) <= hi_ok:
         return grid.result(0.0)
+    if grid.step == quantstep.SEARCH[0]:
+        return None
     return _bisect(grid, target, 0.0, MAX_DEADZONE)
 
 
@@ -225,32 +235,14 @@ def to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int =
                      len(images) - 1)
         near = images[max(0, first - 1):first + 2]
         on_grids = [got for i in near if i.codec.steps
-                    for got in [_grid_psnr(i, target)] if got is not None]
+                    for got in [_coarsest_grid(i, lambda g: g.psnr(0.0) >= target)]
+                    if got is not None]
         if on_grids:
             img = min(on_grids, key=lambda i: len(i.data(0.0)))
             found.append(img.result(_largest_deadzone(img, target, 1.0, 8)))
     if not found:
         raise error
     return min(found, key=lambda c: len(c.data))
-
-
-def _grid_psnr(img: _Image, target: float) -> _Image | None:
-    """``img``'s codec on the coarsest grid of ``quantstep.SEARCH`` whose plain rounding
-    keeps ``target`` dB; None where even the finest grid falls short."""
-    grid, e = img, 0
-    if grid.psnr(0.0) >= target:
-        while e > quantstep.SEARCH[0]:
-            coarser = img.on_grid(e - 1)
-            if coarser.psnr(0.0) < target:
-                break
-            grid, e = coarser, e - 1
-        return grid
-    while e < quantstep.SEARCH[1]:
-        e += 1
-        grid = img.on_grid(e)
-        if grid.psnr(0.0) >= target:
-            return grid
-    return None
 
 
 def _largest_deadzone(img: _Image, target: float, hi: float, steps: int) -> float:
