@@ -128,7 +128,8 @@ def to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int = 
     found += [got for i in images if i.codec.steps
               for got in [_grid_bpp(i, target)] if got is not None]
     if not found:
-        raise error
+        raise NicodecError(f"{error} (on the unit grid; no quantisation grid of any "
+                           "quality reaches it either)")
     lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
     landed = [c for c in found if lo_ok <= c.bpp <= hi_ok]
     if not landed:
@@ -241,7 +242,8 @@ def to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int =
             img = min(on_grids, key=lambda i: len(i.data(0.0)))
             found.append(img.result(_largest_deadzone(img, target, 1.0, 8)))
     if not found:
-        raise error
+        raise NicodecError(f"{error} (on the unit grid; no quantisation grid of any "
+                           "quality reaches it either)")
     return min(found, key=lambda c: len(c.data))
 
 

@@ -122,6 +122,7 @@ def test_target_bpp_out_of_reach_is_one_error_line_and_no_file(shipped, photo, t
     for target in ("40", "0.0001"):
         r = run("encode", tmp_path / "p.png", "-o", tmp_path / "x.nic", "--target-bpp", target)
         assert r.exit_code == 1 and "out of reach" in r.stderr, r.output
+        assert "no quantisation grid of any quality reaches it either" in r.stderr
         assert r.stderr.count("error:") == 1 and "Traceback" not in r.output
         assert not (tmp_path / "x.nic").exists()
 
