@@ -19,10 +19,11 @@ whose plain rate reaches it, then a small dead zone down into the band; and, as 
 whose plain unit-grid rate reaches the target, with the dead zone it needs. It keeps the
 landing with the best PSNR. A large dead zone is a poor knob: over 48 targets on 8 photo
 test images (``python -m nicodec.bench --only ratecontrol --limit 8``) the grids' landings
-gave 1.83 dB more PSNR on average than 0.18's at the same rate. :func:`to_psnr` weighs 0.18's smallest file on the
-unit grid (the lowest qualities that reach the target, the largest dead zone that keeps
-it) against each quality's coarsest grid that keeps the target, and keeps the smallest
-file. A target no installed quality can reach is a clear error. The files are ordinary ``.nic`` files, of
+gave 1.83 dB more PSNR on average than 0.18's at the same rate. :func:`to_psnr` weighs
+0.18's smallest file on the unit grid (the lowest qualities that reach the target, the
+largest dead zone that keeps it) against the coarsest grids that keep the target for the
+lowest quality that reaches it and its neighbours, and keeps the smallest file. A target
+no installed quality can reach is a clear error. The files are ordinary ``.nic`` files, of
 format version 3 where they sit on another grid (``grids=False``: every release reads
 them).
 """
