@@ -22,10 +22,12 @@ test images (``python -m nicodec.bench --only ratecontrol --limit 8``) the grids
 gave 1.83 dB more PSNR on average than 0.18's at the same rate. :func:`to_psnr` weighs
 0.18's smallest file on the unit grid (the lowest qualities that reach the target, the
 largest dead zone that keeps it) against the coarsest grids that keep the target for the
-lowest quality that reaches it and its neighbours, and keeps the smallest file. A target
-no installed quality can reach is a clear error. The files are ordinary ``.nic`` files, of
-format version 3 where they sit on another grid (``grids=False``: every release reads
-them).
+lowest quality that reaches it and its neighbours, and keeps the smallest file. Each
+search tries few points, as each costs an encode or a synthesis: grids by interpolation
+(the rate's logarithm and the PSNR are nearly linear in ``e``), dead zones by false
+position. A target no installed quality can reach is a clear error. The files are
+ordinary ``.nic`` files, of format version 3 where they sit on another grid
+(``grids=False``: every release reads them).
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ from nicodec.errors import NicodecError
 TOLERANCE = 0.03  # --target-bpp: the file lands within +-3 % of the target
 MAX_DEADZONE = 4.0  # t beyond this zeroes nearly every latent
 MIN_DEADZONE = -0.5  # t = -1/2 rounds every latent away from zero: the most bits
-BISECTION_STEPS = 30
+SEARCH_STEPS = 30  # at most this many dead zones tried per landing
+PSNR_SLACK = 0.002  # dB: --target-psnr stops its search this close above the target
+SAMPLE_SIDE = 1024  # pixels: a larger image chooses its quality and grid on a sample ...
+SAMPLE_TILE = 256  # ... of about SAMPLE_TILES tiles this size spread over it
+SAMPLE_TILES = 16
 
 
 @dataclass
@@ -96,7 +102,7 @@ class _Image:
         return metrics.bpp(len(self.data(t)), self.w, self.h)
 
     def psnr(self, t: float) -> float:
-        if t not in self._psnr:  # each costs a synthesis: bisection asks again at the end
+        if t not in self._psnr:  # each costs a synthesis; the searches ask again
             rec = self.codec.reconstruct(deadzone(self.r, t), self.h, self.w, step=self.step)
             self._psnr[t] = metrics.psnr(self.rgb, rec)
         return self._psnr[t]
@@ -114,11 +120,17 @@ def _check(codecs: list[Codec]) -> list[Codec]:
 def to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int = 3,
            grids: bool = True) -> Controlled:
     """The file within ``TOLERANCE`` of ``target`` bpp with the best PSNR of the landings
-    the module's docstring describes (``grids=False``: the unit grid's only).
+    the module's docstring describes (``grids=False``: the unit grid's only); an image
+    over ``SAMPLE_SIDE`` squared pixels chooses on its :func:`sample` (:func:`_whole`).
     NicodecError when no quality can reach it."""
     if not target > 0:
         raise NicodecError(f"--target-bpp must be positive (got {target:g})")
-    images = [_Image(c, rgb, channels) for c in _check(codecs)]
+    return _whole("bpp", _check(codecs), rgb, target, channels, grids)
+
+
+def _to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,
+            grids: bool) -> Controlled:
+    images = [_Image(c, rgb, channels) for c in codecs]
     if not grids or not any(i.codec.steps for i in images):
         return _unit_grid_bpp(images, target)
     found, error = [], None
@@ -138,56 +150,113 @@ def to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int = 
     return max(landed, key=lambda c: c.psnr)
 
 
-def _coarsest_grid(img: _Image, reaches) -> _Image | None:
+def _coarsest_grid(img: _Image, value, target: float, start: int = 0) -> _Image | None:
     """``img``'s codec on the coarsest grid of ``quantstep.SEARCH`` whose plain rounding
-    ``reaches`` the target (a test of an :class:`_Image`), walked one grid at a time from
-    the unit grid; None where even the finest grid does not."""
-    grid, e = img, 0
-    if reaches(grid):
-        while e > quantstep.SEARCH[0]:
-            coarser = img.on_grid(e - 1)
-            if not reaches(coarser):
-                break
-            grid, e = coarser, e - 1
-        return grid
-    while e < quantstep.SEARCH[1]:
-        e += 1
-        grid = img.on_grid(e)
-        if reaches(grid):
-            return grid
-    return None
+    ``value`` (of an :class:`_Image`: a PSNR, or a log rate) reaches ``target``; None where
+    even the finest grid does not. The search starts on grid ``start``.
+
+    ``value`` grows with ``e`` (a finer grid: more bits, more decibels), about linearly
+    (each grid is the same ratio of step sizes), so the search is an interpolation search:
+    from the start and its neighbour towards the target, each next grid is where the
+    line through the two grids tried nearest the target crosses it, kept inside the
+    bracket of the coarsest grid known to reach it and the finest known not to. It returns
+    the grid that one step at a time from the start finds (where ``value`` grows with
+    ``e``), after trying 3-4 grids instead of one per step.
+    """
+    lo, hi = quantstep.SEARCH
+    tried: dict[int, tuple[_Image, float]] = {}
+
+    def at(e: int) -> float:
+        if e not in tried:
+            grid = img if e == img.step else img.on_grid(e)
+            tried[e] = (grid, value(grid))
+        return tried[e][1]
+
+    e = min(max(start, lo), hi)
+    while True:
+        at(e)
+        reach = [k for k, (_, v) in tried.items() if v >= target]
+        short = [k for k, (_, v) in tried.items() if v < target]
+        coarsest = min(reach, default=None)
+        finest = max((k for k in short if coarsest is None or k < coarsest), default=None)
+        if coarsest is not None and (coarsest == lo or finest == coarsest - 1):
+            return tried[coarsest][0]
+        if finest == hi:
+            return None
+        low = lo if finest is None else finest + 1  # the grids still open
+        high = hi if coarsest is None else coarsest - 1
+        if len(tried) == 1:
+            e = high if coarsest is not None else low  # the neighbour towards the target
+            continue
+        (e0, v0), (e1, v1) = sorted(((k, v) for k, (_, v) in tried.items()),
+                                    key=lambda kv: abs(kv[1] - target))[:2]
+        guess = e0 + (target - v0) * (e1 - e0) / (v1 - v0) if v1 != v0 else low
+        e = int(min(max(np.ceil(guess - 1e-9), low), high))
 
 
-def _grid_bpp(img: _Image, target: float) -> Controlled | None:
+def _grid_bpp(img: _Image, target: float, start: int = 0,
+              first: float | None = None) -> Controlled | None:
     """``img``'s codec within ``TOLERANCE`` of ``target``: on the coarsest grid whose
-    plain rate reaches the band, then the dead zone that lands in it; None where no grid
-    of this quality reaches the band without a large dead zone (the coarsest grid's rate
-    is above it, or the finest grid's below)."""
+    plain rate reaches the band (searched from grid ``start``), then the dead zone that
+    lands in it (tried at ``first`` first); None where no grid of this quality reaches the
+    band without a large dead zone (the coarsest grid's rate is above it, or the finest
+    grid's below)."""
     lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
-    grid = _coarsest_grid(img, lambda g: g.bpp(0.0) >= lo_ok)
+    grid = _coarsest_grid(img, lambda g: np.log(g.bpp(0.0)), np.log(lo_ok), start)
     if grid is None:
         return None
     if grid.bpp(0.0) <= hi_ok:
         return grid.result(0.0)
     if grid.step == quantstep.SEARCH[0]:
         return None
-    return _bisect(grid, target, 0.0, MAX_DEADZONE)
+    return _land(grid, target, 0.0, MAX_DEADZONE, first)
 
 
-def _bisect(img: _Image, target: float, lo: float, hi: float) -> Controlled:
+def _land(img: _Image, target: float, lo: float, hi: float,
+          first: float | None = None) -> Controlled:
     """The dead zone in [lo, hi] (bpp(lo) above the band, bpp(hi) below) that lands
-    within ``TOLERANCE`` of ``target``; the nearer side where the rate jumps across it."""
+    within ``TOLERANCE`` of ``target``, searched by :func:`_false_position` on the log
+    rate (from ``first``, where given); the nearest tried where the rate jumps across the
+    band."""
     lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
-    for _ in range(BISECTION_STEPS):
-        mid = (lo + hi) / 2
-        b = img.bpp(mid)
-        if lo_ok <= b <= hi_ok:
-            return img.result(mid)
-        if b > hi_ok:
-            lo = mid
+    logbpp = lambda t: np.log(img.bpp(t))  # noqa: E731
+    tried = [lo]
+    for t in _false_position(logbpp, np.log(target), lo, hi, SEARCH_STEPS, first=first):
+        if lo_ok <= img.bpp(t) <= hi_ok:
+            return img.result(t)
+        tried.append(t)
+    return img.result(min(tried, key=lambda t: abs(img.bpp(t) - target)))
+
+
+def _false_position(f, target: float, lo: float, hi: float, steps: int,
+                    width: float = 0.0, first: float | None = None):
+    """The points of a search for where the decreasing ``f`` crosses ``target`` between
+    ``lo`` (f above it) and ``hi`` (below), each yielded once ``f`` is known there:
+    ``first`` where it is inside, then the chord's crossing (regula falsi, with the
+    Illinois rule that halves a stale end's weight; ``f(hi)`` is asked for when a chord
+    needs it), kept a sixteenth of the bracket from its ends, at most ``steps`` points or
+    until the bracket is narrower than ``width``. A rate or a PSNR against the dead zone
+    is smooth enough that this takes a third of the points that bisection does."""
+    f_lo, f_hi, stale = f(lo) - target, None, 0
+    for _ in range(steps):
+        if hi - lo <= width:
+            return
+        if first is not None and lo < first < hi:
+            mid, first = first, None
         else:
-            hi = mid
-    return img.result(min((lo, hi), key=lambda t: abs(img.bpp(t) - target)))
+            if f_hi is None:
+                f_hi = f(hi) - target
+            margin = (hi - lo) / 16
+            mid = lo + (hi - lo) * f_lo / (f_lo - f_hi) if f_lo != f_hi else (lo + hi) / 2
+            mid = min(max(mid, lo + margin), hi - margin)
+        f_mid = f(mid) - target
+        yield mid
+        if f_mid >= 0:
+            lo, f_lo = mid, f_mid
+            f_hi, stale = (f_hi / 2 if stale == 1 and f_hi is not None else f_hi), 1
+        else:
+            hi, f_hi = mid, f_mid
+            f_lo, stale = (f_lo / 2 if stale == -1 else f_lo), -1
 
 
 def _unit_grid_bpp(images: list[_Image], target: float) -> Controlled:
@@ -211,7 +280,7 @@ def _unit_grid_bpp(images: list[_Image], target: float) -> Controlled:
         # the next lower quality, rounding away from zero (t < 0) for more bits
         img = images[images.index(img) - 1]
         lo, hi = MIN_DEADZONE, 0.0
-    return _bisect(img, target, lo, hi)
+    return _land(img, target, lo, hi)
 
 
 def to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int = 3,
@@ -220,8 +289,14 @@ def to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int =
     largest dead zone that keeps the target) and, with ``grids``, the coarsest grid that
     keeps it of the lowest quality that reaches it on the unit grid and of its two
     neighbours, the smallest of those with the dead zone that still does.
-    NicodecError when no quality reaches it."""
-    images = [_Image(c, rgb, channels) for c in _check(codecs)]
+    An image over ``SAMPLE_SIDE`` squared pixels chooses on its :func:`sample`
+    (:func:`_whole`). NicodecError when no quality reaches it."""
+    return _whole("psnr", _check(codecs), rgb, target, channels, grids)
+
+
+def _to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,
+             grids: bool) -> Controlled:
+    images = [_Image(c, rgb, channels) for c in codecs]
     found, error = [], None
     try:
         found.append(_unit_grid_psnr(images, target))
@@ -237,7 +312,7 @@ def to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int =
                      len(images) - 1)
         near = images[max(0, first - 1):first + 2]
         on_grids = [got for i in near if i.codec.steps
-                    for got in [_coarsest_grid(i, lambda g: g.psnr(0.0) >= target)]
+                    for got in [_coarsest_grid(i, lambda g: g.psnr(0.0), target)]
                     if got is not None]
         if on_grids:
             img = min(on_grids, key=lambda i: len(i.data(0.0)))
@@ -249,18 +324,21 @@ def to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int =
 
 
 def _largest_deadzone(img: _Image, target: float, hi: float, steps: int) -> float:
-    """The largest dead zone in [0, hi] (bisected ``steps`` times) whose PSNR keeps
-    ``target``; 0 keeps it."""
-    lo = 0.0
+    """The largest dead zone in [0, hi] whose PSNR keeps ``target`` (0 keeps it), found
+    to a ``2 ** -steps`` of ``hi`` or within ``PSNR_SLACK`` dB of the target, whichever
+    comes first (:func:`_false_position`)."""
     if img.psnr(hi) >= target:
         return hi
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if img.psnr(mid) >= target:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    if img.psnr(0.0) - target <= PSNR_SLACK:  # no dead zone keeps it
+        return 0.0
+    best = 0.0
+    for t in _false_position(lambda t: img.psnr(t), target, 0.0, hi, steps,
+                             hi / 2 ** steps):
+        if img.psnr(t) >= target:
+            best = max(best, t)
+            if img.psnr(t) - target <= PSNR_SLACK:
+                break
+    return best
 
 
 def _unit_grid_psnr(images: list[_Image], target: float) -> Controlled:
@@ -277,3 +355,113 @@ def _unit_grid_psnr(images: list[_Image], target: float) -> Controlled:
         if best is None or len(found.data) < len(best.data):
             best = found
     return best
+
+
+# --------------------------------------------------------------------------- large images
+def sample(rgb: np.ndarray) -> np.ndarray | None:
+    """A mosaic of about ``SAMPLE_TILES`` tiles of ``SAMPLE_TILE`` pixels a side, spread
+    evenly over an image of more than ``SAMPLE_SIDE`` squared pixels (about that many
+    pixels in all), in their order; None for a smaller image. Every part of a large
+    photo weighs in its rate and PSNR, which a central crop's would not."""
+    h, w = rgb.shape[:2]
+    if h * w <= SAMPLE_SIDE ** 2:
+        return None
+    th, tw = min(SAMPLE_TILE, h), min(SAMPLE_TILE, w)
+    ny = int(np.clip(round(np.sqrt(SAMPLE_TILES * h / w)), 1, h // th))
+    nx = int(np.clip(SAMPLE_TILES // ny, 1, w // tw))
+    ys = np.linspace(0, h - th, ny).astype(int) // 16 * 16
+    xs = np.linspace(0, w - tw, nx).astype(int) // 16 * 16
+    return np.concatenate([np.concatenate([rgb[y:y + th, x:x + tw] for x in xs], axis=1)
+                           for y in ys], axis=0)
+
+
+def _whole(kind: str, codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,
+           grids: bool) -> Controlled:
+    """Rate control (``kind`` ``"bpp"``: :func:`_to_bpp`, ``"psnr"``: :func:`_to_psnr`) of
+    the image; for a large one, on its :func:`sample`, whose choice of quality and grid
+    then lands on the whole image from that grid (:func:`_whole_bpp`,
+    :func:`_whole_psnr`: a few encodes or syntheses of the whole instead of dozens).
+
+    A sample is not its image: it may be harder or easier, and reach or miss a target the
+    whole would not. Where the sample's choice does not land the whole (or the sample
+    refuses the target), the difference is measured once, on the unit grid of the quality
+    concerned (that choice's, or the top or bottom quality), and the sample chooses again
+    for the target shifted by it (in dB, or as a ratio of rates). Where that fails too,
+    the whole image decides, as a small image does: what it gives or refuses is the answer.
+    """
+    control, land = (_to_bpp, _whole_bpp) if kind == "bpp" else (_to_psnr, _whole_psnr)
+    part = sample(rgb)
+    if part is None:
+        return control(codecs, rgb, target, channels, grids)
+    value = ((lambda img: np.log(img.bpp(0.0))) if kind == "bpp"
+             else (lambda img: img.psnr(0.0)))
+    wholes: dict[int, _Image] = {}  # by id(codec): each analysed once
+
+    def whole(codec: Codec) -> _Image:
+        if id(codec) not in wholes:
+            wholes[id(codec)] = _Image(codec, rgb, channels)
+        return wholes[id(codec)]
+
+    aim = target
+    for retry in (False, True):
+        try:
+            chosen = control(codecs, part, aim, channels, grids)
+        except NicodecError:
+            chosen = None
+        if chosen is not None:
+            got = land(whole(chosen.codec), chosen, target, grids)
+            if got is not None:
+                return got
+        if retry:
+            break
+        if chosen is not None:
+            ref = chosen.codec
+        elif kind == "psnr":
+            ref = codecs[-1]  # the sample's top quality falls short
+        else:  # a rate above the sample's top quality, or below its bottom
+            top = _Image(codecs[-1], part, channels)
+            ref = codecs[-1] if aim > top.bpp(0.0) else codecs[0]
+        offset = value(whole(ref)) - value(_Image(ref, part, channels))
+        aim = target * np.exp(-offset) if kind == "bpp" else target - offset
+    return control(codecs, rgb, target, channels, grids)
+
+
+def _whole_bpp(img: _Image, chosen: Controlled, target: float,
+               grids: bool) -> Controlled | None:
+    """The whole image with the sample's quality within ``TOLERANCE`` of ``target``: on
+    grids from the sample's (:func:`_grid_bpp`) or on the unit grid with a dead zone
+    either way; None where it does not land."""
+    lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
+    if grids and img.codec.steps:
+        got = _grid_bpp(img, target, chosen.step, chosen.deadzone)
+    else:
+        rate = img.bpp(0.0)
+        if lo_ok <= rate <= hi_ok:
+            return img.result(0.0)
+        lo, hi = (0.0, MAX_DEADZONE) if rate > hi_ok else (MIN_DEADZONE, 0.0)
+        if not img.bpp(lo) > hi_ok or not img.bpp(hi) < lo_ok:
+            return None
+        got = _land(img, target, lo, hi, chosen.deadzone)
+    return got if got is not None and lo_ok <= got.bpp <= hi_ok else None
+
+
+def _whole_psnr(img: _Image, chosen: Controlled, target: float,
+                grids: bool) -> Controlled | None:
+    """The whole image with the sample's quality: the coarsest grid from the sample's that
+    keeps ``target`` (on the unit grid only: the unit grid), with the sample's dead zone
+    where the whole keeps the target with it (and one step further along the line through
+    it and no dead zone, where that keeps it too), else the largest below it that does,
+    found in a few syntheses; None where this quality does not reach the target."""
+    grid, limit = img, MAX_DEADZONE
+    if grids and img.codec.steps:
+        grid = _coarsest_grid(img, lambda g: g.psnr(0.0), target, chosen.step)
+        limit = 1.0  # as _to_psnr's grid landings
+    if grid is None or grid.psnr(0.0) < target:
+        return None
+    t = _largest_deadzone(grid, target, min(chosen.deadzone, limit), 3)
+    plain, kept = grid.psnr(0.0), grid.psnr(t)
+    if t > 0 and kept - target > PSNR_SLACK and plain > kept:
+        further = min(limit, t + 0.8 * (kept - target) * t / (plain - kept))
+        if grid.psnr(further) >= target:
+            t = further
+    return grid.result(t)

@@ -82,6 +82,71 @@ def test_deadzone_zero_is_plain_rounding_and_shrinks_towards_zero():
     assert np.all(np.abs(ratecontrol.deadzone(r, 1.0)) <= np.abs(shrunk))
 
 
+class _Curve:
+    """A stand-in for ratecontrol._Image: one quantity per grid (``value(e)``) or per dead
+    zone (``psnr(t)``), counting what the searches ask for."""
+
+    def __init__(self, value, step=0, asked=None):
+        self.value, self.step = value, step
+        self.asked = [] if asked is None else asked
+
+    def on_grid(self, e):
+        return _Curve(self.value, e, self.asked)
+
+    def at(self):
+        self.asked.append(self.step)
+        return self.value(self.step)
+
+    def psnr(self, t):
+        self.asked.append(t)
+        return self.value(t)
+
+
+def _walk(value, target, lo=-8, hi=12):
+    """0.19's search: one grid at a time from the unit grid."""
+    e = 0
+    if value(0) >= target:
+        while e > lo and value(e - 1) >= target:
+            e -= 1
+        return e
+    while e < hi:
+        e += 1
+        if value(e) >= target:
+            return e
+    return None
+
+
+@pytest.mark.parametrize("value", [lambda e: 30 + 0.37 * e,
+                                   lambda e: np.log(0.2) + 0.1 * e + 0.004 * e * e,
+                                   lambda e: 30 + 2 * np.tanh(e / 4)])
+def test_the_coarsest_grid_is_the_walks_and_tries_few_grids(value):
+    """The interpolation search finds the grid the one-grid-at-a-time walk finds, on
+    increasing curves of many shapes, targets anywhere (out of reach too), in few tries."""
+    tries = []
+    for target in np.linspace(value(-9), value(13), 97):
+        img = _Curve(value)
+        found = ratecontrol._coarsest_grid(img, lambda g: g.at(), target)
+        assert (None if found is None else found.step) == _walk(value, target), target
+        tries.append(len(set(img.asked)))
+        walk = abs(_walk(value, target) or 12) + 2
+        assert len(set(img.asked)) <= max(4, walk)
+    assert np.mean(tries) < 5
+
+
+def test_the_largest_dead_zone_keeps_the_target_in_a_third_of_the_syntheses():
+    """The dead zone search (false position) keeps the target, lands within the bisection's
+    resolution or PSNR_SLACK of it, and asks for fewer PSNRs than 12 bisection steps."""
+    for scale in (0.5, 2.0, 8.0):
+        curve = lambda t: 36.0 - scale * t - 0.3 * t * t  # noqa: E731 - decreasing in t
+        for target in (35.99, 35.5, 34.0, 31.0):
+            img = _Curve(curve)
+            t = ratecontrol._largest_deadzone(img, target, ratecontrol.MAX_DEADZONE, 12)
+            assert curve(t) >= target
+            resolution = ratecontrol.MAX_DEADZONE / 2 ** 12
+            assert curve(t + resolution) < target or curve(t) - target <= ratecontrol.PSNR_SLACK
+            assert len(set(img.asked)) <= 8, (scale, target, sorted(set(img.asked)))
+
+
 def test_target_bpp_lands_within_three_percent(shipped, photo, tmp_path):
     q1, q2 = (len(shipped.codec(quality=q).encode(photo)) * 8 / photo[..., 0].size
               for q in (1, 2))
@@ -125,6 +190,57 @@ def test_target_bpp_out_of_reach_is_one_error_line_and_no_file(shipped, photo, t
         assert "no quantisation grid of any quality reaches it either" in r.stderr
         assert r.stderr.count("error:") == 1 and "Traceback" not in r.output
         assert not (tmp_path / "x.nic").exists()
+
+
+def test_a_sample_spreads_tiles_over_a_large_image_only():
+    big = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    assert ratecontrol.sample(big[:1024, :1024]) is None
+    part = ratecontrol.sample(big)
+    t = ratecontrol.SAMPLE_TILE
+    assert part.shape == (3 * t, 5 * t, 3)  # 15 tiles of a 4:3 image: about SAMPLE_TILES
+    assert np.array_equal(part[:t, :t], big[:t, :t])  # the first tile is the top-left
+    y, x = (3000 - t) // 16 * 16, (4000 - t) // 16 * 16
+    assert np.array_equal(part[-t:, -t:], big[y:y + t, x:x + t])  # the last, bottom-right
+    thin = ratecontrol.sample(np.zeros((100, 12000, 3), np.uint8))  # a panorama
+    assert thin.shape == (100, ratecontrol.SAMPLE_TILES * t, 3)  # one row of short tiles
+
+
+def test_a_large_image_chooses_on_its_sample_and_lands_the_whole(shipped, photo, monkeypatch):
+    """Rate control on an image over SAMPLE_SIDE squared pixels chooses its quality and
+    grid on the sample, then lands the whole image in a few whole-image syntheses: the
+    file still meets the target, and decodes to the PSNR it reports."""
+    from nicodec.bench import _mirrored
+    from nicodec.codec import Codec
+
+    big = _mirrored(photo, 400, 544)
+    codecs = [shipped.codec(quality=q) for q in shipped.qualities()]
+    plain = [metrics.psnr(big, c.decode(*container.parse(c.encode(big)))) for c in codecs]
+    sizes = [8 * len(c.encode(big)) / big[..., 0].size for c in codecs]
+    whole_syntheses = []
+    reconstruct = Codec.reconstruct
+
+    def counted(self, q, height, width, *args, **kwargs):
+        if (height, width) == big.shape[:2]:
+            whole_syntheses.append(1)
+        return reconstruct(self, q, height, width, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "reconstruct", counted)
+    monkeypatch.setattr(ratecontrol, "SAMPLE_TILE", 64)
+    counts = {}
+    for side in (1 << 20, 256):  # the whole image alone, then a sample of 15 tiles
+        monkeypatch.setattr(ratecontrol, "SAMPLE_SIDE", side)
+        whole_syntheses.clear()
+        got = ratecontrol.to_psnr(codecs, big, (plain[1] + plain[2]) / 2)
+        counts[side] = len(whole_syntheses)
+        header, payload = container.parse(got.data)
+        rec = shipped.codec_for_header(header).decode(header, payload)
+        assert metrics.psnr(big, rec) == pytest.approx(got.psnr)
+        assert got.psnr >= (plain[1] + plain[2]) / 2
+        target = float(np.sqrt(sizes[0] * sizes[1]))
+        got = ratecontrol.to_bpp(codecs, big, target)
+        assert abs(got.bpp / target - 1) <= ratecontrol.TOLERANCE
+        assert 8 * len(got.data) / big[..., 0].size == pytest.approx(got.bpp)
+    assert 3 * counts[256] <= counts[1 << 20], counts  # 8 against 32 when written
 
 
 def test_target_psnr_gives_the_smallest_file_that_reaches_it(shipped, photo):
