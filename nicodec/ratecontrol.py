@@ -45,6 +45,7 @@ MAX_DEADZONE = 4.0  # t beyond this zeroes nearly every latent
 MIN_DEADZONE = -0.5  # t = -1/2 rounds every latent away from zero: the most bits
 SEARCH_STEPS = 30  # at most this many dead zones tried per landing
 PSNR_SLACK = 0.002  # dB: --target-psnr stops its search this close above the target
+MAX_JUMP = 3  # grids: how far the grid search steps beyond the grids it has tried
 SAMPLE_SIDE = 1024  # pixels: a larger image chooses its quality and grid on a sample ...
 SAMPLE_TILE = 256  # ... of about SAMPLE_TILES tiles this size spread over it
 SAMPLE_TILES = 16
@@ -159,7 +160,9 @@ def _coarsest_grid(img: _Image, value, target: float, start: int = 0) -> _Image 
     (each grid is the same ratio of step sizes), so the search is an interpolation search:
     from the start and its neighbour towards the target, each next grid is where the
     line through the two grids tried nearest the target crosses it, kept inside the
-    bracket of the coarsest grid known to reach it and the finest known not to. It returns
+    bracket of the coarsest grid known to reach it and the finest known not to, and
+    outside a bracket at most ``MAX_JUMP`` grids beyond those tried (a screenshot's PSNR
+    can be flat, and not monotone, across the finest grids of q4). It returns
     the grid that one step at a time from the start finds (where ``value`` grows with
     ``e``), after trying 3-4 grids instead of one per step.
     """
@@ -191,6 +194,10 @@ def _coarsest_grid(img: _Image, value, target: float, start: int = 0) -> _Image 
         (e0, v0), (e1, v1) = sorted(((k, v) for k, (_, v) in tried.items()),
                                     key=lambda kv: abs(kv[1] - target))[:2]
         guess = e0 + (target - v0) * (e1 - e0) / (v1 - v0) if v1 != v0 else low
+        if coarsest is None:  # beyond every grid tried: a flat curve would fly far
+            high = min(high, max(tried) + MAX_JUMP)
+        if finest is None:
+            low = max(low, min(tried) - MAX_JUMP)
         e = int(min(max(np.ceil(guess - 1e-9), low), high))
 
 

@@ -133,6 +133,17 @@ def test_the_coarsest_grid_is_the_walks_and_tries_few_grids(value):
     assert np.mean(tries) < 5
 
 
+def test_the_grid_search_does_not_fly_over_a_flat_top():
+    """A screenshot's q4 PSNR on its finest grids (measured): flat, and not monotone. The
+    search steps at most MAX_JUMP grids past those tried, so it finds the walk's grid, 6,
+    not the 10 that a free line through grids 0 and 3 reaches."""
+    psnr = [24.9773, 24.9046, 24.9744, 24.9831, 24.9909, 24.9792, 24.9991, 24.9891, 25.01,
+            24.9984, 25.0086, 25.0157, 25.0105]
+    value = lambda e: psnr[e] if e >= 0 else 24.0 + 0.1 * e  # noqa: E731
+    found = ratecontrol._coarsest_grid(_Curve(value), lambda g: g.at(), 24.999)
+    assert found.step == _walk(value, 24.999) == 6
+
+
 def test_the_largest_dead_zone_keeps_the_target_in_a_third_of_the_syntheses():
     """The dead zone search (false position) keeps the target, lands within the bisection's
     resolution or PSNR_SLACK of it, and asks for fewer PSNRs than 12 bisection steps."""
