@@ -5,7 +5,8 @@
 Files this release writes, each beside what it decodes to (``<name>.png``, or for large
 images ``<name>.pixels.json`` with the sha256 of the decoded pixels): every quality of the
 photo codec (the newest generation) and of the shipped adapters, a greyscale image,
-effort-3 and effort-4 files, a ``--target-bpp`` file, a tiled (format version 2) image,
+effort-3 and effort-4 files, a ``--target-bpp`` file (and since 0.20 a ``--target-psnr``
+file and a ``--target-bpp`` file of a large image), a tiled (format version 2) image,
 files on other quantisation grids (format version 3, since 0.18: ``--step``, a tiled one
 too, and an adapter's with a context model; since 0.19 the shipped adapters' default
 encodes pick their grids too), and a user
@@ -132,6 +133,12 @@ def main() -> None:
         # format version 3 (since 0.18): latents on other grids (nicodec.quantstep)
         nic("encode", Path(tmp) / "big.png", "-q", 1, "-o", out / "tiled-q1-step4.nic",
             "--quiet", "--step", 4, env=env)
+        # rate control (since 0.20: a --target-psnr file; a large image's landing, which
+        # chooses on a sample of tiles)
+        nic("encode", SOURCE, "--target-psnr", "30", "-o", out / "photo-target-30dB.nic",
+            "--quiet", env=env)
+        nic("encode", Path(tmp) / "big.png", "--target-bpp", "0.03", "-o",
+            out / "tiled-target-0.03bpp.nic", "--quiet", env=env)
         for domain, q, e in (("photo", 2, 5), ("photo", 4, -3), ("screen", 2, 3)):
             nic("encode", SOURCE if domain == "photo" else SCREEN, "-q", q, "--domain",
                 domain, "--step", e, "-o", out / f"{domain}-q{q}-step{e}.nic", "--quiet",
