@@ -25,9 +25,10 @@ largest dead zone that keeps it) against the coarsest grids that keep the target
 lowest quality that reaches it and its neighbours, and keeps the smallest file. Each
 search tries few points, as each costs an encode or a synthesis: grids by interpolation
 (the rate's logarithm and the PSNR are nearly linear in ``e``), dead zones by false
-position. A target no installed quality can reach is a clear error. The files are
-ordinary ``.nic`` files, of format version 3 where they sit on another grid
-(``grids=False``: every release reads them).
+position; an image over a megapixel chooses on a :func:`sample` of tiles and lands the
+whole image from that choice (:func:`_whole`). A target no installed quality can reach is
+a clear error. The files are ordinary ``.nic`` files, of format version 3 where they sit
+on another grid (``grids=False``: every release reads them).
 """
 
 from __future__ import annotations
