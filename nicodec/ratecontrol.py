@@ -431,7 +431,23 @@ def _whole(kind: str, codecs: list[Codec], rgb: np.ndarray, target: float, chann
             ref = codecs[-1] if aim > top.bpp(0.0) else codecs[0]
         offset = value(whole(ref)) - value(_Image(ref, part, channels))
         aim = target * np.exp(-offset) if kind == "bpp" else target - offset
+    if kind == "psnr":
+        _refuse_psnr([whole(c) for c in codecs[-2:]], target, grids)
     return control(codecs, rgb, target, channels, grids)
+
+
+def _refuse_psnr(top: list[_Image], target: float, grids: bool) -> None:
+    """_to_psnr's refusal, raised early where the whole image's top qualities (those
+    :func:`_to_psnr` would walk to finer grids for a target that none reaches) miss
+    ``target`` even on their finest grid: a synthesis each, instead of a full search."""
+    finest = [i.on_grid(quantstep.SEARCH[1]) if grids and i.codec.steps else i for i in top]
+    if all(g.psnr(0.0) < target for g in finest):
+        error = (f"--target-psnr {target:g} is out of reach: the highest quality "
+                 f"({top[-1].codec.quality}) gives {top[-1].psnr(0.0):.2f} dB on this image")
+        if grids and any(i.codec.steps for i in top):
+            error += (" (on the unit grid; no quantisation grid of any quality reaches it "
+                      "either)")
+        raise NicodecError(error)
 
 
 def _whole_bpp(img: _Image, chosen: Controlled, target: float,

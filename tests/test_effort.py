@@ -252,6 +252,16 @@ def test_a_large_image_chooses_on_its_sample_and_lands_the_whole(shipped, photo,
         assert abs(got.bpp / target - 1) <= ratecontrol.TOLERANCE
         assert 8 * len(got.data) / big[..., 0].size == pytest.approx(got.bpp)
     assert 3 * counts[256] <= counts[1 << 20], counts  # 8 against 32 when written
+    # a PSNR out of every quality's reach: the same one error, in a few whole syntheses
+    errors = []
+    for side in (1 << 20, 256):
+        monkeypatch.setattr(ratecontrol, "SAMPLE_SIDE", side)
+        whole_syntheses.clear()
+        with pytest.raises(NicodecError, match="out of reach") as refused:
+            ratecontrol.to_psnr(codecs, big, 90.0)
+        errors.append((str(refused.value), len(whole_syntheses)))
+    assert errors[0][0] == errors[1][0], errors
+    assert errors[1][1] <= 4 < errors[0][1], errors
 
 
 def test_target_psnr_gives_the_smallest_file_that_reaches_it(shipped, photo):
