@@ -46,6 +46,8 @@ MAX_DEADZONE = 4.0  # t beyond this zeroes nearly every latent
 MIN_DEADZONE = -0.5  # t = -1/2 rounds every latent away from zero: the most bits
 SEARCH_STEPS = 30  # at most this many dead zones tried per landing
 PSNR_SLACK = 0.002  # dB: --target-psnr stops its search this close above the target
+# what a refusal adds where the models have grids: the unit grid's figure is not all
+NO_GRID_REACHES = " (on the unit grid; no quantisation grid of any quality reaches it either)"
 MAX_JUMP = 3  # grids: how far the grid search steps beyond the grids it has tried
 SAMPLE_SIDE = 1024  # pixels: a larger image chooses its quality and grid on a sample ...
 SAMPLE_TILE = 256  # ... of about SAMPLE_TILES tiles this size spread over it
@@ -143,8 +145,7 @@ def _to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,
     found += [got for i in images if i.codec.steps
               for got in [_grid_bpp(i, target)] if got is not None]
     if not found:
-        raise NicodecError(f"{error} (on the unit grid; no quantisation grid of any "
-                           "quality reaches it either)")
+        raise NicodecError(f"{error}{NO_GRID_REACHES}")
     lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
     landed = [c for c in found if lo_ok <= c.bpp <= hi_ok]
     if not landed:
@@ -326,8 +327,7 @@ def _to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,
             img = min(on_grids, key=lambda i: len(i.data(0.0)))
             found.append(img.result(_largest_deadzone(img, target, 1.0, 8)))
     if not found:
-        raise NicodecError(f"{error} (on the unit grid; no quantisation grid of any "
-                           "quality reaches it either)")
+        raise NicodecError(f"{error}{NO_GRID_REACHES}")
     return min(found, key=lambda c: len(c.data))
 
 
@@ -445,8 +445,7 @@ def _refuse_psnr(top: list[_Image], target: float, grids: bool) -> None:
         error = (f"--target-psnr {target:g} is out of reach: the highest quality "
                  f"({top[-1].codec.quality}) gives {top[-1].psnr(0.0):.2f} dB on this image")
         if grids and any(i.codec.steps for i in top):
-            error += (" (on the unit grid; no quantisation grid of any quality reaches it "
-                      "either)")
+            error += NO_GRID_REACHES
         raise NicodecError(error)
 
 
