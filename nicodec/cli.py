@@ -290,6 +290,8 @@ def encode(images, output, quality, domain, effort, target_bpp, target_psnr, ste
         h, w = img.rgb.shape[:2]
         if not quiet:
             note = "  (alpha channel dropped)" if img.dropped_alpha else ""
+            if img.frames > 1:
+                note += f"  (first of {img.frames} frames coded)"
             err.print(f"{src} -> {dst}  {w}x{h}  {len(enc.data):,} bytes  "
                       f"{8 * len(enc.data) / (w * h):.4f} bpp  {dt:.2f} s  "
                       f"({enc.codec_name} q{enc.quality}"

@@ -5,6 +5,8 @@
   8-bit greyscale (header ``channels = 1``).
 * An alpha channel (RGBA, LA, palette transparency) is dropped: nicodec codes colour only;
   the caller is told so.
+* Of an animation or a multi-page file (GIF, APNG, WebP, TIFF pages) the first frame is
+  coded; the caller is told how many there were.
 * Everything else (CMYK, YCbCr, palette) is converted to 8-bit RGB.
 """
 
@@ -91,13 +93,17 @@ class LoadedImage:
     rgb: np.ndarray  # (H, W, 3) uint8
     channels: int  # 1 = greyscale source, 3 = colour
     dropped_alpha: bool
+    frames: int = 1  # frames or pages in the source; only the first is coded
 
 
 def from_pil(im: Image.Image) -> LoadedImage:
     """Pixels of a Pillow image as nicodec codes them (EXIF orientation applied, greyscale
-    kept as one channel, alpha dropped)."""
+    kept as one channel, alpha dropped; of several frames, the first)."""
     check_size(*im.size)
     check_pixels(*im.size)
+    frames = max(1, int(getattr(im, "n_frames", 1)))
+    if frames > 1:
+        im.seek(0)
     im = ImageOps.exif_transpose(im)
     mode = im.mode
     alpha = "A" in mode or (mode == "P" and "transparency" in im.info)
@@ -108,8 +114,8 @@ def from_pil(im: Image.Image) -> LoadedImage:
             grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         else:
             grey = np.asarray(im.convert("L"))
-        return LoadedImage(np.repeat(grey[:, :, None], 3, axis=2), 1, alpha)
-    return LoadedImage(np.asarray(im.convert("RGB")), 3, alpha)
+        return LoadedImage(np.repeat(grey[:, :, None], 3, axis=2), 1, alpha, frames)
+    return LoadedImage(np.asarray(im.convert("RGB")), 3, alpha, frames)
 
 
 def from_array(a: np.ndarray) -> LoadedImage:

@@ -247,3 +247,17 @@ def test_every_command_has_an_example_and_exit_codes_are_documented(env):
     for path, _ in _commands(main):
         text = run(*path, "--help").output
         assert "Example" in text, path
+
+
+def test_an_animation_codes_its_first_frame_and_says_so(env):
+    first, second = smooth_image(24, 40, seed=4), smooth_image(24, 40, seed=5)
+    src = env / "anim.png"  # an APNG: two frames
+    Image.fromarray(first).save(src, save_all=True, append_images=[Image.fromarray(second)])
+    r = run("encode", src, "-o", env / "anim.nic", "-q", 3)
+    assert r.exit_code == 0, r.output
+    assert "(first of 2 frames coded)" in r.stderr
+    still = env / "still.png"
+    Image.fromarray(first).save(still)
+    r = run("encode", still, "-o", env / "still.nic", "-q", 3)
+    assert r.exit_code == 0 and "frames" not in r.stderr, r.output
+    assert (env / "anim.nic").read_bytes() == (env / "still.nic").read_bytes()
