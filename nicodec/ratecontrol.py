@@ -132,9 +132,13 @@ def to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int = 
     return _whole("bpp", _check(codecs), rgb, target, channels, grids)
 
 
-def _to_bpp(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,
-            grids: bool) -> Controlled:
-    images = [_Image(c, rgb, channels) for c in codecs]
+def _images(codecs: list[Codec], rgb: np.ndarray, channels: int) -> list[_Image]:
+    return [_Image(c, rgb, channels) for c in codecs]
+
+
+def _to_bpp(images: list[_Image], target: float, grids: bool) -> Controlled:
+    """:func:`to_bpp` of one image, given its analysis by each codec (lowest quality
+    first)."""
     if not grids or not any(i.codec.steps for i in images):
         return _unit_grid_bpp(images, target)
     found, error = [], None
@@ -303,9 +307,9 @@ def to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int =
     return _whole("psnr", _check(codecs), rgb, target, channels, grids)
 
 
-def _to_psnr(codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,
-             grids: bool) -> Controlled:
-    images = [_Image(c, rgb, channels) for c in codecs]
+def _to_psnr(images: list[_Image], target: float, grids: bool) -> Controlled:
+    """:func:`to_psnr` of one image, given its analysis by each codec (lowest quality
+    first)."""
     found, error = [], None
     try:
         found.append(_unit_grid_psnr(images, target))
@@ -395,51 +399,58 @@ def _whole(kind: str, codecs: list[Codec], rgb: np.ndarray, target: float, chann
     refuses the target), the difference is measured once, on the unit grid of the quality
     concerned (that choice's, or the top or bottom quality), and the sample chooses again
     for the target shifted by it (in dB, or as a ratio of rates). Where that fails too,
-    the whole image decides, as a small image does: what it gives or refuses is the answer.
+    the whole image decides, as a small image does, on the analyses already made: what it
+    gives or refuses is the answer. A target out of every quality's reach is refused
+    after a few whole-image encodes or syntheses (:func:`_refuse_bpp`,
+    :func:`_refuse_psnr`) with the line the full search would give.
     """
     control, land = (_to_bpp, _whole_bpp) if kind == "bpp" else (_to_psnr, _whole_psnr)
     part = sample(rgb)
     if part is None:
-        return control(codecs, rgb, target, channels, grids)
+        return control(_images(codecs, rgb, channels), target, grids)
     value = ((lambda img: np.log(img.bpp(0.0))) if kind == "bpp"
              else (lambda img: img.psnr(0.0)))
-    wholes: dict[int, _Image] = {}  # by id(codec): each analysed once
+    parts = _images(codecs, part, channels)  # the retry and the offset reuse them
+    wholes: list[_Image | None] = [None] * len(codecs)  # each analysed once, when asked
 
-    def whole(codec: Codec) -> _Image:
-        if id(codec) not in wholes:
-            wholes[id(codec)] = _Image(codec, rgb, channels)
-        return wholes[id(codec)]
+    def whole(k: int) -> _Image:
+        if wholes[k] is None:
+            wholes[k] = _Image(codecs[k], rgb, channels)
+        return wholes[k]
 
     aim = target
     for retry in (False, True):
         try:
-            chosen = control(codecs, part, aim, channels, grids)
+            chosen = control(parts, aim, grids)
         except NicodecError:
             chosen = None
         if chosen is not None:
-            got = land(whole(chosen.codec), chosen, target, grids)
+            k = next(j for j, c in enumerate(codecs) if c is chosen.codec)
+            got = land(whole(k), chosen, target, grids)
             if got is not None:
                 return got
         if retry:
             break
         if chosen is not None:
-            ref = chosen.codec
+            ref = k
         elif kind == "psnr":
-            ref = codecs[-1]  # the sample's top quality falls short
+            ref = len(codecs) - 1  # the sample's top quality falls short
         else:  # a rate above the sample's top quality, or below its bottom
-            top = _Image(codecs[-1], part, channels)
-            ref = codecs[-1] if aim > top.bpp(0.0) else codecs[0]
-        offset = value(whole(ref)) - value(_Image(ref, part, channels))
+            ref = len(codecs) - 1 if aim > parts[-1].bpp(0.0) else 0
+        offset = value(whole(ref)) - value(parts[ref])
         aim = target * np.exp(-offset) if kind == "bpp" else target - offset
-    if kind == "psnr":
-        _refuse_psnr([whole(c) for c in codecs[-2:]], target, grids)
-    return control(codecs, rgb, target, channels, grids)
+    # the whole image decides, from the analyses and points the landings already made
+    refuse = _refuse_bpp if kind == "bpp" else _refuse_psnr
+    refuse(whole, len(codecs), target, grids)
+    return control([whole(k) for k in range(len(codecs))], target, grids)
 
 
-def _refuse_psnr(top: list[_Image], target: float, grids: bool) -> None:
-    """_to_psnr's refusal, raised early where the whole image's top qualities (those
-    :func:`_to_psnr` would walk to finer grids for a target that none reaches) miss
-    ``target`` even on their finest grid: a synthesis each, instead of a full search."""
+def _refuse_psnr(whole, n: int, target: float, grids: bool) -> None:
+    """_to_psnr's refusal, raised early where the whole image's top two qualities (those
+    :func:`_to_psnr` walks to finer grids for a target that none reaches; ``whole(k)``
+    analyses quality ``k`` of ``n``) miss ``target`` even on their finest grid: a
+    synthesis each, instead of a full search."""
+    top = [whole(k) for k in range(max(0, n - 2), n)]
     finest = [i.on_grid(quantstep.SEARCH[1]) if grids and i.codec.steps else i for i in top]
     if all(g.psnr(0.0) < target for g in finest):
         error = (f"--target-psnr {target:g} is out of reach: the highest quality "
@@ -447,6 +458,34 @@ def _refuse_psnr(top: list[_Image], target: float, grids: bool) -> None:
         if grids and any(i.codec.steps for i in top):
             error += NO_GRID_REACHES
         raise NicodecError(error)
+
+
+def _refuse_bpp(whole, n: int, target: float, grids: bool) -> None:
+    """_to_bpp's refusal (the same error line), raised early where it follows from a few
+    encodes of the whole image (``whole(k)``: quality ``k`` of ``n`` analysed): a target
+    above the top quality's plain unit-grid rate and every quality's finest grid (each
+    grid's rate grows with ``e``, so no coarser one reaches it), or below the bottom
+    quality's largest dead zone and every quality's coarsest grid. Other targets pass."""
+    lo_ok, hi_ok = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
+    gridded = lambda: (whole(k) for k in reversed(range(n))  # noqa: E731
+                       if grids and whole(k).codec.steps)
+    top, bottom = whole(n - 1), whole(0)
+    if top.bpp(0.0) < lo_ok:
+        if any(i.on_grid(quantstep.SEARCH[1]).bpp(0.0) >= lo_ok for i in gridded()):
+            return
+        error = (f"--target-bpp {target:g} is out of reach: the highest quality "
+                 f"({top.codec.quality}) gives {top.bpp(0.0):.4f} bpp on this image")
+    elif bottom.bpp(0.0) >= lo_ok and bottom.bpp(MAX_DEADZONE) > hi_ok:
+        if any(i.on_grid(quantstep.SEARCH[0]).bpp(0.0) <= hi_ok for i in gridded()):
+            return
+        error = (f"--target-bpp {target:g} is out of reach: quality "
+                 f"{bottom.codec.quality} gives at least {bottom.bpp(MAX_DEADZONE):.4f} bpp "
+                 "on this image (its header alone is 32 bytes)")
+    else:
+        return
+    if grids and any(whole(k).codec.steps for k in range(n)):
+        error += NO_GRID_REACHES
+    raise NicodecError(error)
 
 
 def _whole_bpp(img: _Image, chosen: Controlled, target: float,

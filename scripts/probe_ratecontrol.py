@@ -17,6 +17,10 @@ about MEGAPIXELS (a camera's size; ``bench._mirrored``) and asks each for one
 (0.3 dB above its q2): through REV's rate control, this tree's (which chooses on a
 :func:`nicodec.ratecontrol.sample` of an image this large) and this tree's on the whole
 image (``whole``: the sample switched off), to show what the sample costs in bytes or PSNR.
+
+A spec ``refuse:MEGAPIXELS:LIMIT`` asks the same mirrored images for targets out of every
+quality's reach (``REFUSED``): through REV's rate control and this tree's, the error line
+each gives and its seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import numpy as np
 from nicodec import container, data, image, metrics, ratecontrol, registry
 
 TARGETS = 6  # --target-bpp targets per image, as the bench
+# out of reach: above every quality, below any file's size (the header alone is 32 bytes)
+REFUSED = [("bpp", 40.0), ("bpp", 1e-5), ("psnr", 60.0)]
 
 
 def load_revision(rev: str):
@@ -58,16 +64,48 @@ def landing(control, kind: str, codecs, rgb, target: float) -> dict:
             "bpp": got.bpp, "psnr": got.psnr}
 
 
-def large(old, reg, rows: list, megapixels: str, limit: str) -> dict:
-    """The ``large:MEGAPIXELS:LIMIT`` spec (see the module's docstring)."""
+def mirrored(megapixels: str, limit: str):
+    """(file, pixels) of the first ``limit`` photo test images mirrored out to about
+    ``megapixels`` (a 4:3 photo)."""
     from nicodec.bench import _mirrored
 
-    codecs = [reg.codec(quality=q) for q in reg.qualities()]
-    side = np.sqrt(float(megapixels) * 1e6 / 12)  # a 4:3 photo
+    side = np.sqrt(float(megapixels) * 1e6 / 12)
     h, w = int(3 * side) // 16 * 16, int(4 * side) // 16 * 16
-    runs = [("old", old), ("new", ratecontrol), ("whole", ratecontrol)]
     for f in data.list_images(data.split_dir("photo", "test"))[:int(limit)]:
-        rgb = _mirrored(image.load(f).rgb, h, w)
+        yield f, _mirrored(image.load(f).rgb, h, w)
+
+
+def refuse(old, reg, rows: list, megapixels: str, limit: str) -> dict:
+    """The ``refuse:MEGAPIXELS:LIMIT`` spec (see the module's docstring)."""
+    codecs = [reg.codec(quality=q) for q in reg.qualities()]
+    summary = {}
+    for f, rgb in mirrored(megapixels, limit):
+        for kind, target in REFUSED:
+            row = {"domain": f"photo {rgb.shape[1]}x{rgb.shape[0]}", "image": f.name,
+                   "kind": kind, "target": target}
+            for name, control in (("old", old), ("new", ratecontrol)):
+                t0 = time.perf_counter()
+                try:
+                    landing(control, kind, codecs, rgb, target)
+                    row[name] = {"error": None}
+                except Exception as e:  # noqa: BLE001 - the refusal is what is measured
+                    row[name] = {"error": str(e)}
+                row[name]["seconds"] = time.perf_counter() - t0
+            row["same_error"] = row["old"]["error"] == row["new"]["error"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            summary.setdefault(f"refuse:{kind}:{target:g}", []).append(
+                {"old_seconds": row["old"]["seconds"], "new_seconds": row["new"]["seconds"],
+                 "same_error": row["same_error"]})
+    return summary
+
+
+def large(old, reg, rows: list, megapixels: str, limit: str) -> dict:
+    """The ``large:MEGAPIXELS:LIMIT`` spec (see the module's docstring)."""
+    codecs = [reg.codec(quality=q) for q in reg.qualities()]
+    runs = [("old", old), ("new", ratecontrol), ("whole", ratecontrol)]
+    for f, rgb in mirrored(megapixels, limit):
+        h, w = rgb.shape[:2]
         q1, q4 = (metrics.bpp(len(c.encode(rgb)), w, h) for c in (codecs[0], codecs[-1]))
         q2 = codecs[1]
         targets = [("bpp", float(np.sqrt(q1 * q4))),
@@ -106,8 +144,9 @@ def main() -> None:
     reg = registry.Registry()
     rows, summary = [], {}
     for spec in specs:
-        if spec.startswith("large:"):
-            summary.update(large(old, reg, rows, *spec.split(":")[1:]))
+        if spec.startswith(("large:", "refuse:")):
+            probe = large if spec.startswith("large:") else refuse
+            summary.update(probe(old, reg, rows, *spec.split(":")[1:]))
             Path(out).write_text(json.dumps({"revision": rev, "summary": summary,
                                              "rows": rows}, indent=1))
             continue

@@ -264,6 +264,40 @@ def test_a_large_image_chooses_on_its_sample_and_lands_the_whole(shipped, photo,
     assert errors[1][1] <= 4 < errors[0][1], errors
 
 
+def test_a_large_image_refuses_an_unreachable_rate_early(shipped, photo, monkeypatch):
+    """A --target-bpp above every quality's reach, or below it, on an image that chooses
+    on a sample: the error line of the full search on the whole image, after a few
+    whole-image encodes instead of the full search's."""
+    from nicodec.bench import _mirrored
+    from nicodec.codec import Codec
+
+    big = _mirrored(photo, 400, 544)
+    codecs = [shipped.codec(quality=q) for q in shipped.qualities()]
+    whole_encodes = []
+    encode_latents = Codec.encode_latents
+
+    def counted(self, q, width, height, *args, **kwargs):
+        if (height, width) == big.shape[:2]:
+            whole_encodes.append(1)
+        return encode_latents(self, q, width, height, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode_latents", counted)
+    monkeypatch.setattr(ratecontrol, "SAMPLE_TILE", 64)
+    for target, grids in ((40.0, True), (0.0001, True), (40.0, False)):
+        errors = []
+        for side in (1 << 20, 256):  # the whole image alone, then a sample of 15 tiles
+            monkeypatch.setattr(ratecontrol, "SAMPLE_SIDE", side)
+            whole_encodes.clear()
+            with pytest.raises(NicodecError, match="out of reach") as refused:
+                ratecontrol.to_bpp(codecs, big, target, grids=grids)
+            errors.append((str(refused.value), len(whole_encodes)))
+        assert errors[0][0] == errors[1][0], errors
+        assert ("either" in errors[0][0]) == grids, errors
+        if grids:  # the full search walks each quality's grids; the refusal asks one each
+            assert errors[1][1] <= len(codecs) + 3, errors  # 5 and 7 against 24 and 21
+            assert 3 * errors[1][1] <= errors[0][1], errors
+
+
 def test_target_psnr_gives_the_smallest_file_that_reaches_it(shipped, photo):
     codec = shipped.codec(quality=2)
     plain = codec.encode(photo)
