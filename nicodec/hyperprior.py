@@ -600,14 +600,23 @@ class HyperCoder:
         return q
 
     # ----------------------------------------------------------------- rates
-    def ideal_bits(self, q: np.ndarray, step: int = 0) -> float:
+    def ideal_bits(self, q: np.ndarray, step: int = 0,
+                   window: tuple[int, int, int, int] | None = None) -> float:
         """-log2 p of latents q (on the grid of exponent ``step``) under the frozen tables,
-        side information included."""
+        side information included. ``window`` (top, left, bottom, right, in latent rows and
+        columns): only the latents inside it count, and the side information's over them
+        (the window's edges on z's grid, every ``Z_DOWNSAMPLING`` latents, count it
+        exactly); the rest is context."""
         zq = self.side(q, step)
         shift, table = self.tables(q, zq, step)
+        if window is not None:
+            top, left, bottom, right = window
+            q, shift, table = (a[:, top:bottom, left:right] for a in (q, shift, table))
+            zq = zq[:, top // Z_DOWNSAMPLING:-(-bottom // Z_DOWNSAMPLING),
+                    left // Z_DOWNSAMPLING:-(-right // Z_DOWNSAMPLING)]
         n = (q.astype(np.int64) - shift).ravel()
         table = table.ravel()
-        bits = self.z_coder.ideal_bits(zq)
+        bits = self.z_coder.ideal_bits(np.ascontiguousarray(zq))
         for t in np.unique(table):
             bits += self.y_coder.ideal_bits_of(int(t), n[table == t])
         return bits

@@ -378,13 +378,10 @@ def sample(rgb: np.ndarray) -> np.ndarray | None:
     h, w = rgb.shape[:2]
     if h * w <= SAMPLE_SIDE ** 2:
         return None
-    th, tw = min(SAMPLE_TILE, h), min(SAMPLE_TILE, w)
-    ny = int(np.clip(round(np.sqrt(SAMPLE_TILES * h / w)), 1, h // th))
-    nx = int(np.clip(SAMPLE_TILES // ny, 1, w // tw))
-    ys = np.linspace(0, h - th, ny).astype(int) // 16 * 16
-    xs = np.linspace(0, w - tw, nx).astype(int) // 16 * 16
-    return np.concatenate([np.concatenate([rgb[y:y + th, x:x + tw] for x in xs], axis=1)
-                           for y in ys], axis=0)
+    corners = quantstep.tile_corners(h, w, SAMPLE_TILE, SAMPLE_TILES)
+    rows = sorted({y for y, *_ in corners})
+    return np.concatenate([np.concatenate([rgb[y:y + th, x:x + tw] for top, x, th, tw in corners
+                                           if top == y], axis=1) for y in rows], axis=0)
 
 
 def _whole(kind: str, codecs: list[Codec], rgb: np.ndarray, target: float, channels: int,

@@ -132,11 +132,53 @@ def test_the_encoder_picks_the_grid_by_its_exchange_rate(reg, monkeypatch):
                 assert quantstep.score(codec, r, img, x)[0] <= best
         chosen[slope] = e
     assert chosen[1e4] < 0 < chosen[1e-4]
-    # a large image picks its grid on its central crop, then codes all of it on that grid
-    monkeypatch.setattr(quantstep, "SAMPLE_SIDE", 32)
-    e, q = quantstep.choose(codec, img)
-    assert e == quantstep.search(codec, img[16:48, 32:64])[0]
-    assert np.array_equal(q, codec.latents(img, e))
+    # a large image picks its grid on tiles spread over it, then codes all of it on that
+    # grid: the grid no neighbour beats on the tiles' rate and PSNR
+    big = smooth_image(384, 512, seed=9)
+    monkeypatch.setattr(quantstep, "SAMPLE_SIDE", 256)
+    monkeypatch.setattr(quantstep, "SAMPLE_TILE", 128)
+    monkeypatch.setattr(quantstep, "SAMPLE_TILES", 4)
+    codec.step_slope = 30.0
+    e, q = quantstep.choose(codec, big)
+    tiles = quantstep.TileSample(codec, big)
+    assert len(tiles.parts) == 4 and tiles.pixels == 4 * 128 * 128  # 2 x 2
+    assert tiles.parts[-1][0].shape == (192, 192, 3)  # a corner tile and its halo inwards
+    for x in (e - 1, e + 1):
+        assert tiles.score(x) <= tiles.score(e)
+    assert np.array_equal(q, codec.latents(big, e))
+
+
+def test_windows_count_their_own_latents_and_side_information(reg):
+    """ideal_bits over windows that split the latents on z's grid add up to the whole's;
+    a tile sample of one tile as large as the image is the image's own point."""
+    img = smooth_image(128, 192, seed=8)
+    for generation in (2, 3):  # a hyperprior, and one with a context model
+        codec = _codec(reg, generation)
+        for e in (0, 3):
+            q = codec.latents(img, e)
+            whole = codec.coder.ideal_bits(q, e)
+            parts = [codec.coder.ideal_bits(q, e, (t, left, t + 4, left + w))
+                     for t in (0, 4) for left, w in ((0, 8), (8, 4))]
+            assert sum(parts) == pytest.approx(whole, rel=1e-9)
+            assert min(parts) > 0
+    codec.step_slope = 30.0
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(quantstep, "SAMPLE_TILE", 1024)
+        one = quantstep.TileSample(codec, img)
+    assert len(one.parts) == 1 and one.pixels == 128 * 192
+    r = codec.residual(img)
+    for e in (-2, 0, 5):
+        assert one.point(e) == pytest.approx(quantstep.point(codec, r, img, e)[:2], rel=1e-12)
+
+
+def test_tiles_spread_over_the_image_on_their_grid():
+    corners = quantstep.tile_corners(3000, 4000, align=64)
+    assert len(corners) == 15  # a 4:3 image: 3 rows of 5, about SAMPLE_TILES
+    assert corners[0] == (0, 0, 256, 256)
+    assert all(y % 64 == 0 and x % 64 == 0 for y, x, _, _ in corners)
+    assert max(y for y, *_ in corners) + 256 > 3000 - 64  # the last reach the far edges
+    assert max(x for _, x, *_ in corners) + 256 > 4000 - 64
+    assert quantstep.tile_corners(100, 12000)[0][2:] == (100, 256)  # a panorama's strip
 
 
 def test_the_slope_is_the_mean_curves_between_two_grids(reg):
