@@ -8,7 +8,7 @@ photo codec (the newest generation) and of the shipped adapters, a greyscale ima
 effort-3 and effort-4 files, a ``--target-bpp`` file (and since 0.20 a ``--target-psnr``
 file and a ``--target-bpp`` file of a large image), a tiled (format version 2) image,
 files on other quantisation grids (format version 3, since 0.18: ``--step``, a tiled one
-too, and an adapter's with a context model; since 0.19 the shipped adapters' default
+too, and since 0.21 a large image's default grid, and an adapter's with a context model; since 0.19 the shipped adapters' default
 encodes pick their grids too), and a user
 adapter made with this release (``user-<name>.safetensors``; q2, and q4 since 0.11; with
 its own hyperprior since 0.14, and its own ``step_slope`` where adapt measured a positive
@@ -133,6 +133,10 @@ def main() -> None:
         # format version 3 (since 0.18): latents on other grids (nicodec.quantstep)
         nic("encode", Path(tmp) / "big.png", "-q", 1, "-o", out / "tiled-q1-step4.nic",
             "--quiet", "--step", 4, env=env)
+        # since 0.21 a large image's default grid is chosen on tiles seen with a halo
+        # (quantstep.TileSample)
+        nic("encode", Path(tmp) / "big.png", "-q", 2, "-o", out / "tiled-q2-auto.nic",
+            "--quiet", env=env)
         # rate control (since 0.20: a --target-psnr file; a large image's landing, which
         # chooses on a sample of tiles)
         nic("encode", SOURCE, "--target-psnr", "30", "-o", out / "photo-target-30dB.nic",
