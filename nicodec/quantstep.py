@@ -120,7 +120,7 @@ def tile_corners(h: int, w: int, tile: int = SAMPLE_TILE, tiles: int = SAMPLE_TI
     """(top, left, height, width) of about ``tiles`` tiles ``tile`` pixels a side spread
     evenly over an h x w image, in rows, their corners on a grid of ``align`` pixels."""
     th, tw = min(tile, h), min(tile, w)
-    ny = int(np.clip(round(np.sqrt(tiles * h / w)), 1, h // th))
+    ny = int(np.clip(round(np.sqrt(tiles * h / w)), 1, min(tiles, h // th)))
     nx = int(np.clip(tiles // ny, 1, w // tw))
     ys = np.linspace(0, h - th, ny).astype(int) // align * align
     xs = np.linspace(0, w - tw, nx).astype(int) // align * align

@@ -179,6 +179,8 @@ def test_tiles_spread_over_the_image_on_their_grid():
     assert max(y for y, *_ in corners) + 256 > 3000 - 64  # the last reach the far edges
     assert max(x for _, x, *_ in corners) + 256 > 4000 - 64
     assert quantstep.tile_corners(100, 12000)[0][2:] == (100, 256)  # a panorama's strip
+    tall = quantstep.tile_corners(12000, 100)  # and a tall one: as many tiles (0.20: 44)
+    assert len(tall) == quantstep.SAMPLE_TILES and tall[0][2:] == (256, 100)
 
 
 def test_the_slope_is_the_mean_curves_between_two_grids(reg):
