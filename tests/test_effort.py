@@ -216,6 +216,21 @@ def test_a_sample_spreads_tiles_over_a_large_image_only():
     assert thin.shape == (100, ratecontrol.SAMPLE_TILES * t, 3)  # one row of short tiles
 
 
+def _count_whole(monkeypatch, cls, method: str, big: np.ndarray) -> list:
+    """A list that grows by one each time ``cls.method(q, a, b, ...)`` runs on the whole of
+    ``big`` (a and b its height and width, in either order: reconstruct and encode_latents
+    differ)."""
+    calls, original = [], getattr(cls, method)
+
+    def counted(self, q, a, b, *args, **kwargs):
+        if sorted((a, b)) == sorted(big.shape[:2]):
+            calls.append(1)
+        return original(self, q, a, b, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, counted)
+    return calls
+
+
 def test_a_large_image_chooses_on_its_sample_and_lands_the_whole(shipped, photo, monkeypatch):
     """Rate control on an image over SAMPLE_SIDE squared pixels chooses its quality and
     grid on the sample, then lands the whole image in a few whole-image syntheses: the
@@ -227,15 +242,7 @@ def test_a_large_image_chooses_on_its_sample_and_lands_the_whole(shipped, photo,
     codecs = [shipped.codec(quality=q) for q in shipped.qualities()]
     plain = [metrics.psnr(big, c.decode(*container.parse(c.encode(big)))) for c in codecs]
     sizes = [8 * len(c.encode(big)) / big[..., 0].size for c in codecs]
-    whole_syntheses = []
-    reconstruct = Codec.reconstruct
-
-    def counted(self, q, height, width, *args, **kwargs):
-        if (height, width) == big.shape[:2]:
-            whole_syntheses.append(1)
-        return reconstruct(self, q, height, width, *args, **kwargs)
-
-    monkeypatch.setattr(Codec, "reconstruct", counted)
+    whole_syntheses = _count_whole(monkeypatch, Codec, "reconstruct", big)
     monkeypatch.setattr(ratecontrol, "SAMPLE_TILE", 64)
     counts = {}
     for side in (1 << 20, 256):  # the whole image alone, then a sample of 15 tiles
@@ -273,15 +280,7 @@ def test_a_large_image_refuses_an_unreachable_rate_early(shipped, photo, monkeyp
 
     big = _mirrored(photo, 400, 544)
     codecs = [shipped.codec(quality=q) for q in shipped.qualities()]
-    whole_encodes = []
-    encode_latents = Codec.encode_latents
-
-    def counted(self, q, width, height, *args, **kwargs):
-        if (height, width) == big.shape[:2]:
-            whole_encodes.append(1)
-        return encode_latents(self, q, width, height, *args, **kwargs)
-
-    monkeypatch.setattr(Codec, "encode_latents", counted)
+    whole_encodes = _count_whole(monkeypatch, Codec, "encode_latents", big)
     monkeypatch.setattr(ratecontrol, "SAMPLE_TILE", 64)
     for target, grids in ((40.0, True), (0.0001, True), (40.0, False)):
         errors = []
